@@ -1,0 +1,283 @@
+"""LockEngine: runs the Lua scripts and turns their replies into plain data or errors.
+
+Every state change of a store goes through one script (``lua/``): the rules, the fence, the
+events and the audit entry happen in one atomic step on the Redis server clock. Reads that only
+*look* (the lock board, ``check``) use a pipeline plus ``TIME`` and the pure ``rules.decide``.
+
+Actors are holder dicts as stored in locks: ``{"role": "erp", "terminal_id", "name"}``,
+``{"role": "h5", "session_id"}`` or ``{"role": "system"}`` (sweeper, admin).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any, Callable
+
+from . import keys, scripts
+from .errors import BY_CODE, LockConflict, TablelockError
+from .models import OrderIn, StoreConfig
+from .rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
+
+SYSTEM = {"role": "system"}
+_LOCK_CODES = {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}
+
+
+def compact(value: Any) -> str:
+    """JSON text as the scripts expect it: compact, non-ASCII kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def rules_actor(actor: dict[str, Any]) -> Actor:
+    """The rules' view of a holder dict."""
+    return Actor(Role(actor["role"]), actor.get("terminal_id") or actor.get("session_id", ""))
+
+
+def held_lock(lock: dict[str, Any]) -> HeldLock:
+    """The rules' view of a stored lock."""
+    return HeldLock(
+        kind=Kind(lock["kind"]),
+        holder=rules_actor(lock["holder"]),
+        expires_at=int(lock["expires_at"]),
+        completing=bool(lock.get("completing")),
+    )
+
+
+def content_hash(order: OrderIn) -> str:
+    """Digest of what makes two pushes of one version "the same content" (status aside)."""
+    body = order.model_dump(include={"table_id", "items", "total_cents"}, mode="json")
+    return hashlib.sha256(compact(body).encode()).hexdigest()
+
+
+class LockEngine:
+    """The lock engine of one Redis (single node or cluster)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        defaults: StoreConfig,
+        event_retention: int = 10_000,
+        audit_retention: int = 200_000,
+        token_source: Callable[[], str] = lambda: secrets.token_urlsafe(24),
+    ) -> None:
+        self.redis = redis
+        self.defaults = defaults
+        self._defaults_json = defaults.model_dump_json()
+        self._event_retention = str(event_retention)
+        self._audit_retention = str(audit_retention)
+        self._token = token_source
+        self._scripts = scripts.register(redis)
+
+    # --- script plumbing ------------------------------------------------------------------
+
+    async def _run(
+        self, name: str, store_id: str, extra_keys: list[str], args: list[Any], actor: dict[str, Any]
+    ) -> dict[str, Any]:
+        raw = await self._scripts[name](
+            keys=[*keys.common(store_id), *extra_keys],
+            args=[
+                store_id, keys.EVENTS_CHANNEL, self._event_retention, self._audit_retention,
+                compact(actor), *args,
+            ],
+        )
+        reply = json.loads(raw)
+        due = reply.get("due", -1)
+        if due is not None and due >= 0:
+            # LT: only ever move the store's wake-up time earlier (see sweeper.py).
+            await self.redis.zadd(keys.DUE, {store_id: due}, lt=True)
+        return reply
+
+    @staticmethod
+    def _raise(reply: dict[str, Any], actor: dict[str, Any], action: Action | None) -> None:
+        code = reply.get("err")
+        if code is None:
+            return
+        extra = {"order": reply.get("order"), "lock": reply.get("lock")}
+        if code in _LOCK_CODES:
+            role = Role(actor["role"]) if actor.get("role") in ("erp", "h5") else Role.ERP
+            raise LockConflict(code, role, action, force_allowed=reply.get("force_allowed", False), **extra)
+        cls: type[TablelockError] = BY_CODE[code]
+        raise cls(**extra)
+
+    # --- orders ---------------------------------------------------------------------------
+
+    async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
+        """Store the ERP's order; returns (order, changed)."""
+        body = order.model_dump(mode="json")
+        reply = await self._run(
+            "put_order", store_id,
+            [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
+            [order.order_id, compact(body), content_hash(order), order.version, order.status,
+             order.table_id, order.total_cents],
+            actor,
+        )
+        self._raise(reply, actor, None)
+        return reply["order"], reply["changed"]
+
+    async def get_order(self, store_id: str, order_id: str) -> tuple[dict | None, list[dict]]:
+        """The order and its live locks (tokens included: callers strip them)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(keys.order(store_id, order_id), "json")
+        pipe.hgetall(keys.locks(store_id, order_id))
+        raw_order, raw_locks = await pipe.execute()
+        now = await self.now()
+        locks = [json.loads(v) for v in raw_locks.values()]
+        return (json.loads(raw_order) if raw_order else None), [l for l in locks if l["expires_at"] > now]
+
+    async def open_orders(self, store_id: str) -> dict[str, tuple[str, int]]:
+        """order_id -> (table_id, opened_at) for every open order of the store."""
+        raw = await self.redis.hgetall(keys.open_orders(store_id))
+        out = {}
+        for order_id, value in raw.items():
+            table_id, _, opened_at = value.decode().rpartition("|")
+            out[order_id.decode()] = (table_id, int(opened_at))
+        return out
+
+    async def table_order(self, store_id: str, table_id: str) -> dict | None:
+        """The table's open order (the most recently opened one), or None."""
+        candidates = [(at, o) for o, (t, at) in (await self.open_orders(store_id)).items() if t == table_id]
+        if not candidates:
+            return None
+        order, _ = await self.get_order(store_id, max(candidates)[1])
+        return order
+
+    # --- locks ----------------------------------------------------------------------------
+
+    async def acquire(
+        self, store_id: str, order_id: str, actor: dict[str, Any], kind: Kind, *,
+        force: bool = False, expected_version: int | None = None,
+    ) -> tuple[dict, bool]:
+        """Take a lock; returns (lock with token, enforced) or raises the denial."""
+        action = {Kind.ORDER: Action.MODIFY, Kind.PRESETTLE: Action.PRESETTLE, Kind.PAYMENT: Action.PAY}[kind]
+        reply = await self._run(
+            "acquire", store_id,
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id)],
+            [order_id, action.value, "1" if force else "0",
+             "" if expected_version is None else expected_version, self._token(), self._defaults_json],
+            actor,
+        )
+        self._raise(reply, actor, action)
+        return reply["lock"], reply["enforced"]
+
+    async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> dict:
+        """Extend an ERP lock; raises LockLost when the token holds nothing."""
+        reply = await self._run(
+            "renew", store_id, [keys.locks(store_id, order_id), keys.config(store_id)],
+            [order_id, kind.value, token, self._defaults_json], actor,
+        )
+        self._raise(reply, actor, None)
+        return reply["lock"]
+
+    async def release(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> bool:
+        """Give a lock back; False when the token holds nothing releasable."""
+        reply = await self._run(
+            "release", store_id, [keys.locks(store_id, order_id)], [order_id, kind.value, token], actor
+        )
+        return reply["released"]
+
+    async def expire(self, store_id: str, order_id: str) -> int:
+        """End the order's locks past expiry; returns the order's next expiry or -1."""
+        reply = await self._run("expire", store_id, [keys.locks(store_id, order_id)], [order_id], SYSTEM)
+        return reply["due"]
+
+    async def _each_order_of_terminal(self, store_id: str, terminal_id: str, op: str, grace_ms: int) -> int:
+        changed = 0
+        for order_id in await self.redis.zrange(keys.active(store_id), 0, -1):
+            reply = await self._run(
+                "holder", store_id, [keys.locks(store_id, order_id.decode())],
+                [order_id.decode(), terminal_id, op, grace_ms], SYSTEM,
+            )
+            changed += reply["changed"]
+        return changed
+
+    async def revoke_terminal(self, store_id: str, terminal_id: str) -> int:
+        """Release every lock the terminal holds (reason revoked)."""
+        return await self._each_order_of_terminal(store_id, terminal_id, "revoke", 0)
+
+    async def terminal_offline(self, store_id: str, terminal_id: str, grace_ms: int) -> int:
+        """Cap the expiry of the terminal's locks at now + grace (its last socket closed)."""
+        return await self._each_order_of_terminal(store_id, terminal_id, "disconnect", grace_ms)
+
+    async def locks(self, store_id: str) -> list[dict]:
+        """Every live lock of the store (tokens included: callers strip them)."""
+        order_ids = await self.redis.zrange(keys.active(store_id), 0, -1)
+        if not order_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id in order_ids:
+            pipe.hgetall(keys.locks(store_id, order_id.decode()))
+        results = await pipe.execute()
+        now = await self.now()
+        out = [json.loads(v) for raw in results for v in raw.values()]
+        return sorted((l for l in out if l["expires_at"] > now), key=lambda l: (l["order_id"], l["kind"]))
+
+    async def check(self, store_id: str, order_id: str, actor: dict[str, Any], action: Action) -> Decision:
+        """Ask the pure rules about ``action`` on the order as it is now (nothing changes)."""
+        order, locks = await self.get_order(store_id, order_id)
+        if order is None:
+            raise BY_CODE["NOT_FOUND"]()
+        if order["status"] != "open":
+            raise BY_CODE["ORDER_CLOSED"](order=order)
+        config = await self.config(store_id)
+        return decide(
+            [held_lock(l) for l in locks], rules_actor(actor), action,
+            now=await self.now(), enforced=config.strong_link_enabled,
+        )
+
+    # --- payments -------------------------------------------------------------------------
+
+    async def complete(
+        self, store_id: str, order_id: str, actor: dict[str, Any], *, token: str, amount_cents: int,
+        version: int, payment_ref: str, mode: str, window_ms: int = 0,
+    ) -> dict:
+        """Check a completion against the payment lock; ``self`` marks paid, ``begin`` marks completing."""
+        reply = await self._run(
+            "complete", store_id,
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id)],
+            [order_id, token, amount_cents, version, payment_ref, mode, window_ms], actor,
+        )
+        self._raise(reply, actor, Action.PAY)
+        return reply
+
+    async def finish(
+        self, store_id: str, order_id: str, actor: dict[str, Any], *, token: str, paid: bool,
+        code: str = "", payment_ref: str = "", amount_cents: int = 0,
+    ) -> dict:
+        """End a completion begun with ``complete(mode="begin")`` as the ERP answered."""
+        reply = await self._run(
+            "finish", store_id,
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id)],
+            [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents], actor,
+        )
+        self._raise(reply, actor, Action.PAY)
+        return reply
+
+    # --- configuration, events, time -----------------------------------------------------
+
+    async def config(self, store_id: str) -> StoreConfig:
+        """The store's configuration: stored values over the defaults."""
+        stored = await self.redis.hgetall(keys.config(store_id))
+        values = self.defaults.model_dump()
+        values.update({k.decode(): json.loads(v) for k, v in stored.items()})
+        return StoreConfig.model_validate(values)
+
+    async def emit(
+        self, store_id: str, name: str, data: dict[str, Any], actor: dict[str, Any], *,
+        table_id: str = "", order_id: str = "", audit_only: bool = False,
+    ) -> int:
+        """Append an event (or an audit-only entry) that no lock script produced; returns its seq."""
+        reply = await self._run(
+            "emit", store_id, [], [name, table_id, order_id, compact(data), "audit" if audit_only else ""], actor
+        )
+        return reply["seq"]
+
+    async def seq(self, store_id: str) -> int:
+        """The store's last event seq."""
+        return int(await self.redis.get(keys.seq(store_id)) or 0)
+
+    async def now(self) -> int:
+        """The Redis server clock in Unix ms."""
+        seconds, micros = await self.redis.time()
+        return seconds * 1000 + micros // 1000

@@ -1,0 +1,204 @@
+"""Every error the coordinator returns, with its SPEC code, HTTP status and messages.
+
+    TablelockError
+    ├── ValidationFailed      400 VALIDATION_ERROR   (details)
+    ├── Unauthenticated       401 UNAUTHENTICATED
+    ├── Forbidden             403 FORBIDDEN
+    ├── NotFound              404 NOT_FOUND
+    ├── Conflict              409
+    │   ├── LockConflict          ORDER_LOCKED | PAYMENT_LOCKED | PRESETTLED (force_allowed, lock)
+    │   ├── StaleVersion          STALE_VERSION   (order)
+    │   ├── LockLost              LOCK_LOST
+    │   ├── AmountMismatch        AMOUNT_MISMATCH (order)
+    │   └── OrderClosed           ORDER_CLOSED    (order)
+    ├── PayloadTooLarge       413 PAYLOAD_TOO_LARGE
+    ├── RateLimited           429 RATE_LIMITED       (retry_after)
+    ├── ErpUnreachable        503 ERP_UNREACHABLE
+    └── Unavailable           503 UNAVAILABLE        (Redis unreachable)
+
+``api/middleware.py`` is the one place that turns these into the SPEC error body; no handler
+builds error JSON by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .rules import Action, Code, Role
+
+#: (zh-CN, English) per code; the lock codes have audience-specific texts in ``lock_message``.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "VALIDATION_ERROR": ("请求参数有误", "The request is invalid"),
+    "UNAUTHENTICATED": ("未登录或凭证无效", "Missing or invalid credentials"),
+    "FORBIDDEN": ("无权执行此操作", "Not allowed"),
+    "NOT_FOUND": ("未找到", "Not found"),
+    "ORDER_LOCKED": ("订单正在其他机器修改,暂不能支付", "The order is being edited on another terminal; it cannot be paid now"),
+    "PAYMENT_LOCKED": ("订单正在其他机器/顾客端进行支付,请稍后再试", "The order is being paid on another terminal or by a diner; please try again later"),
+    "PRESETTLED": ("订单已预结,如需修改请联系服务员", "The bill has been pre-settled; ask a waiter to change it"),
+    "STALE_VERSION": ("订单已更新,请确认最新金额后再支付", "The order has changed; check the latest total before paying"),
+    "LOCK_LOST": ("支付已超时或已被其他终端接管,请重新获取订单后再支付", "The payment timed out or was taken over by another terminal; fetch the order again before paying"),
+    "AMOUNT_MISMATCH": ("支付金额与订单金额不符", "The amount does not match the order total"),
+    "ORDER_CLOSED": ("订单已结束(已支付或已取消)", "The order is closed (paid or cancelled)"),
+    "PAYLOAD_TOO_LARGE": ("请求内容过大", "The request body is too large"),
+    "RATE_LIMITED": ("请求过于频繁,请稍后再试", "Too many requests; try again shortly"),
+    "ERP_UNREACHABLE": ("获取订单失败,请到前台结账", "Could not fetch the order; please pay at the front desk"),
+    "UNAVAILABLE": ("服务暂不可用,请稍后再试", "The service is temporarily unavailable"),
+}
+
+#: ERP force-confirm dialog texts (SPEC §5 messages table).
+_FORCE_CONFIRM: dict[str, tuple[str, str]] = {
+    "ORDER_LOCKED": ("此订单正在其他机器修改,是否强制解锁并继续?", "This order is being edited on another terminal. Force unlock and continue?"),
+    "PAYMENT_LOCKED": ("此订单正在其他机器/顾客端进行结账,现在结账可能导致重复支付,是否确定继续结账?", "This order is being paid on another terminal or by a diner. Paying now may charge it twice. Continue anyway?"),
+}
+_ACCEPT_ITEMS_PAYMENT = ("订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付", "The order is being paid on another terminal or by a diner; cancel that payment before accepting dishes")
+
+
+def lock_message(code: Code | str, role: Role, action: Action | None, force_allowed: bool) -> tuple[str, str]:
+    """Pick the SPEC text for a lock denial, by who is asking and what they asked for."""
+    code = str(code)
+    if role is Role.ERP and code == "PAYMENT_LOCKED" and action is Action.ACCEPT_ITEMS:
+        return _ACCEPT_ITEMS_PAYMENT
+    if role is Role.ERP and force_allowed and code in _FORCE_CONFIRM:
+        return _FORCE_CONFIRM[code]
+    return MESSAGES[code]
+
+
+class TablelockError(Exception):
+    """Base of every error with a SPEC code; carries what the error body needs."""
+
+    status = 500
+    code = "UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        message_en: str | None = None,
+        *,
+        force_allowed: bool = False,
+        lock: dict[str, Any] | None = None,
+        order: dict[str, Any] | None = None,
+        details: list[Any] | None = None,
+    ) -> None:
+        zh, en = MESSAGES[self.code]
+        self.message = message or zh
+        self.message_en = message_en or en
+        self.force_allowed = force_allowed
+        self.lock = lock
+        self.order = order
+        self.details = details
+        super().__init__(f"{self.code}: {self.message_en}")
+
+    def body(self) -> dict[str, Any]:
+        """The SPEC ``Error`` body."""
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "message_en": self.message_en,
+                "force_allowed": self.force_allowed,
+                "lock": self.lock,
+                "order": self.order,
+                "details": self.details,
+            }
+        }
+
+
+class ValidationFailed(TablelockError):
+    """The request body, query or path did not validate; ``details`` says where."""
+
+    status, code = 400, "VALIDATION_ERROR"
+
+
+class Unauthenticated(TablelockError):
+    """No token, or a token that is unknown, expired or revoked."""
+
+    status, code = 401, "UNAUTHENTICATED"
+
+
+class Forbidden(TablelockError):
+    """A valid token asking outside its scope (other store, other table, H5 forcing…)."""
+
+    status, code = 403, "FORBIDDEN"
+
+
+class NotFound(TablelockError):
+    """The store, order, table or terminal does not exist (or the route does not)."""
+
+    status, code = 404, "NOT_FOUND"
+
+
+class Conflict(TablelockError):
+    """Base of the 409s: the request is valid but the order's state refuses it."""
+
+    status = 409
+
+
+class LockConflict(Conflict):
+    """A lock rule denied the request (ORDER_LOCKED, PAYMENT_LOCKED or PRESETTLED)."""
+
+    def __init__(self, code: str, role: Role, action: Action | None, **kw: Any) -> None:
+        self.code = code
+        message, message_en = lock_message(code, role, action, kw.get("force_allowed", False))
+        super().__init__(message, message_en, **kw)
+
+
+class StaleVersion(Conflict):
+    """The coordinator knows a newer order version than the one given."""
+
+    code = "STALE_VERSION"
+
+
+class LockLost(Conflict):
+    """The token does not belong to a live lock any more (expired, forced, released)."""
+
+    code = "LOCK_LOST"
+
+
+class AmountMismatch(Conflict):
+    """A payment's amount differs from the order total."""
+
+    code = "AMOUNT_MISMATCH"
+
+
+class OrderClosed(Conflict):
+    """The order is paid or cancelled."""
+
+    code = "ORDER_CLOSED"
+
+
+class PayloadTooLarge(TablelockError):
+    """The request body exceeds ``max_body_bytes``."""
+
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class RateLimited(TablelockError):
+    """Too many requests from one client address or session."""
+
+    status, code = 429, "RATE_LIMITED"
+
+    def __init__(self, retry_after: int, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(**kw)
+
+
+class ErpUnreachable(TablelockError):
+    """The store's ERP master is not connected or did not answer in time."""
+
+    status, code = 503, "ERP_UNREACHABLE"
+
+
+class Unavailable(TablelockError):
+    """Redis cannot be reached."""
+
+    status, code = 503, "UNAVAILABLE"
+
+
+#: Script reply codes (lua/*.lua return ``{code, ...}``) → error class.
+BY_CODE: dict[str, type[TablelockError]] = {
+    cls.code: cls
+    for cls in (
+        ValidationFailed, Unauthenticated, Forbidden, NotFound, StaleVersion, LockLost,
+        AmountMismatch, OrderClosed, PayloadTooLarge, ErpUnreachable, Unavailable,
+    )
+}

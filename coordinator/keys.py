@@ -1,0 +1,90 @@
+"""Every Redis key name in one place.
+
+All keys of one store share the hash tag ``{store_id}``, so every Lua script touches a single
+Redis Cluster slot. The only global keys (``tl:stores``, ``tl:due``) are never used in scripts.
+"""
+
+from __future__ import annotations
+
+PREFIX = "tl"
+
+#: Set of store ids (admin listing).
+STORES = f"{PREFIX}:stores"
+#: Sorted set store_id -> earliest lock expiry in that store: the sweeper's wake-up list.
+DUE = f"{PREFIX}:due"
+#: Pub/sub channel every script publishes live events on.
+EVENTS_CHANNEL = f"{PREFIX}:events"
+
+
+def _s(store_id: str) -> str:
+    return f"{PREFIX}:{{{store_id}}}"
+
+
+def store(store_id: str) -> str:
+    """Hash: name, created_at, qr_secret."""
+    return f"{_s(store_id)}:store"
+
+
+def config(store_id: str) -> str:
+    """Hash: config key -> JSON value (missing keys fall back to the defaults)."""
+    return f"{_s(store_id)}:config"
+
+
+def terminals(store_id: str) -> str:
+    """Hash: terminal_id -> JSON {name, master, token_hash, created_at}."""
+    return f"{_s(store_id)}:terminals"
+
+
+def tables(store_id: str) -> str:
+    """Hash: table_id -> JSON {name}."""
+    return f"{_s(store_id)}:tables"
+
+
+def order(store_id: str, order_id: str) -> str:
+    """Hash: json, version, hash, status, table_id, total, fence, paid_ref."""
+    return f"{_s(store_id)}:order:{order_id}"
+
+
+def locks(store_id: str, order_id: str) -> str:
+    """Hash: slot (edit | pay) -> lock JSON with its token."""
+    return f"{_s(store_id)}:locks:{order_id}"
+
+
+def open_orders(store_id: str) -> str:
+    """Hash: order_id -> "table_id|opened_at" for every open order."""
+    return f"{_s(store_id)}:open"
+
+
+def active(store_id: str) -> str:
+    """Sorted set: order_id -> earliest expiry of its locks (the store's lock board index)."""
+    return f"{_s(store_id)}:active"
+
+
+def seq(store_id: str) -> str:
+    """Counter: the last event seq of the store."""
+    return f"{_s(store_id)}:seq"
+
+
+def events(store_id: str) -> str:
+    """Stream of the store's events, id 0-<seq>, for resume."""
+    return f"{_s(store_id)}:events"
+
+
+def audit(store_id: str) -> str:
+    """Stream of the store's audit entries (events plus actor), time-ordered ids."""
+    return f"{_s(store_id)}:audit"
+
+
+def presence(store_id: str) -> str:
+    """Sorted set: "<terminal_id>|<connection id>" -> last heartbeat (ms)."""
+    return f"{_s(store_id)}:presence"
+
+
+def item_request(store_id: str, request_id: str) -> str:
+    """String: the result of an H5 add-items request, for idempotency."""
+    return f"{_s(store_id)}:req:{request_id}"
+
+
+def common(store_id: str) -> list[str]:
+    """KEYS[1..4] of every script (see lua/lib.lua)."""
+    return [seq(store_id), events(store_id), audit(store_id), active(store_id)]

@@ -1,0 +1,107 @@
+-- acquire.lua: take an order, presettle or payment lock (SPEC §2), atomically.
+--
+-- KEYS[1..4] common (lib.lua)
+-- KEYS[5] order hash    tl:{s}:order:{o}   fields json, version, status, table_id, fence, ...
+-- KEYS[6] locks hash    tl:{s}:locks:{o}   fields edit, pay (lock JSON, with token)
+-- KEYS[7] config hash   tl:{s}:config
+-- ARGV[1..5] common; ARGV[5] is the actor, who becomes the holder
+-- ARGV[6] order_id   ARGV[7] action: modify | presettle | pay   ARGV[8] force: "1" | "0"
+-- ARGV[9] expected_version or ""   ARGV[10] new token   ARGV[11] store config JSON defaults
+--
+-- Returns {"ok":1, "lock":Lock+token, "enforced":bool, "due":ms|-1}
+--      or {"err":"NOT_FOUND"} | {"err":"ORDER_CLOSED","order"} | {"err":"STALE_VERSION","order"}
+--      or {"err":"FORBIDDEN"} | {"err":ORDER_LOCKED|PAYMENT_LOCKED|PRESETTLED,"force_allowed","lock"}
+-- Emits, in cause order: lock.expired (reaped), lock.released{converted}, lock.forced, lock.acquired.
+-- The fence is HINCRBY on the order hash: one counter per order over all kinds and grants.
+
+local K_ORDER, K_LOCKS, K_CONFIG = KEYS[5], KEYS[6], KEYS[7]
+local order_id, action, force = ARGV[6], ARGV[7], ARGV[8] == '1'
+local expected = tonumber(ARGV[9])
+local me = holder_id(ACTOR)
+local kind = ACTION_KIND[action]
+
+if ACTOR.role == 'h5' and (force or not H5_ACTIONS[action]) then return fail('FORBIDDEN') end
+
+local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'table_id')
+if not o[1] then return fail('NOT_FOUND') end
+if o[2] ~= 'open' then return fail('ORDER_CLOSED', nil, o[1]) end
+local version, table_id = tonumber(o[3]), o[4]
+
+local config = cjson.decode(ARGV[11])
+local stored = redis.call('HGETALL', K_CONFIG)
+for i = 1, #stored, 2 do config[stored[i]] = cjson.decode(stored[i + 1]) end
+
+local seconds
+if kind == 'payment' then
+  seconds = (ACTOR.role == 'h5') and config.h5_payment_lock_seconds or config.erp_payment_lock_seconds
+elseif kind == 'order' then
+  seconds = config.order_lock_seconds
+else
+  seconds = config.presettle_lock_seconds
+end
+
+local function new_lock()
+  return {kind = kind, order_id = order_id, table_id = table_id, holder = ACTOR,
+          fence = redis.call('HINCRBY', K_ORDER, 'fence', 1),
+          version = expected or version, acquired_at = NOW, expires_at = NOW + seconds * 1000,
+          token = ARGV[10], completing = false}
+end
+
+-- Legacy mode: nothing is refused or stored; the fence still advances for the ERP's checks.
+if not config.strong_link_enabled then
+  return reply({ok = 1, lock = new_lock(), enforced = false, due = -1})
+end
+
+local held = reap(K_LOCKS, order_id)
+
+-- Own lock of the same kind: hand it back unchanged.
+local mine = held[SLOT[kind]]
+if mine and mine.kind == kind and holder_id(mine.holder) == me then
+  return reply({ok = 1, lock = mine, enforced = true, due = index_order(K_LOCKS, order_id)})
+end
+
+local converts = nil
+if (kind == 'payment' or kind == 'presettle') and held.edit and held.edit.kind == 'order'
+    and holder_id(held.edit.holder) == me then
+  converts = held.edit
+end
+
+local conflicting = {}
+for _, k in ipairs(REPORT_ORDER) do
+  for _, slot in ipairs({'edit', 'pay'}) do
+    local lock = held[slot]
+    if lock and lock.kind == k and not (k == 'order' and holder_id(lock.holder) == me)
+        and CONFLICTS[action][k] then
+      table.insert(conflicting, {slot = slot, lock = lock})
+    end
+  end
+end
+
+if #conflicting > 0 then
+  local completing = false
+  for _, c in ipairs(conflicting) do
+    if c.lock.completing then completing = true end
+  end
+  local erp = ACTOR.role == 'erp'
+  if not (erp and force and not completing) then
+    return fail(CONFLICTS[action][conflicting[1].lock.kind],
+                {force_allowed = erp and not completing, lock = public(conflicting[1].lock)})
+  end
+end
+
+-- Granted. Version binding is checked before anything is broken.
+if expected and version > expected then
+  return fail('STALE_VERSION', nil, o[1])
+end
+
+if converts then
+  end_lock(K_LOCKS, 'edit', converts, 'lock.released', {reason = 'converted'})
+end
+for _, c in ipairs(conflicting) do
+  end_lock(K_LOCKS, c.slot, c.lock, 'lock.forced', {by = ACTOR})
+end
+
+local lock = new_lock()
+redis.call('HSET', K_LOCKS, SLOT[kind], cjson.encode(lock))
+emit('lock.acquired', table_id, order_id, {lock = public(lock)})
+return reply({ok = 1, lock = lock, enforced = true, due = index_order(K_LOCKS, order_id)})

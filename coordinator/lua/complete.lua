@@ -1,0 +1,55 @@
+-- complete.lua: accept a payment completion against the held payment lock (SPEC §2).
+--
+-- KEYS[1..4] common (lib.lua)   KEYS[5] order hash   KEYS[6] locks hash   KEYS[7] open orders hash
+-- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] token   ARGV[8] amount_cents   ARGV[9] version
+-- ARGV[10] payment_ref   ARGV[11] mode: "self" | "begin"   ARGV[12] completing window in ms
+--
+-- mode self  (an ERP terminal completing its own payment: it is the ERP) checks and marks the
+--            order paid in this one step → {"ok":1,"paid":true,"order"}.
+-- mode begin (an H5 payment: the ERP must confirm over RPC) checks and marks the lock
+--            completing, so it can neither be forced nor expire before now + window
+--            → {"ok":1,"paid":false,"lock"}; finish.lua ends it.
+-- Idempotent on payment_ref: a replay after the order is paid with that ref → {"ok":1,"paid":true,
+-- "replay":true,"order"}. Refusals emit payment.rejected and return {"err":CODE[,"order"]}:
+-- NOT_FOUND, ORDER_CLOSED, LOCK_LOST (stale, expired, forced-away or foreign token),
+-- STALE_VERSION, AMOUNT_MISMATCH; PAYMENT_LOCKED (not recorded) while a completion is in flight.
+
+local K_ORDER, K_LOCKS, K_OPEN = KEYS[5], KEYS[6], KEYS[7]
+local order_id, token, amount, version = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local payment_ref, mode, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
+
+local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref', 'table_id')
+if not o[1] then return fail('NOT_FOUND') end
+local json, status, table_id = o[1], o[2], o[6]
+if status == 'paid' and o[5] == payment_ref then
+  return reply({ok = 1, paid = true, replay = true}, json)
+end
+
+local held = reap(K_LOCKS, order_id)
+local lock = held.pay
+
+local function refuse(code, with_order)
+  reject_payment(table_id, order_id, code, payment_ref, amount, version, lock)
+  return fail(code, nil, with_order and json or nil)
+end
+
+if status ~= 'open' then return refuse('ORDER_CLOSED', true) end
+if not lock or lock.token ~= token then lock = nil; return refuse('LOCK_LOST', false) end
+if lock.completing then return fail('PAYMENT_LOCKED') end
+if version ~= tonumber(lock.version) or tonumber(o[3]) ~= tonumber(lock.version) then
+  return refuse('STALE_VERSION', true)
+end
+if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
+
+if mode == 'self' then
+  return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
+end
+
+lock.completing = true
+lock.payment_ref = payment_ref
+lock.amount_cents = amount
+if tonumber(lock.expires_at) < NOW + window then lock.expires_at = NOW + window end
+redis.call('HSET', K_LOCKS, 'pay', cjson.encode(lock))
+emit('lock.renewed', lock.table_id, order_id, {lock = public(lock), reason = 'completing'})
+index_order(K_LOCKS, order_id)
+return reply({ok = 1, paid = false, lock = lock})

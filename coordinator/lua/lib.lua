@@ -1,0 +1,154 @@
+-- lib.lua: shared prelude of every tablelock script (scripts.py prepends it, then the rules
+-- table generated from coordinator/rules.py, then the script body).
+--
+-- Every script receives the same first keys and arguments:
+--   KEYS[1] seq counter  tl:{s}:seq        KEYS[2] event stream  tl:{s}:events
+--   KEYS[3] audit stream tl:{s}:audit      KEYS[4] active zset   tl:{s}:active (order -> next expiry)
+--   ARGV[1] store_id     ARGV[2] pub/sub channel for live events
+--   ARGV[3] event stream MAXLEN (approximate)   ARGV[4] audit stream MAXLEN (approximate)
+--   ARGV[5] actor JSON ({"role":"erp","terminal_id","name"} | {"role":"h5","session_id"} | {"role":"system"})
+-- Script-specific keys start at KEYS[5], arguments at ARGV[6].
+-- Replies are one JSON string: {"ok":...} or {"err":CODE, ...}.
+--
+-- Time is the Redis server clock (TIME), so every coordinator process agrees on expiry.
+
+local STORE = ARGV[1]
+local CHANNEL = ARGV[2]
+local EV_MAXLEN = ARGV[3]
+local AUDIT_MAXLEN = ARGV[4]
+local ACTOR = cjson.decode(ARGV[5])
+local K_SEQ, K_EVENTS, K_AUDIT, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function holder_id(h)
+  return h.role .. ':' .. tostring(h.terminal_id or h.session_id or '')
+end
+
+-- A lock as everyone but its holder sees it: no token.
+local function public(lock)
+  local copy = {}
+  for k, v in pairs(lock) do
+    if k ~= 'token' then copy[k] = v end
+  end
+  return copy
+end
+
+-- Orders travel as JSON text built by Python and are never decoded and re-encoded here:
+-- cjson would turn an empty items array into an object. raw_field splices such text in.
+local function raw_field(json, key, raw)
+  if not raw then return json end
+  if json == '{}' then return '{"' .. key .. '":' .. raw .. '}' end
+  return string.sub(json, 1, -2) .. ',"' .. key .. '":' .. raw .. '}'
+end
+
+local function reply(tbl, order_json)
+  return raw_field(cjson.encode(tbl), 'order', order_json)
+end
+
+local function fail(code, extra, order_json)
+  local r = extra or {}
+  r.err = code
+  return raw_field(cjson.encode(r), 'order', order_json)
+end
+
+-- Append an event to the store's stream (for resume), to the audit log, and publish it live.
+-- seq strictly increases per store; the stream id is 0-<seq> so resume is XRANGE (0-since.
+-- data is a table, or JSON text when it carries an order.
+local function emit(name, table_id, order_id, data)
+  local seq = redis.call('INCR', K_SEQ)
+  if type(data) == 'table' then data = cjson.encode(data) end
+  local ev = raw_field(cjson.encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
+                                     table_id = table_id or cjson.null,
+                                     order_id = order_id or cjson.null}), 'data', data)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EV_MAXLEN, '0-' .. seq, 'e', ev)
+  redis.call('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'e', ev, 'actor', ARGV[5])
+  redis.call('PUBLISH', CHANNEL, ev)
+  return seq
+end
+
+local function load_slot(locks_key, slot)
+  local raw = redis.call('HGET', locks_key, slot)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function live(lock)
+  return NOW < tonumber(lock.expires_at)
+end
+
+-- Drop locks past expires_at, emitting lock.expired once for each: whichever script meets an
+-- expired lock first ends it, so the sweeper and a later acquire never both announce it.
+local function reap(locks_key, order_id)
+  local held = {}
+  for _, slot in ipairs({'edit', 'pay'}) do
+    local lock = load_slot(locks_key, slot)
+    if lock then
+      if live(lock) then
+        held[slot] = lock
+      else
+        redis.call('HDEL', locks_key, slot)
+        emit('lock.expired', lock.table_id, order_id, {lock = public(lock)})
+      end
+    end
+  end
+  return held
+end
+
+-- End a lock with an event: lock.released {reason} or lock.forced {by}.
+local function end_lock(locks_key, slot, lock, name, extra)
+  redis.call('HDEL', locks_key, slot)
+  local data = extra or {}
+  data.lock = public(lock)
+  emit(name, lock.table_id, lock.order_id, data)
+end
+
+-- Keep tl:{s}:active in step with the order's locks: score = the earliest expiry, or gone.
+-- Returns that expiry (or -1) so the caller can wake the sweeper's global index.
+local function index_order(locks_key, order_id)
+  local due = -1
+  for _, slot in ipairs({'edit', 'pay'}) do
+    local lock = load_slot(locks_key, slot)
+    if lock then
+      local e = tonumber(lock.expires_at)
+      if due < 0 or e < due then due = e end
+    end
+  end
+  if due < 0 then
+    redis.call('ZREM', K_ACTIVE, order_id)
+  else
+    redis.call('ZADD', K_ACTIVE, due, order_id)
+  end
+  return due
+end
+
+-- End every lock of a closing order (reason paid | order_closed), in slot order.
+local function release_all(locks_key, held, reason)
+  for _, slot in ipairs({'edit', 'pay'}) do
+    if held[slot] then end_lock(locks_key, slot, held[slot], 'lock.released', {reason = reason}) end
+  end
+end
+
+-- Mark the order paid: its locks end first (reason paid), then order.paid, in cause order.
+-- The order JSON is edited as text (see raw_field); Python writes it compact, status before items.
+local function mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, amount)
+  release_all(locks_key, held, 'paid')
+  local j = redis.call('HGET', order_key, 'json')
+  j = string.gsub(j, '"status":"open"', '"status":"paid"', 1)
+  j = string.gsub(j, '"updated_at":%d+', '"updated_at":' .. NOW, 1)
+  redis.call('HSET', order_key, 'json', j, 'status', 'paid', 'paid_ref', payment_ref)
+  redis.call('HDEL', open_key, order_id)
+  local table_id = redis.call('HGET', order_key, 'table_id')
+  emit('order.paid', table_id, order_id,
+       raw_field(cjson.encode({payment_ref = payment_ref, amount_cents = amount}), 'order', j))
+  index_order(locks_key, order_id)
+  return j
+end
+
+-- Record a refused payment completion for reconciliation (payment.rejected, ERP viewers only).
+local function reject_payment(table_id, order_id, code, payment_ref, amount, version, lock)
+  emit('payment.rejected', table_id, order_id,
+       {code = code, payment_ref = payment_ref, amount_cents = amount, version = version,
+        lock = lock and public(lock) or cjson.null})
+end

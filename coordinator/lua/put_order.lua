@@ -1,0 +1,46 @@
+-- put_order.lua: store the order the ERP pushes (PUT /stores/{s}/orders/{o}).
+--
+-- KEYS[1..4] common (lib.lua)   KEYS[5] order hash   KEYS[6] locks hash
+-- KEYS[7] open orders hash tl:{s}:open (order_id -> "table_id|opened_at")
+-- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] order JSON, compact, without updated_at
+-- ARGV[8] content hash (table, items, total)   ARGV[9] version   ARGV[10] status   ARGV[11] table_id
+-- ARGV[12] total_cents
+--
+-- Returns {"ok":1,"changed":bool,"due":ms|-1,"order":Order}
+--      or {"err":"STALE_VERSION","order":Order}: a lower version, or the same version with other
+--         content. The same version with the same content is idempotent (changed=false, no event).
+-- A newer version is always stored: the ERP is the system of record. A payment lock bound to an
+-- older version stays, but can no longer complete. Closing (paid | cancelled) ends every lock
+-- (lock.released{order_closed}) before order.updated.
+
+local K_ORDER, K_LOCKS, K_OPEN = KEYS[5], KEYS[6], KEYS[7]
+local order_id, body, hash = ARGV[6], ARGV[7], ARGV[8]
+local version, status, table_id, total = tonumber(ARGV[9]), ARGV[10], ARGV[11], ARGV[12]
+
+local cur = redis.call('HMGET', K_ORDER, 'json', 'version', 'hash', 'status')
+if cur[1] then
+  local cur_version = tonumber(cur[2])
+  if version < cur_version then return fail('STALE_VERSION', nil, cur[1]) end
+  if version == cur_version then
+    if hash == cur[3] and status == cur[4] then
+      return reply({ok = 1, changed = false, due = index_order(K_LOCKS, order_id)}, cur[1])
+    end
+    return fail('STALE_VERSION', nil, cur[1])
+  end
+end
+
+local json = raw_field(body, 'updated_at', tostring(NOW))
+redis.call('HSET', K_ORDER, 'json', json, 'version', version, 'hash', hash, 'status', status,
+           'table_id', table_id, 'total', total)
+
+local held = reap(K_LOCKS, order_id)
+if status == 'open' then
+  local opened = redis.call('HGET', K_OPEN, order_id)
+  local opened_at = opened and string.match(opened, '|(%d+)$') or tostring(NOW)
+  redis.call('HSET', K_OPEN, order_id, table_id .. '|' .. opened_at)
+else
+  redis.call('HDEL', K_OPEN, order_id)
+  release_all(K_LOCKS, held, 'order_closed')
+end
+emit('order.updated', table_id, order_id, raw_field('{}', 'order', json))
+return reply({ok = 1, changed = true, due = index_order(K_LOCKS, order_id)}, json)

@@ -1,0 +1,33 @@
+-- renew.lua: extend an ERP holder's lock to now + the kind's duration.
+--
+-- KEYS[1..4] common (lib.lua)   KEYS[5] locks hash tl:{s}:locks:{o}   KEYS[6] config hash
+-- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] kind   ARGV[8] token   ARGV[9] config JSON defaults
+--
+-- Returns {"ok":1,"lock":Lock+token,"due":ms} | {"err":"LOCK_LOST"} | {"err":"FORBIDDEN"} (H5 locks
+-- are not renewable). A completing lock is handed back unchanged: its deadline is the RPC's.
+-- Emits lock.expired (if the lock was found past expiry) or lock.renewed.
+
+local K_LOCKS, K_CONFIG = KEYS[5], KEYS[6]
+local order_id, kind, token = ARGV[6], ARGV[7], ARGV[8]
+
+local held = reap(K_LOCKS, order_id)
+local slot = SLOT[kind]
+local lock = held[slot]
+if not lock or lock.kind ~= kind or lock.token ~= token then
+  index_order(K_LOCKS, order_id)
+  return fail('LOCK_LOST')
+end
+if lock.holder.role ~= 'erp' then return fail('FORBIDDEN') end
+if lock.completing then return reply({ok = 1, lock = lock, due = index_order(K_LOCKS, order_id)}) end
+
+local config = cjson.decode(ARGV[9])
+local stored = redis.call('HGETALL', K_CONFIG)
+for i = 1, #stored, 2 do config[stored[i]] = cjson.decode(stored[i + 1]) end
+local seconds = config.order_lock_seconds
+if kind == 'payment' then seconds = config.erp_payment_lock_seconds
+elseif kind == 'presettle' then seconds = config.presettle_lock_seconds end
+
+lock.expires_at = NOW + seconds * 1000
+redis.call('HSET', K_LOCKS, slot, cjson.encode(lock))
+emit('lock.renewed', lock.table_id, order_id, {lock = public(lock)})
+return reply({ok = 1, lock = lock, due = index_order(K_LOCKS, order_id)})

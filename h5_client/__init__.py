@@ -1,0 +1,1 @@
+"""The diner's H5 page (static/) and a Python H5 client."""
