@@ -399,3 +399,24 @@ class Checkout(BaseModel):
     lock: Lock
     order: Order
     enforced: bool = True
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    """The SPEC error object."""
+
+    code: str
+    message: str
+    message_en: str
+    force_allowed: bool
+    lock: Lock | None
+    order: Order | None
+    details: list[Any] | None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: ErrorDetail

@@ -1,0 +1,7 @@
+"""erp endpoints of SPEC §5."""
+
+from __future__ import annotations
+
+from .routing import Router
+
+router = Router("erp")

@@ -1,0 +1,7 @@
+"""h5 endpoints of SPEC §5."""
+
+from __future__ import annotations
+
+from .routing import Router
+
+router = Router("h5")

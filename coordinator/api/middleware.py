@@ -1,0 +1,75 @@
+"""The one place where exceptions become HTTP responses (the SPEC error body).
+
+A client's mistake is a 4xx with a code; Redis trouble is 503 UNAVAILABLE; anything else is
+logged with its traceback and answered with a bare 500 body that carries no Python detail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+from redis.exceptions import BusyLoadingError, ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+
+from .. import metrics
+from ..errors import NotFound, PayloadTooLarge, RateLimited, TablelockError, Unavailable, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: TablelockError) -> web.Response:
+    """The SPEC error body for ``error``."""
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    return web.Response(
+        status=error.status, headers=headers, content_type="application/json",
+        body=json.dumps(error.body(), ensure_ascii=False).encode(),
+    )
+
+
+def _from_http(exc: web.HTTPException) -> TablelockError | None:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge()
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound()
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        error = NotFound(details=[{"msg": f"method not allowed; allowed: {sorted(exc.allowed_methods)}"}])
+        error.status = 405
+        return error
+    if exc.status < 500 and exc.status >= 400:
+        return ValidationFailed(details=[{"msg": exc.reason}])
+    return None
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Map every exception to its SPEC body; time the request for /metrics."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        max_size = request.app._client_max_size  # the same bound aiohttp applies on read
+        if request.content_length is not None and request.content_length > max_size:
+            raise PayloadTooLarge()
+        response = await handler(request)
+    except TablelockError as error:
+        response = error_response(error)
+    except web.HTTPException as exc:
+        mapped = _from_http(exc)
+        if mapped is None:
+            raise
+        response = error_response(mapped)
+    except (RedisConnectionError, RedisTimeout, BusyLoadingError, ConnectionError, OSError):
+        log.warning("redis unavailable during %s %s", request.method, request.path)
+        response = error_response(Unavailable())
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = web.json_response(
+            {"error": {"code": "INTERNAL", "message": "服务内部错误", "message_en": "Internal error",
+                       "force_allowed": False, "lock": None, "order": None, "details": None}},
+            status=500,
+        )
+    metrics.REQUEST_SECONDS.labels(request.method, route, str(response.status)).observe(
+        time.perf_counter() - started
+    )
+    return response

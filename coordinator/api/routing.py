@@ -1,0 +1,164 @@
+"""Declared endpoints: one table drives the aiohttp routes, auth scopes, validation and OpenAPI.
+
+    router = Router()
+
+    @router.route("POST", "/stores/{store_id}/orders/{order_id}/locks", auth=("erp",),
+                  body=LockRequest, responses={201: LockGrant})
+    async def take_lock(call: Call) -> Reply: ...
+
+The wrapper authenticates (``auth``), enforces the store scope (an ERP terminal or H5 session
+only reaches its own ``{store_id}``), validates path ids, the JSON body and the query against
+their models, and serialises the reply. Errors are raised, never built here (see middleware.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..auth import Principal
+from ..errors import Forbidden, NotFound, ValidationFailed
+from ..rules import Kind
+from ..services import SERVICES, Services
+
+PREFIX = "/api/v1"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KINDS = {kind.value for kind in Kind}
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, who asks, and the validated inputs."""
+
+    request: web.Request
+    services: Services
+    principal: Principal | None
+    path: dict[str, str]
+    body: Any = None
+    query: Any = None
+
+
+@dataclass
+class Reply:
+    """A handler's answer: a status and a model (or None for an empty body)."""
+
+    status: int
+    model: BaseModel | None = None
+
+
+Handler = Callable[[Call], Awaitable["Reply | web.StreamResponse"]]
+
+
+@dataclass
+class Endpoint:
+    """One declared endpoint."""
+
+    method: str
+    path: str
+    handler: Handler
+    auth: tuple[str, ...]
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    responses: dict[int, type[BaseModel] | str | None]
+    summary: str
+    tag: str
+    errors: tuple[int, ...] = field(default=())
+
+
+def bad_request(exc: ValidationError) -> ValidationFailed:
+    """A pydantic error as the SPEC 400 with ``details``."""
+    details = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    return ValidationFailed(details=details)
+
+
+async def authenticate(request: web.Request, services: Services, token: str | None = None) -> Principal:
+    """The Principal of the request's bearer token (or ``token``)."""
+    if token is None:
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    return await services.auth.authenticate(token, await services.engine.now())
+
+
+class Router:
+    """A table of endpoints for one area of the API (admin, ERP, H5…)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Iterable[str],
+        responses: dict[int, type[BaseModel] | str | None],
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        errors: Iterable[int] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Declare ``handler`` as ``method path``; the docstring's first line is its summary."""
+
+        def decorate(handler: Handler) -> Handler:
+            summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
+            self.endpoints.append(
+                Endpoint(method, path, handler, tuple(auth), body, query, responses, summary,
+                         self.tag, tuple(errors))
+            )
+            return handler
+
+        return decorate
+
+    def install(self, app: web.Application) -> None:
+        """Add every endpoint to ``app`` under ``/api/v1``."""
+        for endpoint in self.endpoints:
+            app.router.add_route(endpoint.method, PREFIX + endpoint.path, _wrap(endpoint))
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        path = dict(request.match_info)
+        for name, value in path.items():
+            if not (value in _KINDS if name == "kind" else _ID.match(value)):
+                raise NotFound()
+        principal = None
+        if endpoint.auth != ("public",):
+            principal = await authenticate(request, services)
+            if principal.role not in endpoint.auth:
+                raise Forbidden()
+            store_id = path.get("store_id")
+            if principal.role != "admin" and store_id is not None and store_id != principal.store_id:
+                raise Forbidden()
+        call = Call(request, services, principal, path)
+        if endpoint.body is not None:
+            raw = await request.read()
+            try:
+                call.body = endpoint.body.model_validate_json(raw or b"{}")
+            except ValidationError as exc:
+                raise bad_request(exc) from None
+        if endpoint.query is not None:
+            try:
+                call.query = endpoint.query.model_validate(dict(request.query))
+            except ValidationError as exc:
+                raise bad_request(exc) from None
+        result = await endpoint.handler(call)
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result.model is None:
+            return web.Response(status=result.status)
+        return web.Response(
+            status=result.status,
+            body=result.model.model_dump_json(exclude_none=False).encode(),
+            content_type="application/json",
+        )
+
+    handle.__name__ = endpoint.handler.__name__
+    return handle

@@ -1,0 +1,88 @@
+"""Wiring: build the aiohttp application of one coordinator process.
+
+Resources are created in ``cleanup_ctx`` generators and closed after ``yield``; every
+background task is kept and cancelled on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import metrics
+from .api import admin, erp, h5
+from .api.middleware import errors_middleware
+from .api.openapi import document
+from .auth import Authenticator
+from .directory import Directory
+from .engine import LockEngine
+from .models import StoreConfig
+from .redis_conn import open_redis
+from .services import SERVICES, Services
+from .settings import Settings, load_store_defaults
+
+ROUTERS = (admin.router, erp.router, h5.router)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+async def _services(app: web.Application):
+    settings = app[SETTINGS]
+    if settings.redis_url is None:
+        raise RuntimeError("build_app needs settings.redis_url (the CLI starts an embedded Redis)")
+    redis = await open_redis(settings.redis_url)
+    defaults = StoreConfig.model_validate(load_store_defaults(settings.store_defaults_file))
+    engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention)
+    auth = Authenticator(
+        redis,
+        admin_token=settings.admin_token.get_secret_value(),
+        secret_key=settings.secret_key.get_secret_value(),
+        session_ttl_ms=settings.h5_session_ttl_seconds * 1000,
+    )
+    directory = Directory(engine, settings.effective_public_url)
+    app[SERVICES] = Services(settings=settings, redis=redis, engine=engine, auth=auth, directory=directory)
+    yield
+    await redis.aclose()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Redis answers within a second."""
+    try:
+        await asyncio.wait_for(request.app[SERVICES].redis.ping(), timeout=1.0)
+    except Exception:
+        return web.json_response({"status": "unavailable", "redis": False}, status=503)
+    return web.json_response({"status": "ok", "redis": True})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus exposition."""
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The coordinator application for ``settings`` (secrets must be set: see ensure_secrets)."""
+    if settings.admin_token is None or settings.secret_key is None:
+        settings = settings.ensure_secrets()
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services)
+    endpoints = [e for router in ROUTERS for e in router.endpoints]
+    for router in ROUTERS:
+        router.install(app)
+    openapi = json.dumps(document(endpoints, title="tablelock coordinator", version="1.0"))
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(text=openapi, content_type="application/json")
+
+    app.router.add_get("/api/v1/openapi.json", openapi_json)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -1,0 +1,139 @@
+"""The `tablelock` command: `serve` runs the coordinator, with an embedded Redis unless one is configured."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from coordinator.redis_embedded import EmbeddedRedis, EmbeddedRedisError
+from coordinator.settings import CONFIG_ENV, Settings
+
+log = logging.getLogger("tablelock")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tablelock",
+        description="Order/payment lock coordinator between a restaurant ERP and its H5 ordering page.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the coordinator (HTTP API, websockets, admin console)",
+        description="Run the coordinator. Flags override TABLELOCK_* variables, which override the TOML file.",
+    )
+    serve.add_argument("--host", help="address to listen on (TABLELOCK_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (TABLELOCK_PORT, default 8080)")
+    serve.add_argument(
+        "--redis-url",
+        help="Redis or Redis Cluster URL (TABLELOCK_REDIS_URL); unset: start an embedded redis-server",
+    )
+    serve.add_argument("--data-dir", type=Path, help="embedded Redis data and secrets (TABLELOCK_DATA_DIR)")
+    serve.add_argument("--config", type=Path, help=f"settings TOML file ({CONFIG_ENV}, default config/tablelock.toml)")
+    serve.set_defaults(run=serve_command)
+    # `demo` (coordinator + ERP simulator + pages) and `erp` (the simulator alone) register here.
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `tablelock` command line and return its exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """Build Settings from the TOML file, the environment and the flags that were given."""
+    flags = {"host": args.host, "port": args.port, "redis_url": args.redis_url, "data_dir": args.data_dir}
+    return Settings(_config_file=args.config, **{k: v for k, v in flags.items() if v is not None})
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run the coordinator until SIGINT/SIGTERM, then stop the embedded Redis if we started one."""
+    try:
+        configured = load_settings(args)
+        settings = configured.ensure_secrets()
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as e:
+        print(f"tablelock: invalid settings: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if configured.admin_token is None:
+        _say(f"admin token: {settings.secret_file('admin_token')}")
+    else:
+        _say("admin token: as configured (TABLELOCK_ADMIN_TOKEN or the settings file)")
+
+    # Until aiohttp installs its own handlers, turn SIGTERM into an exception so `finally` runs.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    embedded: EmbeddedRedis | None = None
+    try:
+        if settings.redis_url is None:
+            try:
+                embedded = EmbeddedRedis(settings.data_dir).start()
+            except EmbeddedRedisError as e:
+                print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
+                return 1
+            log.info("started embedded Redis %s (pid %s, data in %s)", embedded.url, embedded.pid, embedded.data_dir)
+            settings = settings.model_copy(update={"redis_url": embedded.url})
+        return _run_app(settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded Redis stopped")
+
+
+def _run_app(settings: Settings) -> int:
+    from aiohttp import web
+
+    from coordinator.app import build_app  # late: the service pulls in everything else
+
+    app = build_app(settings)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=_announce(settings),
+            shutdown_timeout=10,  # websockets are closed by the app; do not linger a minute
+        )
+    except OSError as e:
+        print(f"tablelock: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _announce(settings: Settings) -> Callable[..., None]:
+    """Return the `print` aiohttp calls once listening: our URLs instead of its banner."""
+    local = settings.model_copy(update={"public_url": None}).effective_public_url
+
+    def announce(*_: object) -> None:
+        _say(f"tablelock serving on {local}")
+        _say(f"  admin console: {local}/admin/")
+        _say(f"  readiness:     {local}/readyz")
+        if settings.public_url:
+            _say(f"  QR links:      {settings.effective_public_url}")
+        _say("(Press CTRL+C to quit)")
+
+    return announce
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Open the coordinator's Redis client: a plain server or a Redis Cluster, told apart by asking it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, ResponseError
+
+AnyRedis = Redis | RedisCluster
+
+CONNECT_TIMEOUT = 1.0
+OPERATION_TIMEOUT = 2.0
+HEALTH_CHECK_INTERVAL = 10
+
+
+def _client_options(socket_timeout: float | None) -> dict[str, Any]:
+    return {
+        "decode_responses": False,
+        # redis-py 8 defaults to RESP3, which reshapes replies (XREAD, HGETALL, CLUSTER ...).
+        # Pin RESP2 so every module sees the same shapes on every server.
+        "protocol": 2,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        # One quick retry, only on a broken connection (e.g. Redis restarted while we idled).
+        # Never on TimeoutError: the script may already have run, and a silent second run is a
+        # second grant attempt the caller did not ask for.
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(ConnectionError,)),
+    }
+
+
+async def open_redis(url: str, *, socket_timeout: float | None = OPERATION_TIMEOUT) -> AnyRedis:
+    """Connect to `url` (redis://, rediss:// or unix://) and return a cluster client if it is a cluster node.
+
+    `socket_timeout` bounds every command; blocking reads (XREAD BLOCK, pub/sub listen) longer
+    than it need their own client opened with a larger value or None.
+    """
+    options = _client_options(socket_timeout)
+    plain = Redis.from_url(url, **options)
+    try:
+        info = await plain.info("cluster")
+    except ResponseError:
+        info = {}  # INFO disabled (some managed Redis): only plain servers do that
+    except BaseException:
+        await plain.aclose()
+        raise
+    if not info.get("cluster_enabled"):
+        return plain
+    await plain.aclose()
+    if url.startswith("unix:"):
+        raise ValueError("a Redis Cluster cannot be used over a unix socket; give a redis:// URL")
+    cluster = RedisCluster.from_url(url, **options)
+    try:
+        await cluster.initialize()
+    except BaseException:
+        await cluster.aclose()
+        raise
+    return cluster
+
+
+def is_cluster(client: AnyRedis) -> bool:
+    """Tell whether `client` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)

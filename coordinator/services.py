@@ -1,0 +1,27 @@
+"""The long-lived objects one coordinator process shares between its handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .auth import Authenticator
+from .directory import Directory
+from .engine import LockEngine
+from .settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything a handler may reach; built in ``app.py``, closed on shutdown."""
+
+    settings: Settings
+    redis: Any
+    engine: LockEngine
+    auth: Authenticator
+    directory: Directory
+
+
+SERVICES = web.AppKey("services", Services)

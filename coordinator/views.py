@@ -1,0 +1,79 @@
+"""What each viewer may see of a lock or an event (SPEC §4 Holder, invariant 6).
+
+Staff (ERP terminals, admins) see holders with ids, names and ``online``; an H5 viewer sees
+only ``{role, is_me}``; nobody but the holder's own grant response ever carries a token.
+Pure functions: the hub calls them once per audience, not once per socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Events an H5 session never receives.
+STAFF_ONLY_EVENTS = frozenset({"payment.rejected", "terminal.status"})
+
+
+def _without_token(lock: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in lock.items() if k not in ("token", "payment_ref", "amount_cents")}
+
+
+def staff_holder(holder: dict[str, Any], online: set[str] | frozenset[str]) -> dict[str, Any]:
+    """A holder as ERP viewers and admins see it."""
+    if holder.get("role") == "erp":
+        return {"role": "erp", "terminal_id": holder["terminal_id"], "name": holder.get("name") or "",
+                "online": holder["terminal_id"] in online}
+    if holder.get("role") == "h5":
+        return {"role": "h5", "session_id": holder["session_id"]}
+    return dict(holder)
+
+
+def h5_holder(holder: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+    """A holder as an H5 viewer sees it: no ids."""
+    role = "h5" if holder.get("role") == "h5" else "erp"
+    return {"role": role, "is_me": role == "h5" and holder.get("session_id") == session_id}
+
+
+def staff_lock(lock: dict[str, Any], online: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A lock for ERP viewers and admins (no token)."""
+    view = _without_token(lock)
+    view["holder"] = staff_holder(lock["holder"], online)
+    return view
+
+
+def h5_lock(lock: dict[str, Any], session_id: str | None) -> dict[str, Any]:
+    """A lock for an H5 viewer (no token, no ids)."""
+    view = _without_token(lock)
+    view["holder"] = h5_holder(lock["holder"], session_id)
+    return view
+
+
+def own_lock(lock: dict[str, Any], online: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A lock for its holder's own grant response: with the token."""
+    view = staff_lock(lock, online)
+    view["token"] = lock["token"]
+    return view
+
+
+def staff_event(event: dict[str, Any], online: set[str] | frozenset[str]) -> dict[str, Any]:
+    """An event for ERP terminals: holders get names and ``online``."""
+    data = dict(event.get("data") or {})
+    if "lock" in data and data["lock"]:
+        data["lock"] = staff_lock(data["lock"], online)
+    if "by" in data:
+        data["by"] = staff_holder(data["by"], online)
+    return {**event, "data": data}
+
+
+def h5_event(event: dict[str, Any], session_id: str | None) -> dict[str, Any] | None:
+    """An event for an H5 session, or None if it must not see it."""
+    if event["name"] in STAFF_ONLY_EVENTS:
+        return None
+    data = dict(event.get("data") or {})
+    if "lock" in data and data["lock"]:
+        data["lock"] = h5_lock(data["lock"], session_id)
+    if "by" in data:
+        data["by"] = h5_holder(data["by"], session_id)
+    if event["name"] == "config.updated":
+        config = data.get("config", {})
+        data = {"config": {k: config.get(k) for k in ("strong_link_enabled", "h5_payment_lock_seconds")}}
+    return {**event, "data": data}
