@@ -22,6 +22,10 @@ class Services:
     engine: LockEngine
     auth: Authenticator
     directory: Directory
+    #: Local websocket fan-out (hub.py); set by its cleanup context.
+    hub: Any = None
+    #: ERP RPC across processes (rpc.py); set by its cleanup context.
+    rpc: Any = None
 
 
 SERVICES = web.AppKey("services", Services)
