@@ -420,3 +420,79 @@ class ErrorBody(BaseModel):
     """Every 4xx/5xx body."""
 
     error: ErrorDetail
+
+
+# --- admin: clear config errors, audit and reconciliation queries --------------------------
+# (imports kept with the section they serve, which was appended to this module)
+
+import json  # noqa: E402
+
+from pydantic import (  # noqa: E402
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError  # noqa: E402
+
+
+def config_rule(field: str) -> str:
+    """What a store admin must enter for a configuration key, e.g. "… must be between 1 and 300 seconds"."""
+    if field == "strong_link_enabled":
+        return f"{field} must be true or false"
+    bounds = {type(m).__name__: m for m in StoreConfig.model_fields[field].metadata}
+    unit = "ms" if field.endswith("_ms") else "seconds"
+    return f"{field} must be between {bounds['Ge'].ge} and {bounds['Le'].le} {unit}"
+
+
+class StoreConfigChange(StoreConfigPatch):
+    """PATCH .../config: any subset of the configuration; a bad value names its key and range."""
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _explain(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            got = json.dumps(value if isinstance(value, (bool, int, float)) else str(value)[:40], ensure_ascii=False)
+            raise PydanticCustomError(
+                "config_out_of_range", "{rule} (got {got})", {"rule": config_rule(info.field_name), "got": got}
+            ) from None
+
+
+#: A stream id as the audit pages hand it out (``next``): "<ms>-<seq>".
+StreamId = Annotated[str, StringConstraints(pattern=r"^\d{1,15}-\d{1,18}$")]
+#: A time bound in Unix ms (up to year 10889, so bounds always make valid stream ids).
+TimeBound = Annotated[int, Field(ge=0, le=2**48)]
+
+
+class _Window(BaseModel):
+    """A ``from``/``to`` time window in Unix ms, both ends inclusive; unknown parameters are a mistake."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "_Window":
+        start, end = getattr(self, "from"), getattr(self, "to")
+        if start is not None and end is not None and start > end:
+            raise PydanticCustomError("window_order", "from must not be later than to")
+        return self
+
+
+class _AuditFilters(_Window):
+    """GET .../audit filters besides the window."""
+
+    after: StreamId | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+    order_id: Id | None = None
+    kind: Literal["order", "presettle", "payment"] | None = None  # inline enum: no $ref in the query schema
+
+
+# ``from`` is a Python keyword, so the window fields are declared by name here.
+_WINDOW_FIELDS: dict[str, Any] = {"from": (TimeBound | None, None), "to": (TimeBound | None, None)}
+#: GET .../audit?after=&limit=&order_id=&kind=&from=&to=
+AuditQuery = create_model("AuditQuery", __base__=_AuditFilters, **_WINDOW_FIELDS)
+#: GET .../reconciliation?from=&to=
+ReconciliationQuery = create_model("ReconciliationQuery", __base__=_Window, **_WINDOW_FIELDS)
