@@ -15,7 +15,7 @@ import json
 import secrets
 from typing import Any, Callable
 
-from . import keys, scripts
+from . import keys, metrics, presence, scripts, views
 from .errors import BY_CODE, LockConflict, TablelockError
 from .models import OrderIn, StoreConfig
 from .rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
@@ -90,11 +90,31 @@ class LockEngine:
         return reply
 
     @staticmethod
-    def _raise(reply: dict[str, Any], actor: dict[str, Any], action: Action | None) -> None:
+    def _observe(kind: str, op: str, reply: dict[str, Any]) -> None:
+        """Count one lock operation for /metrics: its result, a denial's code, the locks it broke."""
+        code = reply.get("err")
+        result = code or ("ok" if reply.get("released", True) else "not_held")
+        metrics.LOCK_OPS.labels(kind, op, result).inc()
+        if code and op == "acquire":
+            metrics.CONFLICTS.labels(code).inc()
+        for broken in reply.get("forced") or ():
+            metrics.FORCED.labels(broken).inc()
+
+    async def _raise(
+        self, store_id: str, reply: dict[str, Any], actor: dict[str, Any], action: Action | None
+    ) -> None:
         code = reply.get("err")
         if code is None:
             return
-        extra = {"order": reply.get("order"), "lock": reply.get("lock")}
+        lock = reply.get("lock")
+        if lock:
+            # The lock a denial reports is shown as the asker may see it: an H5 session never
+            # learns terminal or session ids (invariant 6), a terminal sees who holds it.
+            if actor.get("role") == "h5":
+                lock = views.h5_lock(lock, actor.get("session_id"))
+            else:
+                lock = views.staff_lock(lock, await presence.online(self.redis, store_id, await self.now()))
+        extra = {"order": reply.get("order"), "lock": lock}
         if code in _LOCK_CODES:
             role = Role(actor["role"]) if actor.get("role") in ("erp", "h5") else Role.ERP
             raise LockConflict(code, role, action, force_allowed=reply.get("force_allowed", False), **extra)
@@ -113,7 +133,7 @@ class LockEngine:
              order.table_id, order.total_cents],
             actor,
         )
-        self._raise(reply, actor, None)
+        await self._raise(store_id, reply, actor, None)
         return reply["order"], reply["changed"]
 
     async def get_order(self, store_id: str, order_id: str) -> tuple[dict | None, list[dict]]:
@@ -158,7 +178,8 @@ class LockEngine:
              "" if expected_version is None else expected_version, self._token(), self._defaults_json],
             actor,
         )
-        self._raise(reply, actor, action)
+        self._observe(kind.value, "acquire", reply)
+        await self._raise(store_id, reply, actor, action)
         return reply["lock"], reply["enforced"]
 
     async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> dict:
@@ -167,7 +188,8 @@ class LockEngine:
             "renew", store_id, [keys.locks(store_id, order_id), keys.config(store_id)],
             [order_id, kind.value, token, self._defaults_json], actor,
         )
-        self._raise(reply, actor, None)
+        self._observe(kind.value, "renew", reply)
+        await self._raise(store_id, reply, actor, None)
         return reply["lock"]
 
     async def release(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> bool:
@@ -175,6 +197,7 @@ class LockEngine:
         reply = await self._run(
             "release", store_id, [keys.locks(store_id, order_id)], [order_id, kind.value, token], actor
         )
+        self._observe(kind.value, "release", reply)
         return reply["released"]
 
     async def expire(self, store_id: str, order_id: str) -> int:
@@ -235,10 +258,13 @@ class LockEngine:
         """Check a completion against the payment lock; ``self`` marks paid, ``begin`` marks completing."""
         reply = await self._run(
             "complete", store_id,
-            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id)],
-            [order_id, token, amount_cents, version, payment_ref, mode, window_ms], actor,
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
+             keys.config(store_id)],
+            [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json],
+            actor,
         )
-        self._raise(reply, actor, Action.PAY)
+        self._observe(Kind.PAYMENT.value, "complete", reply)
+        await self._raise(store_id, reply, actor, Action.PAY)
         return reply
 
     async def finish(
@@ -251,7 +277,7 @@ class LockEngine:
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id)],
             [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents], actor,
         )
-        self._raise(reply, actor, Action.PAY)
+        await self._raise(store_id, reply, actor, Action.PAY)
         return reply
 
     # --- configuration, events, time -----------------------------------------------------

@@ -8,7 +8,7 @@
 -- ARGV[6] order_id   ARGV[7] action: modify | presettle | pay   ARGV[8] force: "1" | "0"
 -- ARGV[9] expected_version or ""   ARGV[10] new token   ARGV[11] store config JSON defaults
 --
--- Returns {"ok":1, "lock":Lock+token, "enforced":bool, "due":ms|-1}
+-- Returns {"ok":1, "lock":Lock+token, "enforced":bool, "forced":[kind...]?, "due":ms|-1}
 --      or {"err":"NOT_FOUND"} | {"err":"ORDER_CLOSED","order"} | {"err":"STALE_VERSION","order"}
 --      or {"err":"FORBIDDEN"} | {"err":ORDER_LOCKED|PAYMENT_LOCKED|PRESETTLED,"force_allowed","lock"}
 -- Emits, in cause order: lock.expired (reaped), lock.released{converted}, lock.forced, lock.acquired.
@@ -54,9 +54,11 @@ end
 
 local held = reap(K_LOCKS, order_id)
 
--- Own lock of the same kind: hand it back unchanged.
+-- Own lock of the same kind: hand it back unchanged, unless the asker's version is stale
+-- (the binding rule holds for a repeated request too; the lock itself is kept).
 local mine = held[SLOT[kind]]
 if mine and mine.kind == kind and holder_id(mine.holder) == me then
+  if expected and version > expected then return fail('STALE_VERSION', nil, o[1]) end
   return reply({ok = 1, lock = mine, enforced = true, due = index_order(K_LOCKS, order_id)})
 end
 
@@ -97,11 +99,15 @@ end
 if converts then
   end_lock(K_LOCKS, 'edit', converts, 'lock.released', {reason = 'converted'})
 end
+local forced = {}
 for _, c in ipairs(conflicting) do
   end_lock(K_LOCKS, c.slot, c.lock, 'lock.forced', {by = ACTOR})
+  table.insert(forced, c.lock.kind)
 end
 
 local lock = new_lock()
 redis.call('HSET', K_LOCKS, SLOT[kind], cjson.encode(lock))
 emit('lock.acquired', table_id, order_id, {lock = public(lock)})
-return reply({ok = 1, lock = lock, enforced = true, due = index_order(K_LOCKS, order_id)})
+-- forced: the kinds broken (for metrics); left out when none (cjson writes {} for an empty table).
+return reply({ok = 1, lock = lock, enforced = true, forced = forced[1] and forced or nil,
+              due = index_order(K_LOCKS, order_id)})

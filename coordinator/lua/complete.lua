@@ -1,8 +1,10 @@
 -- complete.lua: accept a payment completion against the held payment lock (SPEC §2).
 --
 -- KEYS[1..4] common (lib.lua)   KEYS[5] order hash   KEYS[6] locks hash   KEYS[7] open orders hash
+-- KEYS[8] config hash
 -- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] token   ARGV[8] amount_cents   ARGV[9] version
 -- ARGV[10] payment_ref   ARGV[11] mode: "self" | "begin"   ARGV[12] completing window in ms
+-- ARGV[13] store config JSON defaults
 --
 -- mode self  (an ERP terminal completing its own payment: it is the ERP) checks and marks the
 --            order paid in this one step → {"ok":1,"paid":true,"order"}.
@@ -13,8 +15,11 @@
 -- "replay":true,"order"}. Refusals emit payment.rejected and return {"err":CODE[,"order"]}:
 -- NOT_FOUND, ORDER_CLOSED, LOCK_LOST (stale, expired, forced-away or foreign token),
 -- STALE_VERSION, AMOUNT_MISMATCH; PAYMENT_LOCKED (not recorded) while a completion is in flight.
+-- The token must be the caller's own: a live lock's token presented by another client is foreign.
+-- Legacy mode (strong_link_enabled false) stores no lock, so none is asked for: the version and
+-- amount are still checked against the order; begin → {"ok":1,"paid":false,"enforced":false}.
 
-local K_ORDER, K_LOCKS, K_OPEN = KEYS[5], KEYS[6], KEYS[7]
+local K_ORDER, K_LOCKS, K_OPEN, K_CONFIG = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local order_id, token, amount, version = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local payment_ref, mode, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
 
@@ -34,7 +39,23 @@ local function refuse(code, with_order)
 end
 
 if status ~= 'open' then return refuse('ORDER_CLOSED', true) end
-if not lock or lock.token ~= token then lock = nil; return refuse('LOCK_LOST', false) end
+
+local enforced = cjson.decode(ARGV[13]).strong_link_enabled
+local stored = redis.call('HGET', K_CONFIG, 'strong_link_enabled')
+if stored then enforced = cjson.decode(stored) end
+if not enforced then
+  if version ~= tonumber(o[3]) then return refuse('STALE_VERSION', true) end
+  if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
+  if mode == 'self' then
+    return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
+  end
+  return reply({ok = 1, paid = false, enforced = false})
+end
+
+if not lock or lock.token ~= token or holder_id(lock.holder) ~= holder_id(ACTOR) then
+  lock = nil
+  return refuse('LOCK_LOST', false)
+end
 if lock.completing then return fail('PAYMENT_LOCKED') end
 if version ~= tonumber(lock.version) or tonumber(o[3]) ~= tonumber(lock.version) then
   return refuse('STALE_VERSION', true)
