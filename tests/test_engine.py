@@ -396,6 +396,22 @@ async def test_own_lock_with_a_stale_expected_version_is_refused(engine: LockEng
     assert await stored_locks(engine, store) == held
 
 
+async def test_own_lock_rebinds_to_a_newer_pulled_version(engine: LockEngine, store: str) -> None:
+    """A holder asking again with the newer version it just pulled gets a fresh lock bound to it."""
+    await put(engine, store)
+    old, _ = await engine.acquire(store, "o1", H, Kind.PAYMENT, expected_version=1)
+    same, _ = await engine.acquire(store, "o1", H, Kind.PAYMENT, expected_version=1)
+    assert same == old
+    await put(engine, store, version=2)
+    seq = int(await engine.redis.get(keys.seq(store)))
+    new, _ = await engine.acquire(store, "o1", H, Kind.PAYMENT, expected_version=2)
+    assert new["version"] == 2 and new["fence"] > old["fence"] and new["token"] != old["token"]
+    assert await names(engine, store, seq) == ["lock.released{released}", "lock.acquired"]
+    paid = await engine.complete(store, "o1", H, token=new["token"], amount_cents=TOTAL, version=2,
+                                 payment_ref="p-rebind", mode="self")
+    assert paid["order"]["status"] == "paid"
+
+
 # --- terminals ------------------------------------------------------------------------------
 
 

@@ -55,11 +55,18 @@ end
 local held = reap(K_LOCKS, order_id)
 
 -- Own lock of the same kind: hand it back unchanged, unless the asker's version is stale
--- (the binding rule holds for a repeated request too; the lock itself is kept).
+-- (the binding rule holds for a repeated request too; the lock itself is kept). A holder that
+-- has pulled a newer version than its lock is bound to (an H5 checkout after the ERP changed
+-- the order) gets a fresh lock bound to it: the old one is released first, in cause order.
 local mine = held[SLOT[kind]]
 if mine and mine.kind == kind and holder_id(mine.holder) == me then
   if expected and version > expected then return fail('STALE_VERSION', nil, o[1]) end
-  return reply({ok = 1, lock = mine, enforced = true, due = index_order(K_LOCKS, order_id)})
+  local bound = tonumber(mine.version)
+  if not (expected and bound and expected > bound) or mine.completing then
+    return reply({ok = 1, lock = mine, enforced = true, due = index_order(K_LOCKS, order_id)})
+  end
+  end_lock(K_LOCKS, SLOT[kind], mine, 'lock.released', {reason = 'released'})
+  held[SLOT[kind]] = nil
 end
 
 local converts = nil
