@@ -1,8 +1,10 @@
-"""The `tablelock` command: `serve` runs the coordinator, with an embedded Redis unless one is configured."""
+"""The `tablelock` command: `serve` runs the coordinator, with an embedded Redis unless one is configured;
+`demo` runs everything on one machine; `erp` runs a store's ERP simulator."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
@@ -40,7 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="embedded Redis data and secrets (TABLELOCK_DATA_DIR)")
     serve.add_argument("--config", type=Path, help=f"settings TOML file ({CONFIG_ENV}, default config/tablelock.toml)")
     serve.set_defaults(run=serve_command)
-    # `demo` (coordinator + ERP simulator + pages) and `erp` (the simulator alone) register here.
+
+    demo = commands.add_parser(
+        "demo",
+        help="run everything on this machine: coordinator, a seeded store, its ERP and waiter pages",
+        description="Start the coordinator (embedded Redis unless configured), create a demo store through "
+        "the admin API, run the ERP simulator with a master and two secondary terminals, each with a waiter "
+        "page, and print every URL and the QR code of table T1. Stops everything on CTRL+C or SIGTERM.",
+    )
+    demo.add_argument("--host", help="address to listen on (TABLELOCK_HOST, default 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="coordinator port (TABLELOCK_PORT, default 8080)")
+    demo.add_argument("--redis-url", help="Redis URL (TABLELOCK_REDIS_URL); unset: start an embedded redis-server")
+    demo.add_argument("--data-dir", type=Path, help="embedded Redis data, secrets, demo ERP (TABLELOCK_DATA_DIR)")
+    demo.add_argument("--config", type=Path, help=f"settings TOML file ({CONFIG_ENV}, default config/tablelock.toml)")
+    demo.add_argument("--store", default="demo", help="id of the demo store (default demo)")
+    demo.add_argument("--pages-port", type=int,
+                      help="first waiter page port (default: coordinator port + 1; 0: any free ports)")
+    demo.set_defaults(run=demo_command)
+
+    from erp_simulator.cli import add_erp_arguments  # late: the simulator is optional for `serve`
+
+    erp = commands.add_parser(
+        "erp",
+        help="run a store's ERP terminals (the simulator) against a coordinator, headless or with pages",
+        description="Run one store's stand-in ERP: a master and/or secondary terminals on the wire protocol, "
+        "its own order database, optional waiter pages, and an optional TOML scenario to play.",
+    )
+    add_erp_arguments(erp)
+    erp.set_defaults(run=erp_command)
     return parser
 
 
@@ -90,6 +119,52 @@ def serve_command(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
             log.info("embedded Redis stopped")
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Run the demo until SIGINT/SIGTERM: coordinator, embedded Redis, seeded store, ERP and pages."""
+    try:
+        settings = load_settings(args).ensure_secrets()
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as e:
+        print(f"tablelock: invalid settings: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # until the loop installs its own handlers
+    embedded: EmbeddedRedis | None = None
+    try:
+        if settings.redis_url is None:
+            try:
+                embedded = EmbeddedRedis(settings.data_dir).start()
+            except EmbeddedRedisError as e:
+                print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
+                return 1
+            settings = settings.model_copy(update={"redis_url": embedded.url})
+        return asyncio.run(_demo(settings, args))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            _say("embedded Redis stopped")
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from erp_simulator.cli import stop_on_signals
+    from erp_simulator.demo import DemoError, run_demo
+
+    stop = stop_on_signals()
+    try:
+        await run_demo(settings, stop, store_id=args.store, pages_port=args.pages_port, say=_say)
+    except DemoError as e:
+        print(f"tablelock demo: {e}", file=sys.stderr)
+        return 1
+    _say("tablelock demo stopped")
+    return 0
+
+
+def erp_command(args: argparse.Namespace) -> int:
+    """Run the ERP simulator for one store (see erp_simulator/cli.py)."""
+    from erp_simulator.cli import run_erp
+
+    return run_erp(args)
 
 
 def _run_app(settings: Settings) -> int:

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +244,11 @@ class EmbeddedRedis:
             )
 
     def _client(self) -> redis.Redis:
+        # No retries: the polling loops retry themselves and must see the deadline, not 4x it.
+        options = {"socket_timeout": 1, "socket_connect_timeout": 1, "protocol": 2, "retry": Retry(NoBackoff(), 0)}
         if self.socket_path is not None:
-            return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1, protocol=2)
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, protocol=2)
+            return redis.Redis(unix_socket_path=str(self.socket_path), **options)
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
     def _wait_until_ready(self) -> None:
         assert self._proc is not None

@@ -49,6 +49,7 @@ async def test_registered_script_survives_script_flush(redis_client: AnyRedis, u
     keys = [f"{{t{uid}}}:a", f"{{t{uid}}}:b"]
     await script(keys=keys, args=["x"])
     await redis_client.script_flush()
+    assert await redis_client.script_exists(script.sha) == [False]
     assert await script(keys=keys, args=["y"]) == [b"x", 2]
 
 
