@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -15,6 +15,9 @@ AnyRedis = Redis | RedisCluster
 CONNECT_TIMEOUT = 1.0
 OPERATION_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 10
+MAX_CONNECTIONS = 256
+POOL_WAIT = OPERATION_TIMEOUT
+CLUSTER_MAX_CONNECTIONS = 2048
 
 
 def _client_options(socket_timeout: float | None) -> dict[str, Any]:
@@ -40,7 +43,10 @@ async def open_redis(url: str, *, socket_timeout: float | None = OPERATION_TIMEO
     than it need their own client opened with a larger value or None.
     """
     options = _client_options(socket_timeout)
-    plain = Redis.from_url(url, **options)
+    # A burst of requests must queue for a connection, not fail: redis-py's default pool raises
+    # MaxConnectionsError past 100 commands in flight. The blocking pool waits (bounded).
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **options)
+    plain = Redis.from_pool(pool)
     try:
         info = await plain.info("cluster")
     except ResponseError:
@@ -53,7 +59,8 @@ async def open_redis(url: str, *, socket_timeout: float | None = OPERATION_TIMEO
     await plain.aclose()
     if url.startswith("unix:"):
         raise ValueError("a Redis Cluster cannot be used over a unix socket; give a redis:// URL")
-    cluster = RedisCluster.from_url(url, **options)
+    # The async cluster client has no blocking pool; give each node room for a burst instead.
+    cluster = RedisCluster.from_url(url, max_connections=CLUSTER_MAX_CONNECTIONS, **options)
     try:
         await cluster.initialize()
     except BaseException:
