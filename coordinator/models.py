@@ -496,3 +496,32 @@ _WINDOW_FIELDS: dict[str, Any] = {"from": (TimeBound | None, None), "to": (TimeB
 AuditQuery = create_model("AuditQuery", __base__=_AuditFilters, **_WINDOW_FIELDS)
 #: GET .../reconciliation?from=&to=
 ReconciliationQuery = create_model("ReconciliationQuery", __base__=_Window, **_WINDOW_FIELDS)
+
+
+# --- lock views for everyone but the holder (appended: the token field is absent, not null) ---
+
+from pydantic.json_schema import SkipJsonSchema  # noqa: E402
+
+
+class LockView(Lock):
+    """A lock as anyone but its holder sees it: no ``token`` key at all (SPEC §4, invariant 6)."""
+
+    token: SkipJsonSchema[str | None] = Field(default=None, exclude=True)
+
+
+class OrderWithLockViews(OrderWithLocks):
+    """GET /stores/{s}/orders/{o}: the order and its live locks, without tokens."""
+
+    locks: list[LockView]
+
+
+class LockViewList(LockList):
+    """GET /stores/{s}/locks: the store's live locks, without tokens."""
+
+    locks: list[LockView]
+
+
+class H5TableView(H5Table):
+    """GET /h5/table, with the locks in the H5 viewer form and no token key."""
+
+    locks: list[LockView]
