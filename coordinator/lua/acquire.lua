@@ -27,18 +27,8 @@ if not o[1] then return fail('NOT_FOUND') end
 if o[2] ~= 'open' then return fail('ORDER_CLOSED', nil, o[1]) end
 local version, table_id = tonumber(o[3]), o[4]
 
-local config = cjson.decode(ARGV[11])
-local stored = redis.call('HGETALL', K_CONFIG)
-for i = 1, #stored, 2 do config[stored[i]] = cjson.decode(stored[i + 1]) end
-
-local seconds
-if kind == 'payment' then
-  seconds = (ACTOR.role == 'h5') and config.h5_payment_lock_seconds or config.erp_payment_lock_seconds
-elseif kind == 'order' then
-  seconds = config.order_lock_seconds
-else
-  seconds = config.presettle_lock_seconds
-end
+local config = store_config(K_CONFIG, ARGV[11])
+local seconds = lock_seconds(config, kind, ACTOR.role)
 
 local function new_lock()
   return {kind = kind, order_id = order_id, table_id = table_id, holder = ACTOR,

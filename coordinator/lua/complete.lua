@@ -40,10 +40,7 @@ end
 
 if status ~= 'open' then return refuse('ORDER_CLOSED', true) end
 
-local enforced = cjson.decode(ARGV[13]).strong_link_enabled
-local stored = redis.call('HGET', K_CONFIG, 'strong_link_enabled')
-if stored then enforced = cjson.decode(stored) end
-if not enforced then
+if not store_config(K_CONFIG, ARGV[13]).strong_link_enabled then
   if version ~= tonumber(o[3]) then return refuse('STALE_VERSION', true) end
   if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
   if mode == 'self' then

@@ -43,6 +43,24 @@ local function raw_field(json, key, raw)
   return string.sub(json, 1, -2) .. ',"' .. key .. '":' .. raw .. '}'
 end
 
+-- The store's configuration: the stored values (one JSON value per field) over the defaults.
+local function store_config(config_key, defaults_json)
+  local config = cjson.decode(defaults_json)
+  local stored = redis.call('HGETALL', config_key)
+  for i = 1, #stored, 2 do config[stored[i]] = cjson.decode(stored[i + 1]) end
+  return config
+end
+
+-- Seconds a new or renewed lock of `kind` lasts for a holder of `role`.
+local function lock_seconds(config, kind, role)
+  if kind == 'payment' then
+    return (role == 'h5') and config.h5_payment_lock_seconds or config.erp_payment_lock_seconds
+  elseif kind == 'order' then
+    return config.order_lock_seconds
+  end
+  return config.presettle_lock_seconds
+end
+
 local function reply(tbl, order_json)
   return raw_field(cjson.encode(tbl), 'order', order_json)
 end

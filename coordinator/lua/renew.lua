@@ -20,13 +20,7 @@ end
 if lock.holder.role ~= 'erp' then return fail('FORBIDDEN') end
 if lock.completing then return reply({ok = 1, lock = lock, due = index_order(K_LOCKS, order_id)}) end
 
-local config = cjson.decode(ARGV[9])
-local stored = redis.call('HGETALL', K_CONFIG)
-for i = 1, #stored, 2 do config[stored[i]] = cjson.decode(stored[i + 1]) end
-local seconds = config.order_lock_seconds
-if kind == 'payment' then seconds = config.erp_payment_lock_seconds
-elseif kind == 'presettle' then seconds = config.presettle_lock_seconds end
-
+local seconds = lock_seconds(store_config(K_CONFIG, ARGV[9]), kind, lock.holder.role)
 lock.expires_at = NOW + seconds * 1000
 redis.call('HSET', K_LOCKS, slot, cjson.encode(lock))
 emit('lock.renewed', lock.table_id, order_id, {lock = public(lock)})
