@@ -424,6 +424,15 @@ async def test_lock_board_shows_live_locks_without_tokens(client, shop):
     assert locks[0]["table_id"] == "T1" and locks[0]["fence"] >= 1 and locks[0]["expires_at"] > locks[0]["acquired_at"]
 
 
+async def test_lock_board_carries_the_redis_clock(client, shop):
+    """The board answers ``now`` on the Redis clock it was read at, so a console counts down on the coordinator's time."""
+    engine = services(client).engine
+    before = await engine.now()
+    board = await ok_json(await send(client, "GET", f"/admin/stores/{shop.store_id}/locks"))
+    after = await engine.now()
+    assert before <= board["now"] <= after
+
+
 # --- reconciliation ---------------------------------------------------------------------------
 
 

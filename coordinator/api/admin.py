@@ -10,6 +10,8 @@ Choices where SPEC is silent:
   (ms, inclusive); ``next`` is None once the log is exhausted.
 - ``GET .../reconciliation`` without ``to`` ends now; without ``from`` it covers the 24 hours
   before ``to``.
+- ``GET .../locks`` (extension) also answers ``now``, the Redis clock the board was read at, so
+  the admin console counts down to ``expires_at`` on the coordinator's clock, not the browser's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..models import (
     AuditQuery,
     Lock,
     LockList,
+    Millis,
     Reconciliation,
     ReconciliationQuery,
     Store,
@@ -43,6 +46,12 @@ router = Router("admin")
 ADMIN = ("admin",)
 #: Reconciliation's default window: the day before ``to``.
 DAY_MS = 24 * 3600 * 1000
+
+
+class LockBoard(LockList):
+    """The admin lock board: the live locks and the Redis clock (Unix ms) they were read at."""
+
+    now: Millis
 
 
 # --- stores and configuration -------------------------------------------------------------
@@ -159,15 +168,17 @@ async def read_audit(call: Call) -> Reply:
     return Reply(200, await audit.read_page(call.services.redis, store_id, after=q.after, limit=q.limit, where=where))
 
 
-@router.route("GET", "/admin/stores/{store_id}/locks", auth=ADMIN, responses={200: LockList})
+@router.route("GET", "/admin/stores/{store_id}/locks", auth=ADMIN, responses={200: LockBoard})
 async def lock_board(call: Call) -> Reply:
     """Every live lock of the store, holders with names and whether they are online (no tokens)."""
     store_id = call.path["store_id"]
     await call.services.directory.store(store_id)
     engine = call.services.engine
     locks = await engine.locks(store_id)
-    online = await presence.online(call.services.redis, store_id, await engine.now())
-    return Reply(200, LockList(locks=[Lock.model_validate(views.staff_lock(lock, online)) for lock in locks]))
+    now = await engine.now()
+    online = await presence.online(call.services.redis, store_id, now)
+    return Reply(200, LockBoard(locks=[Lock.model_validate(views.staff_lock(lock, online)) for lock in locks],
+                                now=now))
 
 
 @router.route("GET", "/admin/stores/{store_id}/reconciliation", auth=ADMIN, query=ReconciliationQuery,
