@@ -60,15 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="first waiter page port (default: coordinator port + 1; 0: any free ports)")
     demo.set_defaults(run=demo_command)
 
-    from erp_simulator.cli import add_erp_arguments  # late: the simulator is optional for `serve`
-
     erp = commands.add_parser(
         "erp",
         help="run a store's ERP terminals (the simulator) against a coordinator, headless or with pages",
         description="Run one store's stand-in ERP: a master and/or secondary terminals on the wire protocol, "
         "its own order database, optional waiter pages, and an optional TOML scenario to play.",
     )
-    add_erp_arguments(erp)
+    erp.add_argument("--coordinator", required=True, help="coordinator base URL, e.g. http://127.0.0.1:8080")
+    erp.add_argument("--store", required=True, help="the store id")
+    erp.add_argument("--token-file", type=Path, help="TOML/JSON file listing the terminals and their tokens")
+    erp.add_argument("--master-token", help="token of the master terminal (answers the coordinator's RPCs)")
+    erp.add_argument("--secondary-token", action="append", default=[],
+                     help="token of a secondary terminal (repeatable)")
+    erp.add_argument("--db", type=Path, help="the ERP's sqlite file (default ./.tablelock/erp-<store>.sqlite)")
+    erp.add_argument("--seed", action="store_true", help="put the demo tables, menu and an order on T1 in the database")
+    erp.add_argument("--pages-port", type=int,
+                     help="serve a waiter page per terminal from this port on (0: free ports); default headless")
+    erp.add_argument("--pages-host", default="127.0.0.1", help="address the waiter pages listen on")
+    erp.add_argument("--scenario", type=Path, help="TOML scenario to play, then exit")
     erp.set_defaults(run=erp_command)
     return parser
 
@@ -162,7 +171,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def erp_command(args: argparse.Namespace) -> int:
     """Run the ERP simulator for one store (see erp_simulator/cli.py)."""
-    from erp_simulator.cli import run_erp
+    from erp_simulator.cli import run_erp  # late: `serve` never loads the simulator
 
     return run_erp(args)
 

@@ -1,0 +1,106 @@
+"""The ERP terminal's HTTP calls to the coordinator (SPEC §5, "ERP terminal"), with aiohttp.
+
+Every refusal comes back as ``Refused`` carrying the SPEC error body, so the waiter page can
+show ``message`` and, when ``force_allowed``, ask the user and repeat with ``force``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+API = "/api/v1"
+
+
+class Refused(Exception):
+    """The coordinator (or the ERP itself) refused an action: the SPEC error body's fields."""
+
+    def __init__(self, code: str, message: str, message_en: str = "", *, status: int = 409,
+                 force_allowed: bool = False, lock: dict | None = None, order: dict | None = None) -> None:
+        self.code, self.message, self.message_en = code, message, message_en or message
+        self.status, self.force_allowed, self.lock, self.order = status, force_allowed, lock, order
+        super().__init__(f"{code}: {self.message_en}")
+
+    @classmethod
+    def from_body(cls, status: int, body: Any) -> Refused:
+        """Build from an HTTP error response body (anything that is not the SPEC body is UNAVAILABLE)."""
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict) or "code" not in error:
+            return cls("UNAVAILABLE", "协调服务暂不可用", "The coordinator is unavailable", status=status)
+        return cls(error["code"], error.get("message") or error["code"], error.get("message_en") or "",
+                   status=status, force_allowed=bool(error.get("force_allowed")), lock=error.get("lock"),
+                   order=error.get("order"))
+
+    def wire(self) -> dict[str, Any]:
+        """The SPEC error object (what the waiter page receives)."""
+        return {"code": self.code, "message": self.message, "message_en": self.message_en,
+                "force_allowed": self.force_allowed, "lock": self.lock, "order": self.order}
+
+
+class CoordinatorClient:
+    """One terminal's authenticated HTTP session with the coordinator."""
+
+    def __init__(self, base_url: str, store_id: str, token: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.store_id = store_id
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._session.close()
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self.base_url}{API}/stores/{self.store_id}{path}"
+        try:
+            async with self._session.request(method, url, json=body) as response:
+                try:
+                    payload = await response.json(content_type=None)
+                except ValueError:
+                    payload = None
+                if response.status >= 400:
+                    raise Refused.from_body(response.status, payload)
+                return payload or {}
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise Refused("UNAVAILABLE", "无法连接协调服务", f"Cannot reach the coordinator: {e}", status=503) from e
+
+    async def put_order(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Push the ERP's order (``PUT .../orders/{o}``); returns the stored order."""
+        return (await self._call("PUT", f"/orders/{order['order_id']}", order))["order"]
+
+    async def get_order(self, order_id: str) -> dict[str, Any]:
+        """``{order, locks}`` as the coordinator has them."""
+        return await self._call("GET", f"/orders/{order_id}")
+
+    async def locks(self) -> list[dict[str, Any]]:
+        """Every live lock of the store (the polling form)."""
+        return (await self._call("GET", "/locks"))["locks"]
+
+    async def take_lock(self, order_id: str, kind: str, *, force: bool = False,
+                        expected_version: int | None = None) -> dict[str, Any]:
+        """Take a lock; returns the lock with its token and ``enforced`` (false in legacy mode: nothing stored)."""
+        body: dict[str, Any] = {"kind": kind, "force": force}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        grant = await self._call("POST", f"/orders/{order_id}/locks", body)
+        return {**grant["lock"], "enforced": grant.get("enforced", True)}
+
+    async def renew(self, order_id: str, kind: str, token: str) -> dict[str, Any]:
+        """Renew a lock; raises Refused(LOCK_LOST) when it is gone."""
+        return (await self._call("POST", f"/orders/{order_id}/locks/{kind}/renew", {"token": token}))["lock"]
+
+    async def release(self, order_id: str, kind: str, token: str) -> bool:
+        """Release a lock; False when the token held nothing."""
+        return bool((await self._call("POST", f"/orders/{order_id}/locks/{kind}/release", {"token": token}))["released"])
+
+    async def check(self, order_id: str, action: str) -> dict[str, Any]:
+        """``{allowed, code, message, message_en, force_allowed}`` for ``action`` on the order now."""
+        return await self._call("POST", f"/orders/{order_id}/check", {"action": action})
+
+    async def pay(self, order_id: str, *, token: str, amount_cents: int, version: int, payment_ref: str) -> dict[str, Any]:
+        """Complete this terminal's own payment with its payment lock token; returns the paid order."""
+        body = {"token": token, "amount_cents": amount_cents, "version": version, "payment_ref": payment_ref}
+        return (await self._call("POST", f"/orders/{order_id}/payments", body))["order"]

@@ -1,0 +1,93 @@
+"""The master terminal's duties: answering the coordinator's ERP RPCs from the ERP database.
+
+``order.fetch`` and ``menu.list`` read; ``order.add_items`` auto-accepts a diner's dishes after
+asking the coordinator ``accept_items`` (refused: the SPEC toast on the cashier's page and an
+``rpc_error``), then pushes the new version; ``order.pay`` records a diner's payment after the
+fence, version and amount checks. Refusals become ``rpc_error`` with the codes of
+docs/protocol.md §6 (``STALE_FENCE``, ``STALE_VERSION``, ``PAYMENT_LOCKED``…).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .client import Refused
+from .db import AcceptCheck
+from .errors import AcceptRefused, ErpError
+
+if TYPE_CHECKING:
+    from .terminal import Terminal
+
+
+class MasterRpc:
+    """Answers RPCs for one terminal (a terminal that is not the master refuses them)."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+        self.db = terminal.db
+
+    async def answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The ``rpc_result`` or ``rpc_error`` reply to one ``rpc`` message."""
+        rpc_id, method, params = message.get("id"), message.get("method"), message.get("params") or {}
+        try:
+            if not self.terminal.master:
+                raise Refused("NOT_MASTER", "此终端不是主收银机", "This terminal is not the master")
+            handler = {"order.fetch": self.fetch, "order.add_items": self.add_items,
+                       "order.pay": self.pay, "menu.list": self.menu}.get(method)
+            if handler is None:
+                raise Refused("NOT_FOUND", f"未知方法 {method}", f"Unknown method {method}")
+            return {"type": "rpc_result", "id": rpc_id, "result": await handler(params)}
+        except ErpError as e:
+            return {"type": "rpc_error", "id": rpc_id, "error": e.wire()}
+        except Refused as e:
+            return {"type": "rpc_error", "id": rpc_id,
+                    "error": {"code": e.code, "message": e.message, "message_en": e.message_en}}
+        except (KeyError, TypeError, ValueError) as e:
+            return {"type": "rpc_error", "id": rpc_id,
+                    "error": {"code": "VALIDATION_ERROR", "message": "请求参数有误", "message_en": str(e)}}
+
+    async def fetch(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.fetch``: the ERP's order as it is now (the coordinator stores the answer)."""
+        return self.db.order(params["order_id"])
+
+    async def add_items(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.add_items``: auto-accept a diner's dishes unless a payment or presettle lock forbids."""
+        request_id, table_id = params["request_id"], params["table_id"]
+        items = [{"sku": i["sku"], "qty": int(i.get("qty", 1))} for i in params["items"]]
+        accepted = self.db.accepted_order(request_id)
+        if accepted is not None:
+            return accepted
+        order_id = params.get("order_id") or (self.db.table_order(table_id) or {}).get("order_id")
+        check = AcceptCheck(True)
+        if order_id is not None:
+            try:
+                result = await self.terminal.client.check(order_id, "accept_items")
+                check = AcceptCheck(bool(result["allowed"]), result.get("code"))
+            except Refused as e:
+                if e.code != "NOT_FOUND":  # an order the coordinator has not heard of yet has no locks
+                    raise
+        try:
+            order, changed = self.db.accept_items(order_id, table_id, items, request_id, check)
+        except AcceptRefused as e:
+            self.terminal.tell({"kind": "accept_refused", "order_id": order_id, "table_id": table_id,
+                                "code": e.code, "message": e.message, "message_en": e.message_en})
+            raise
+        if changed:
+            await self.terminal.push(order)
+            self.terminal.tell({"kind": "accepted", "order_id": order["order_id"], "table_id": table_id,
+                                "message": f"已自动接单:{table_id} 顾客加菜",
+                                "message_en": f"Accepted a diner's dishes on {table_id}"})
+        return order
+
+    async def pay(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.pay``: record a diner's payment if its fence, version and amount hold (no push)."""
+        fence = params.get("fence")
+        order = self.db.mark_paid(params["order_id"], version=int(params["version"]),
+                                  amount_cents=int(params["amount_cents"]), payment_ref=str(params["payment_ref"]),
+                                  fence=None if fence is None else int(fence))
+        self.terminal.tell(None)
+        return order
+
+    async def menu(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``menu.list``: the ERP's menu."""
+        return {"items": self.db.menu()}

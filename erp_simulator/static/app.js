@@ -1,0 +1,255 @@
+// The waiter page: draws /api/state, follows /api/stream (SSE), sends the waiter's actions.
+// No framework and no build step; Chinese first, English on the switch.
+"use strict";
+
+const TEXT = {
+  zh: {
+    title: "点餐终端", master: "主收银机", secondary: "副机", online: "已连接", offline: "未连接",
+    revoked: "终端已停用", open: "开台", edit: "编辑", submit: "落单", presettle: "预结",
+    unpresettle: "反预结", pay: "结账", complete: "完成支付", cancelPay: "取消支付",
+    continue: "继续", cancel: "取消", mine: "我的", kind_order: "编辑中", kind_presettle: "已预结",
+    kind_payment: "结账中", h5paying: "顾客支付中", holderOnline: "在线", holderOffline: "离线",
+    noOrder: "空台", order: "订单", version: "版本", total: "合计", addDish: "加菜", remove: "退",
+    dismiss: "知道了", lang: "English", completing: "确认中", presettledMark: "已预结",
+    paid: "已完成支付", released: "已释放", seconds: "秒", fromH5: "扫码",
+  },
+  en: {
+    title: "Order terminal", master: "Master", secondary: "Secondary", online: "Connected",
+    offline: "Disconnected", revoked: "Terminal revoked", open: "Open table", edit: "Edit",
+    submit: "Submit", presettle: "Pre-settle", unpresettle: "Undo pre-settle", pay: "Checkout",
+    complete: "Complete payment", cancelPay: "Cancel payment", continue: "Continue", cancel: "Cancel",
+    mine: "Mine", kind_order: "editing", kind_presettle: "pre-settled", kind_payment: "paying",
+    h5paying: "Diner paying", holderOnline: "online", holderOffline: "offline", noOrder: "Free",
+    order: "Order", version: "v", total: "Total", addDish: "Add", remove: "Remove", dismiss: "OK",
+    lang: "中文", completing: "confirming", presettledMark: "Pre-settled", paid: "Payment complete",
+    released: "Released", seconds: "s", fromH5: "QR",
+  },
+};
+
+let lang = localStorage.getItem("tablelock.lang") === "en" ? "en" : "zh";
+let state = null;
+let clockOffset = 0; // coordinator ms - browser ms
+
+const $ = (sel) => document.querySelector(sel);
+const t = (key) => TEXT[lang][key] ?? key;
+const say = (obj) => (lang === "en" ? obj.message_en || obj.message : obj.message || obj.message_en) || "";
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const money = (cents) => "¥" + (cents / 100).toFixed(2);
+
+// --- drawing ---------------------------------------------------------------------------------
+
+function applyLanguage() {
+  document.documentElement.lang = lang === "en" ? "en" : "zh-CN";
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("#lang").textContent = t("lang");
+  document.title = "tablelock · " + t("title");
+  render();
+}
+
+function render() {
+  if (!state) return;
+  const me = state.terminal;
+  $("#who").textContent = `${me.name} · ${me.master ? t("master") : t("secondary")}`;
+  const conn = $("#conn");
+  conn.className = "conn " + (me.connected ? "on" : "off");
+  conn.textContent = me.revoked ? t("revoked") : me.connected ? t("online") : t("offline");
+  $("#tables").innerHTML = state.tables.map((table) => card(table, state.menu)).join("");
+  tick();
+}
+
+function card(table, menu) {
+  const order = table.order;
+  const locks = table.locks || [];
+  const held = new Set(table.held || []);
+  const classes = ["table-card"];
+  if (locks.some((l) => l.mine)) classes.push("locked-mine");
+  if (locks.some((l) => !l.mine && l.holder.role === "erp")) classes.push("locked-other");
+  if (locks.some((l) => l.holder.role === "h5")) classes.push("locked-h5");
+  if (locks.some((l) => l.kind === "presettle")) classes.push("presettled");
+  const id = esc(table.table_id);
+  let body;
+  if (!order) {
+    body = `<div class="empty">${t("noOrder")}</div>
+      <div class="actions"><button data-testid="btn-${id}-open" data-act="open" data-table="${id}">${t("open")}</button></div>`;
+  } else {
+    const o = esc(order.order_id);
+    const editing = held.has("order");
+    const items = order.items.map((item) => `<li data-testid="line-${id}-${esc(item.line_id)}">
+        <span>${esc(item.name)} ×${item.qty}${item.source === "h5" ? `<span class="src-h5">${t("fromH5")}</span>` : ""}</span>
+        <span>${money(item.qty * item.unit_price_cents)}${editing
+          ? ` <button class="small" data-testid="btn-${id}-remove-${esc(item.line_id)}" data-act="remove" data-order="${o}" data-line="${esc(item.line_id)}">${t("remove")}</button>` : ""}</span>
+      </li>`).join("");
+    const editor = editing ? `<div class="editor" data-testid="editor-${id}">
+        <div class="menu">${menu.map((dish) => `<button class="small" data-testid="btn-${id}-add-${esc(dish.sku)}" data-act="add" data-order="${o}" data-sku="${esc(dish.sku)}">+ ${esc(dish.name)} ${money(dish.unit_price_cents)}</button>`).join("")}</div>
+      </div>` : "";
+    body = `<div class="order-line" data-testid="order-${id}">${t("order")} ${o} · ${t("version")}${order.version} ·
+        <span class="total" data-testid="total-${id}">${t("total")} ${money(order.total_cents)}</span></div>
+      <ul class="items">${items}</ul>${editor}
+      <div class="actions">${buttons(id, o, held)}</div>`;
+  }
+  return `<article class="${classes.join(" ")}" data-testid="table-${id}">
+    <h2><span>${esc(table.name)}${classes.includes("presettled") ? ` <span class="mark" data-testid="presettled-${id}">${t("presettledMark")}</span>` : ""}</span><small>${id}</small></h2>
+    <div class="badges" data-testid="badges-${id}">${locks.map((l) => badge(id, l)).join("")}</div>
+    ${body}</article>`;
+}
+
+function buttons(id, o, held) {
+  const b = (act, label, cls = "") =>
+    `<button class="${cls}" data-testid="btn-${id}-${act}" data-act="${act}" data-order="${o}">${t(label)}</button>`;
+  if (held.has("payment")) return b("complete", "complete", "primary") + b("cancel-pay", "cancelPay");
+  const out = [];
+  if (held.has("order")) out.push(b("submit", "submit", "primary"));
+  else if (!held.has("presettle")) out.push(b("edit", "edit"));
+  if (held.has("presettle")) out.push(b("unpresettle", "unpresettle"));
+  else out.push(b("presettle", "presettle"));
+  out.push(b("pay", "pay"));
+  return out.join("");
+}
+
+function badge(id, lock) {
+  const kind = t("kind_" + lock.kind);
+  const cls = ["badge", lock.mine ? "mine" : lock.holder.role === "h5" ? "h5" : "other"];
+  if (lock.kind === "presettle") cls.push("presettle");
+  let text;
+  if (lock.mine) {
+    text = `${t("mine")} · ${kind}`;
+  } else if (lock.holder.role === "h5") {
+    text = `${t("h5paying")} · <span class="countdown" data-expires="${lock.expires_at}"></span>`;
+  } else {
+    const online = lock.holder.online ? t("holderOnline") : `<span class="offline">${t("holderOffline")}</span>`;
+    text = `${esc(lock.holder.name || lock.holder.terminal_id)} · ${kind} · ${online}`;
+  }
+  if (lock.completing) text += ` · ${t("completing")}`;
+  return `<span class="${cls.join(" ")}" data-testid="badge-${id}-${lock.kind}" data-holder="${esc(lock.holder.terminal_id || lock.holder.role)}">${text}</span>`;
+}
+
+function tick() {
+  const now = Date.now() + clockOffset;
+  document.querySelectorAll(".countdown").forEach((el) => {
+    const left = Math.max(0, Math.ceil((Number(el.dataset.expires) - now) / 1000));
+    el.textContent = `${left}${t("seconds")}`;
+  });
+}
+
+// --- notices and toasts ----------------------------------------------------------------------
+
+function toast(message, kind = "error") {
+  const el = document.createElement("div");
+  el.className = "toast " + kind;
+  el.dataset.testid = "toast";
+  el.textContent = message;
+  $("#toasts").appendChild(el);
+  setTimeout(() => el.remove(), 8000);
+}
+
+function notice(n) {
+  if (n.kind === "forced") {
+    const el = document.createElement("div");
+    el.className = "notice";
+    el.dataset.testid = "notice";
+    el.dataset.kind = n.kind;
+    el.innerHTML = `<span>${esc(say(n))}</span><button class="small">${t("dismiss")}</button>`;
+    el.querySelector("button").addEventListener("click", () => el.remove());
+    $("#notices").appendChild(el);
+  } else {
+    toast(say(n), n.kind === "accepted" ? "ok" : "error");
+  }
+}
+
+// --- the force-confirm dialog ----------------------------------------------------------------
+
+function confirmForce(message) {
+  return new Promise((resolve) => {
+    const dialog = $("#confirm");
+    $("#confirm-text").textContent = message;
+    dialog.hidden = false;
+    const done = (answer) => {
+      dialog.hidden = true;
+      $("#confirm-continue").onclick = $("#confirm-cancel").onclick = null;
+      resolve(answer);
+    };
+    $("#confirm-continue").onclick = () => done(true);
+    $("#confirm-cancel").onclick = () => done(false);
+    $("#confirm-continue").focus();
+  });
+}
+
+// --- actions ---------------------------------------------------------------------------------
+
+async function send(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers: { "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : undefined,
+    });
+  } catch (e) {
+    return { error: { code: "UNAVAILABLE", message: "无法连接本机终端服务", message_en: "Cannot reach the terminal service" } };
+  }
+  const data = await response.json().catch(() => ({}));
+  if (response.ok) return data;
+  return { error: data.error || { code: "HTTP_" + response.status, message: "操作失败", message_en: "Failed" } };
+}
+
+// Send a lock-taking action; a refusal that allows force asks the user, then repeats with force.
+async function lockAction(path) {
+  let reply = await send("POST", path, { force: false });
+  if (reply.error && reply.error.force_allowed) {
+    if (!(await confirmForce(say(reply.error)))) return;
+    reply = await send("POST", path, { force: true });
+  }
+  if (reply.error) toast(say(reply.error));
+}
+
+async function plainAction(method, path, body, okMessage) {
+  const reply = await send(method, path, body);
+  if (reply.error) toast(say(reply.error));
+  else if (okMessage) toast(t(okMessage), "ok");
+}
+
+const ACT = {
+  open: (d) => plainAction("POST", `/api/tables/${d.table}/orders`, {}),
+  edit: (d) => lockAction(`/api/orders/${d.order}/editor`),
+  add: (d) => plainAction("POST", `/api/orders/${d.order}/items`, { sku: d.sku, qty: 1 }),
+  remove: (d) => plainAction("DELETE", `/api/orders/${d.order}/items/${d.line}`),
+  submit: (d) => plainAction("POST", `/api/orders/${d.order}/submit`, {}),
+  presettle: (d) => lockAction(`/api/orders/${d.order}/presettle`),
+  unpresettle: (d) => plainAction("POST", `/api/orders/${d.order}/presettle/release`, {}),
+  pay: (d) => lockAction(`/api/orders/${d.order}/payment`),
+  complete: (d) => plainAction("POST", `/api/orders/${d.order}/payment/complete`, {}, "paid"),
+  "cancel-pay": (d) => plainAction("POST", `/api/orders/${d.order}/payment/cancel`, {}),
+};
+
+$("#tables").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-act]");
+  if (!button || button.disabled) return;
+  const run = ACT[button.dataset.act];
+  if (!run) return;
+  button.disabled = true;
+  run(button.dataset).finally(() => { button.disabled = false; });
+});
+
+$("#lang").addEventListener("click", () => {
+  lang = lang === "zh" ? "en" : "zh";
+  localStorage.setItem("tablelock.lang", lang);
+  applyLanguage();
+});
+
+// --- live state ------------------------------------------------------------------------------
+
+function setState(next) {
+  state = next;
+  clockOffset = next.now - Date.now();
+  render();
+}
+
+function follow() {
+  const source = new EventSource("/api/stream");
+  source.addEventListener("state", (e) => setState(JSON.parse(e.data)));
+  source.addEventListener("notice", (e) => notice(JSON.parse(e.data)));
+  // EventSource reconnects by itself; the first state after reconnecting redraws everything.
+}
+
+fetch("/api/state").then((r) => r.json()).then(setState).catch(() => {});
+applyLanguage();
+follow();
+setInterval(tick, 250);
