@@ -1,7 +1,8 @@
 """Every Redis key name in one place.
 
 All keys of one store share the hash tag ``{store_id}``, so every Lua script touches a single
-Redis Cluster slot. The only global keys (``tl:stores``, ``tl:due``) are never used in scripts.
+Redis Cluster slot. The only global keys (``tl:stores``, ``tl:due``, the address rate limits
+``tl:rl:addr:*``) never share a script with another key.
 """
 
 from __future__ import annotations
@@ -83,6 +84,36 @@ def presence(store_id: str) -> str:
 def item_request(store_id: str, request_id: str) -> str:
     """String: the result of an H5 add-items request, for idempotency."""
     return f"{_s(store_id)}:req:{request_id}"
+
+
+def erp_masters(store_id: str) -> str:
+    """Sorted set: "<process_id>|<terminal_id>|<conn id>" -> last heartbeat (ms) of a master's socket (rpc.py)."""
+    return f"{_s(store_id)}:masters"
+
+
+def rpc_channel(process_id: str) -> str:
+    """Pub/sub channel of one coordinator process: RPC requests and replies routed to it (rpc.py)."""
+    return f"{PREFIX}:rpc:{process_id}"
+
+
+def menu(store_id: str) -> str:
+    """String: the ERP's menu as JSON {fetched_at, items}, cached for H5 pages (api/h5_orders.py)."""
+    return f"{_s(store_id)}:menu"
+
+
+def h5_payment(store_id: str, table_id: str, payment_ref: str) -> str:
+    """String: JSON {order_id, state} of an H5 payment, for replays of its payment_ref (api/h5_orders.py)."""
+    return f"{_s(store_id)}:h5pay:{table_id}:{payment_ref}"
+
+
+def rate_address(address: str) -> str:
+    """Hash: sliding-window count of POST /h5/sessions from one client address (ratelimit.py)."""
+    return f"{PREFIX}:rl:addr:{address}"
+
+
+def rate_session(store_id: str, session_id: str) -> str:
+    """Hash: sliding-window count of one H5 session's requests (ratelimit.py)."""
+    return f"{_s(store_id)}:rl:h5:{session_id}"
 
 
 def common(store_id: str) -> list[str]:

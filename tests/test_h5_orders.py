@@ -1,0 +1,563 @@
+"""The RPC-backed H5 endpoints end to end: real app, real Redis, a fake ERP master on a real websocket.
+
+``FakeErp`` is the ERP's database and answers (orders, menu, fences); ``ErpSocket`` is a master
+terminal speaking the wire protocol with the ``websockets`` library: it connects to
+``/api/v1/ws?token=<master token>`` and answers every ``rpc`` from its FakeErp — or stays silent,
+or refuses — and records what it was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+import websockets
+
+from coordinator import keys
+from coordinator.models import OrderIn, StoreConfigPatch
+from coordinator.rules import Kind
+from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, bearer, order_body, services
+
+MENU = [{"sku": "tea", "name": "茶", "unit_price_cents": 900}, {"sku": "rice", "name": "米饭", "unit_price_cents": 2000},
+        {"sku": "soup", "name": "汤", "unit_price_cents": 1500}]
+PRICES = {m["sku"]: m for m in MENU}
+H5_PAYMENT_LOCKED = "订单正在其他机器/顾客端进行支付,请稍后再试"
+
+
+class FakeErp:
+    """The ERP's side of the RPCs: its orders and menu, the highest fence seen, and every call received."""
+
+    def __init__(self, orders: list[dict[str, Any]]) -> None:
+        self.orders = {o["order_id"]: json.loads(json.dumps(o)) for o in orders}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.accepted: dict[str, dict[str, Any]] = {}
+        self.fences: dict[str, int] = {}
+        self.silent = False
+        self.refuse: dict[str, dict[str, str]] = {}
+        self.delay = 0.0
+        self.opened = 0
+        self.before_answer = None  # async hook run before answering (e.g. push the order first)
+
+    def methods(self, name: str) -> list[dict[str, Any]]:
+        """The params of every call of ``name`` received so far."""
+        return [params for method, params in self.calls if method == name]
+
+    async def answer(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The ERP's reply to one ``rpc`` message (None: stay silent)."""
+        method, params = message["method"], message["params"]
+        self.calls.append((method, params))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.before_answer is not None:
+            await self.before_answer(method, params)
+        if self.silent:
+            return None
+        try:
+            if method in self.refuse:
+                raise Refusal(**self.refuse[method])
+            result = getattr(self, "rpc_" + method.replace(".", "_"))(params)
+        except Refusal as refusal:
+            return {"type": "rpc_error", "id": message["id"], "error": {"code": refusal.code, "message": refusal.message}}
+        return {"type": "rpc_result", "id": message["id"], "result": result}
+
+    def rpc_order_fetch(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["order_id"] not in self.orders:
+            raise Refusal("NOT_FOUND", "未找到")
+        return self.orders[params["order_id"]]
+
+    def rpc_menu_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"items": MENU}
+
+    def rpc_order_add_items(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["request_id"] in self.accepted:
+            return self.accepted[params["request_id"]]
+        order_id = params["order_id"]
+        if order_id is None:
+            self.opened += 1
+            order_id = f"n{self.opened}"
+            self.orders[order_id] = order_body(order_id, params["table_id"], version=1, items=[])
+        order = self.orders[order_id]
+        for i, line in enumerate(params["items"]):
+            dish = PRICES[line["sku"]]
+            order["items"].append({"line_id": f"h{len(order['items'])}-{i}", "sku": dish["sku"], "name": dish["name"],
+                                   "qty": line["qty"], "unit_price_cents": dish["unit_price_cents"], "source": "h5"})
+        order["version"] += 1
+        order["total_cents"] = sum(i["qty"] * i["unit_price_cents"] for i in order["items"])
+        self.accepted[params["request_id"]] = json.loads(json.dumps(order))
+        return order
+
+    def rpc_order_pay(self, params: dict[str, Any]) -> dict[str, Any]:
+        order = self.orders[params["order_id"]]
+        fence = params["fence"]
+        if fence is not None:
+            if fence < self.fences.get(order["order_id"], 0):
+                raise Refusal("STALE_FENCE", "锁已失效")
+            self.fences[order["order_id"]] = fence
+        if params["version"] != order["version"]:
+            raise Refusal("STALE_VERSION", "订单已更新")
+        if params["amount_cents"] != order["total_cents"]:
+            raise Refusal("AMOUNT_MISMATCH", "金额不符")
+        order["status"] = "paid"
+        return order
+
+
+class Refusal(Exception):
+    """An ERP refusal: the ``error`` of an ``rpc_error``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code)
+        self.code, self.message = code, message
+
+
+class ErpSocket:
+    """A master terminal on a real websocket that answers RPCs from a FakeErp."""
+
+    def __init__(self, erp: FakeErp, ws_url: str, token: str) -> None:
+        self.erp, self.url, self.token = erp, ws_url, token
+        self.hello: dict[str, Any] | None = None
+        self._task: asyncio.Task | None = None
+        self._replies: set[asyncio.Task] = set()
+        self._ws: Any = None
+
+    async def __aenter__(self) -> "ErpSocket":
+        self._ws = await websockets.connect(f"{self.url}?token={self.token}", open_timeout=5)
+        self.hello = json.loads(await asyncio.wait_for(self._ws.recv(), 5))
+        assert self.hello["type"] == "hello", self.hello
+        self._task = asyncio.create_task(self._serve())
+        return self
+
+    async def _serve(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self._ws:
+                message = json.loads(raw)
+                if message.get("type") == "rpc":
+                    task = asyncio.create_task(self._reply(message))
+                    self._replies.add(task)
+                    task.add_done_callback(self._replies.discard)
+
+    async def _reply(self, message: dict[str, Any]) -> None:
+        reply = await self.erp.answer(message)
+        if reply is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self._ws.send(json.dumps(reply, ensure_ascii=False))
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for task in (self._task, *self._replies):
+            task.cancel()
+        await self._ws.close()
+        await asyncio.gather(self._task, *self._replies, return_exceptions=True)
+
+
+def ws_url(client) -> str:
+    """The websocket URL of the in-process test server."""
+    return str(client.make_url("/api/v1/ws")).replace("http://", "ws://")
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def master_registered(client, shop) -> None:
+    """Wait until the shop's master socket is in the RPC registry (its socket opened)."""
+    svc = services(client)
+
+    async def registered() -> bool:
+        return bool(await svc.rpc._masters(shop.store_id))
+
+    await until(registered)
+
+
+@pytest.fixture
+async def erp(client, shop):
+    """The shop's ERP (order o1 at version 1, as the coordinator knows it) with its master socket connected."""
+    fake = FakeErp([order_body()])
+    async with ErpSocket(fake, ws_url(client), shop.a) as socket:
+        await master_registered(client, shop)
+        fake.socket = socket
+        yield fake
+
+
+async def h5(client, shop) -> dict[str, str]:
+    """The Authorization header of a new H5 session on the shop's table."""
+    resp = await client.post("/api/v1/h5/sessions", json={"qr_token": shop.qr})
+    assert resp.status == 201, await resp.text()
+    return bearer((await resp.json())["session_token"])
+
+
+async def post(client, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, dict]:
+    """POST ``path`` (under /api/v1); returns (status, JSON body)."""
+    resp = await client.post("/api/v1" + path, json=body, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def set_config(client, shop, **changes: Any) -> None:
+    """Change the shop's store configuration."""
+    await services(client).directory.patch_config(shop.store_id, StoreConfigPatch(**changes), SYSTEM)
+
+
+async def events(client, shop, name: str) -> list[dict[str, Any]]:
+    """The shop's events called ``name``, oldest first."""
+    raw = await services(client).redis.xrange(f"tl:{{{shop.store_id}}}:events")
+    out = [json.loads(fields[b"e"]) for _, fields in raw]
+    return [e for e in out if e["name"] == name]
+
+
+# --- checkout -----------------------------------------------------------------------------
+
+
+async def test_checkout_pulls_the_order_and_binds_its_version(client, shop, erp):
+    """Checkout asks the ERP for the order, stores the newer version it pulled and binds the lock to it."""
+    erp.orders["o1"]["version"] = 2
+    erp.orders["o1"]["items"].append({"line_id": "l3", "sku": "soup", "name": "汤", "qty": 1,
+                                      "unit_price_cents": 1500, "source": "erp"})
+    erp.orders["o1"]["total_cents"] = 5300
+    status, body = await post(client, "/h5/checkout", await h5(client, shop))
+    assert status == 201, body
+    assert erp.methods("order.fetch") == [{"order_id": "o1"}]
+    assert body["order"]["version"] == 2 and body["order"]["total_cents"] == 5300
+    assert body["lock"]["kind"] == "payment" and body["lock"]["version"] == 2 and body["lock"]["token"]
+    assert body["enforced"] is True
+    stored, _ = await services(client).engine.get_order(shop.store_id, "o1")
+    assert stored["version"] == 2
+
+
+async def test_checkout_while_a_waiter_edits_is_refused_before_asking_the_erp(client, shop, erp):
+    """A checkout during a terminal's order lock is 409 ORDER_LOCKED with the payer text, and the ERP is not asked."""
+    taken = await client.post(f"/api/v1/stores/{shop.store_id}/orders/o1/locks", headers=bearer(shop.b), json={"kind": "order"})
+    assert taken.status == 201
+    status, body = await post(client, "/h5/checkout", await h5(client, shop))
+    assert status == 409 and body["error"]["code"] == "ORDER_LOCKED"
+    assert body["error"]["message"] == "订单正在其他机器修改,暂不能支付" and body["error"]["force_allowed"] is False
+    assert body["error"]["lock"]["holder"] == {"role": "erp", "is_me": False}
+    assert erp.methods("order.fetch") == []
+
+
+async def test_checkout_without_a_master_is_erp_unreachable_at_once(client, shop):
+    """With no master terminal connected, checkout answers 503 ERP_UNREACHABLE well within erp_rpc_timeout_ms."""
+    await set_config(client, shop, erp_rpc_timeout_ms=500)
+    headers = await h5(client, shop)
+    started = time.monotonic()
+    status, body = await post(client, "/h5/checkout", headers)
+    assert time.monotonic() - started < 0.5
+    assert status == 503 and body["error"]["code"] == "ERP_UNREACHABLE"
+    assert body["error"]["message"] == "获取订单失败,请到前台结账"
+    assert await services(client).engine.locks(shop.store_id) == []
+
+
+async def test_checkout_with_a_silent_master_is_erp_unreachable_at_the_timeout(client, shop, erp):
+    """A master that never answers order.fetch gives 503 ERP_UNREACHABLE after erp_rpc_timeout_ms, no lock taken."""
+    await set_config(client, shop, erp_rpc_timeout_ms=500)
+    erp.silent = True
+    headers = await h5(client, shop)
+    started = time.monotonic()
+    status, body = await post(client, "/h5/checkout", headers)
+    elapsed = time.monotonic() - started
+    assert status == 503 and body["error"]["code"] == "ERP_UNREACHABLE"
+    assert 0.45 <= elapsed < 1.5
+    assert await services(client).engine.locks(shop.store_id) == []
+
+
+async def test_checkout_with_no_open_order_is_not_found(client, shop, erp):
+    """A table without an open order has nothing to pay: 404 NOT_FOUND and no RPC."""
+    await services(client).directory.put_table(shop.store_id, "T9", "九号桌", SYSTEM)
+    table = await services(client).directory.table(shop.store_id, "T9")
+    resp = await client.post("/api/v1/h5/sessions", json={"qr_token": table.qr_url.split("qr=", 1)[1]})
+    headers = bearer((await resp.json())["session_token"])
+    status, body = await post(client, "/h5/checkout", headers)
+    assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+    assert erp.calls == []
+
+
+async def test_checkout_in_legacy_mode_uses_the_last_known_order(client, shop):
+    """With strong_link_enabled false, checkout pulls nothing (no master needed) and grants with enforced false."""
+    await set_config(client, shop, strong_link_enabled=False)
+    status, body = await post(client, "/h5/checkout", await h5(client, shop))
+    assert status == 201, body
+    assert body["enforced"] is False and body["order"]["version"] == 1
+    assert await services(client).engine.locks(shop.store_id) == []
+
+
+async def test_checkout_refused_while_an_erp_terminal_edits_hides_its_identity(client, shop, erp):
+    """Checkout under another terminal's order lock is 409 ORDER_LOCKED showing the lock in the H5 viewer form."""
+    svc = services(client)
+    erp_b = {"role": "erp", "terminal_id": shop.b_id, "name": "服务员B"}
+    await svc.engine.acquire(shop.store_id, "o1", erp_b, Kind.ORDER)
+    status, body = await post(client, "/h5/checkout", await h5(client, shop))
+    assert status == 409 and body["error"]["code"] == "ORDER_LOCKED"
+    assert body["error"]["force_allowed"] is False
+    assert body["error"]["lock"]["holder"] == {"role": "erp", "is_me": False}
+    assert shop.b_id not in json.dumps(body)
+
+
+async def test_checkout_cancel_releases_the_lock(client, shop, erp):
+    """Cancelling a checkout with its token releases the payment lock; a second cancel releases nothing."""
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    token = grant["lock"]["token"]
+    assert await post(client, "/h5/checkout/cancel", headers, {"token": token}) == (200, {"released": True})
+    assert await post(client, "/h5/checkout/cancel", headers, {"token": token}) == (200, {"released": False})
+    assert await services(client).engine.locks(shop.store_id) == []
+
+
+# --- menu ---------------------------------------------------------------------------------
+
+
+async def test_menu_comes_from_the_erp_and_is_cached(client, shop, erp):
+    """GET /h5/menu returns the ERP's menu and a second request within a minute asks the ERP nothing."""
+    headers = await h5(client, shop)
+    for _ in range(2):
+        resp = await client.get("/api/v1/h5/menu", headers=headers)
+        assert resp.status == 200
+        assert await resp.json() == {"items": MENU}
+    assert len(erp.methods("menu.list")) == 1
+
+
+async def test_menu_without_erp_is_unreachable(client, shop):
+    """With no master connected and nothing cached, GET /h5/menu is 503 ERP_UNREACHABLE."""
+    resp = await client.get("/api/v1/h5/menu", headers=await h5(client, shop))
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "ERP_UNREACHABLE"
+
+
+# --- adding dishes ------------------------------------------------------------------------
+
+
+async def test_items_are_added_through_the_erp_and_stored(client, shop, erp):
+    """POST /h5/items returns the ERP's order with the dishes, and the coordinator knows it at once."""
+    status, body = await post(client, "/h5/items", await h5(client, shop),
+                              {"items": [{"sku": "soup", "qty": 2}], "request_id": "r-1"})
+    assert status == 200, body
+    assert body["order"]["version"] == 2 and body["order"]["total_cents"] == 3800 + 3000
+    [params] = erp.methods("order.add_items")
+    assert params == {"order_id": "o1", "table_id": "T1", "items": [{"sku": "soup", "qty": 2}], "request_id": "r-1"}
+    stored, _ = await services(client).engine.get_order(shop.store_id, "o1")
+    assert stored["version"] == 2
+
+
+async def test_items_are_idempotent_on_request_id(client, shop, erp):
+    """Repeating a request_id, in sequence or concurrently, returns the same order and asks the ERP once."""
+    headers = await h5(client, shop)
+    erp.delay = 0.2
+    body = {"items": [{"sku": "tea", "qty": 1}], "request_id": "dup-1"}
+    results = await asyncio.gather(*(post(client, "/h5/items", headers, body) for _ in range(4)))
+    results.append(await post(client, "/h5/items", headers, body))
+    assert {status for status, _ in results} == {200}
+    assert len({json.dumps(b["order"], sort_keys=True) for _, b in results}) == 1
+    assert len(erp.methods("order.add_items")) == 1
+
+
+async def test_items_request_id_reused_with_other_items_is_rejected(client, shop, erp):
+    """A request_id already used for other dishes is 400 VALIDATION_ERROR, not a silent replay."""
+    headers = await h5(client, shop)
+    assert (await post(client, "/h5/items", headers, {"items": [{"sku": "tea", "qty": 1}], "request_id": "x"}))[0] == 200
+    status, body = await post(client, "/h5/items", headers, {"items": [{"sku": "rice", "qty": 1}], "request_id": "x"})
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert len(erp.methods("order.add_items")) == 1
+
+
+async def test_items_after_a_failure_can_be_retried(client, shop, erp):
+    """A request that failed at the ERP gives its request_id back, so the same request_id can succeed later."""
+    await set_config(client, shop, erp_rpc_timeout_ms=300)
+    headers = await h5(client, shop)
+    body = {"items": [{"sku": "tea", "qty": 1}], "request_id": "retry-1"}
+    erp.silent = True
+    assert (await post(client, "/h5/items", headers, body))[0] == 503
+    erp.silent = False
+    status, answer = await post(client, "/h5/items", headers, body)
+    assert status == 200 and answer["order"]["version"] == 2
+
+
+async def test_items_during_a_payment_lock_go_to_the_erp_which_refuses(client, shop, erp):
+    """Dishes added during a payment lock reach the ERP's accept_items check; its refusal is 409 PAYMENT_LOCKED in H5 words."""
+    payer = await h5(client, shop)
+    assert (await post(client, "/h5/checkout", payer))[0] == 201
+    erp.refuse["order.add_items"] = {"code": "PAYMENT_LOCKED",
+                                     "message": "订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付"}
+    status, body = await post(client, "/h5/items", await h5(client, shop),
+                              {"items": [{"sku": "tea", "qty": 1}], "request_id": "r-locked"})
+    assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED"
+    assert body["error"]["message"] == H5_PAYMENT_LOCKED and body["error"]["force_allowed"] is False
+    assert len(erp.methods("order.add_items")) == 1
+
+
+async def test_items_refused_by_the_erp_carry_the_h5_message(client, shop, erp):
+    """An ERP that refuses the dishes with PRESETTLED makes the request 409 PRESETTLED."""
+    erp.refuse["order.add_items"] = {"code": "PRESETTLED", "message": "订单已预结"}
+    status, body = await post(client, "/h5/items", await h5(client, shop),
+                              {"items": [{"sku": "tea", "qty": 1}], "request_id": "r-pre"})
+    assert status == 409 and body["error"]["code"] == "PRESETTLED"
+    assert body["error"]["message"] == "订单已预结,如需修改请联系服务员"
+
+
+async def test_items_on_a_table_without_order_ask_the_erp_to_open_one(client, shop, erp):
+    """With no open order on the table, add_items goes with order_id null and the new order is the table's."""
+    await services(client).directory.put_table(shop.store_id, "T5", "五号桌", SYSTEM)
+    table = await services(client).directory.table(shop.store_id, "T5")
+    resp = await client.post("/api/v1/h5/sessions", json={"qr_token": table.qr_url.split("qr=", 1)[1]})
+    headers = bearer((await resp.json())["session_token"])
+    status, body = await post(client, "/h5/items", headers, {"items": [{"sku": "rice", "qty": 1}], "request_id": "new"})
+    assert status == 200, body
+    assert erp.methods("order.add_items")[0]["order_id"] is None
+    assert body["order"]["table_id"] == "T5" and body["order"]["total_cents"] == 2000
+    assert (await services(client).engine.table_order(shop.store_id, "T5"))["order_id"] == body["order"]["order_id"]
+
+
+# --- paying -------------------------------------------------------------------------------
+
+
+async def pay(client, headers, grant: dict[str, Any], ref: str = "pay-1", **override: Any) -> tuple[int, dict]:
+    """POST /h5/payments for the order and lock of a checkout grant."""
+    body = {"token": grant["lock"]["token"], "amount_cents": grant["order"]["total_cents"],
+            "version": grant["order"]["version"], "payment_ref": ref, **override}
+    return await post(client, "/h5/payments", headers, body)
+
+
+async def test_h5_payment_is_confirmed_by_the_erp_with_the_fence(client, shop, erp):
+    """The full H5 flow marks the order paid once the ERP confirmed order.pay carrying the lock's fence."""
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    status, body = await pay(client, headers, grant)
+    assert status == 200, body
+    assert body["order"]["status"] == "paid"
+    [params] = erp.methods("order.pay")
+    assert params == {"order_id": "o1", "version": 1, "amount_cents": 3800, "payment_ref": "pay-1",
+                      "fence": grant["lock"]["fence"]}
+    assert await services(client).engine.locks(shop.store_id) == []
+    assert [e["data"]["payment_ref"] for e in await events(client, shop, "order.paid")] == ["pay-1"]
+    # A replay of the same payment_ref is the same success, with no second order.pay.
+    assert await pay(client, headers, grant) == (200, body)
+    assert len(erp.methods("order.pay")) == 1
+
+
+async def test_h5_payment_succeeds_when_the_erp_pushes_the_paid_order_before_answering(client, shop, erp):
+    """If the ERP's own push of the paid order closes it before order.pay is answered, the diner still gets 200 paid."""
+    svc = services(client)
+
+    async def push_paid_first(method: str, params: dict[str, Any]) -> None:
+        if method == "order.pay":
+            paid = {**order_body(version=2), "status": "paid"}
+            await svc.engine.put_order(shop.store_id, OrderIn.model_validate(paid), {"role": "erp", "terminal_id": shop.a_id})
+
+    erp.before_answer = push_paid_first
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    status, body = await pay(client, headers, grant)
+    assert status == 200, body
+    assert body["order"]["status"] == "paid" and body["order"]["version"] == 2
+    assert await svc.engine.locks(shop.store_id) == []
+    assert await events(client, shop, "payment.rejected") == []
+
+
+async def test_h5_payment_refused_by_the_erp_is_recorded_and_releases_the_lock(client, shop, erp):
+    """An ERP refusing order.pay ends in payment.rejected, the lock released and the mapped 409 for the diner."""
+    erp.refuse["order.pay"] = {"code": "AMOUNT_MISMATCH", "message": "金额不符"}
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    status, body = await pay(client, headers, grant)
+    assert status == 409 and body["error"]["code"] == "AMOUNT_MISMATCH"
+    [rejected] = await events(client, shop, "payment.rejected")
+    assert rejected["data"]["code"] == "AMOUNT_MISMATCH" and rejected["data"]["payment_ref"] == "pay-1"
+    assert await services(client).engine.locks(shop.store_id) == []
+    order, _ = await services(client).engine.get_order(shop.store_id, "o1")
+    assert order["status"] == "open"
+
+
+async def test_h5_payment_with_a_silent_erp_is_unreachable_and_released(client, shop, erp):
+    """An ERP that does not answer order.pay in time gives 503, payment.rejected ERP_UNREACHABLE, no lock left."""
+    await set_config(client, shop, erp_rpc_timeout_ms=400)
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    erp.silent = True
+    started = time.monotonic()
+    status, body = await pay(client, headers, grant)
+    assert status == 503 and body["error"]["code"] == "ERP_UNREACHABLE"
+    assert time.monotonic() - started < 1.5
+    [rejected] = await events(client, shop, "payment.rejected")
+    assert rejected["data"]["code"] == "ERP_UNREACHABLE"
+    assert await services(client).engine.locks(shop.store_id) == []
+
+
+async def test_h5_payment_with_a_wrong_amount_never_reaches_the_erp(client, shop, erp):
+    """A completion with the wrong amount is refused by the coordinator (409 AMOUNT_MISMATCH) before order.pay."""
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    status, body = await pay(client, headers, grant, amount_cents=1)
+    assert status == 409 and body["error"]["code"] == "AMOUNT_MISMATCH"
+    assert erp.methods("order.pay") == []
+
+
+async def test_h5_payment_with_an_unknown_token_is_lock_lost(client, shop, erp):
+    """A token that holds no lock is 409 LOCK_LOST with the SPEC message."""
+    headers = await h5(client, shop)
+    status, body = await post(client, "/h5/payments", headers,
+                              {"token": "nope", "amount_cents": 3800, "version": 1, "payment_ref": "p"})
+    assert status == 409 and body["error"]["code"] == "LOCK_LOST"
+    assert body["error"]["message"] == "支付已超时或已被其他终端接管,请重新获取订单后再支付"
+
+
+async def test_h5_payment_in_legacy_mode_is_confirmed_by_the_erp_without_a_fence(client, shop, erp):
+    """In legacy mode the diner still pays: order.pay goes with fence null and the order is marked paid."""
+    await set_config(client, shop, strong_link_enabled=False)
+    headers = await h5(client, shop)
+    _, grant = await post(client, "/h5/checkout", headers)
+    status, body = await pay(client, headers, grant, ref="legacy-1")
+    assert status == 200, body
+    assert body["order"]["status"] == "paid"
+    assert erp.methods("order.pay")[0]["fence"] is None
+
+
+# --- across coordinator processes ---------------------------------------------------------
+
+
+async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinators(coordinators, redis_client, uid):
+    """The master's socket on process A answers the checkout, dishes and payment a diner sends to process B."""
+    a, b = coordinators(2)
+    store = f"s-{uid}"
+    admin = bearer(ADMIN_TOKEN)
+    async with aiohttp.ClientSession() as http:
+        async def call(method: str, url: str, headers: dict[str, str], body: Any = None) -> tuple[int, dict]:
+            async with http.request(method, url, json=body, headers=headers) as r:
+                return r.status, await r.json()
+
+        api_a, api_b = f"{a.url}/api/v1", f"{b.url}/api/v1"
+        assert (await call("PUT", f"{api_a}/admin/stores/{store}", admin, {"name": "多进程店"}))[0] == 200
+        status, master_terminal = await call("POST", f"{api_a}/admin/stores/{store}/terminals", admin,
+                                             {"name": "收银台", "master": True})
+        assert status == 201
+        status, table = await call("PUT", f"{api_a}/admin/stores/{store}/tables/T1", admin, {"name": "一号桌"})
+        assert status == 200
+        master_auth = bearer(master_terminal["token"])
+        assert (await call("PUT", f"{api_a}/stores/{store}/orders/o1", master_auth, order_body()))[0] == 200
+
+        fake = FakeErp([order_body()])
+        async with ErpSocket(fake, a.ws_url, master_terminal["token"]):
+            async def registered() -> bool:
+                return await redis_client.zcard(keys.erp_masters(store)) > 0
+
+            await until(registered)
+            status, session = await call("POST", f"{api_b}/h5/sessions", {},
+                                         {"qr_token": table["qr_url"].split("qr=", 1)[1]})
+            assert status == 201
+            diner = bearer(session["session_token"])
+            status, added = await call("POST", f"{api_b}/h5/items", diner,
+                                       {"items": [{"sku": "tea", "qty": 1}], "request_id": "mp-1"})
+            assert status == 200, added
+            assert added["order"]["version"] == 2
+            status, grant = await call("POST", f"{api_b}/h5/checkout", diner)
+            assert status == 201, grant
+            assert grant["order"]["version"] == 2 and grant["lock"]["version"] == 2
+            status, paid = await call("POST", f"{api_b}/h5/payments", diner, {
+                "token": grant["lock"]["token"], "amount_cents": grant["order"]["total_cents"],
+                "version": 2, "payment_ref": "mp-pay"})
+            assert status == 200, paid
+            assert paid["order"]["status"] == "paid"
+        assert [m for m, _ in fake.calls] == ["order.add_items", "order.fetch", "order.pay"]
+        assert fake.methods("order.pay")[0]["fence"] == grant["lock"]["fence"]
