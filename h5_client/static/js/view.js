@@ -1,0 +1,166 @@
+// Drawing the model into the page. Each part is redrawn only when what it shows changed, so a
+// button under the diner's finger is not replaced by the 250 ms countdown tick.
+
+import { errorText, money } from "./i18n.js";
+
+const $ = (root, id) => root.querySelector(`[data-testid="${id}"]`);
+const drawn = new WeakMap();
+
+function changed(el, key) {
+  const text = JSON.stringify(key);
+  if (drawn.get(el) === text) return false;
+  drawn.set(el, text);
+  return true;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function show(node, visible) {
+  node.hidden = !visible;
+}
+
+/** Translate every element that carries data-i18n. */
+export function translateStatic(root, t, lang) {
+  document.documentElement.lang = lang;
+  document.title = t("title");
+  for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  $(root, "lang-toggle").textContent = t("lang_switch");
+}
+
+function bannerText(banner, t) {
+  switch (banner.kind) {
+    case "payment":
+      return [t("banner_payment"), t(banner.by === "h5" ? "banner_payment_h5" : "banner_payment_erp")];
+    default:
+      return [t(`banner_${banner.kind}`), null];
+  }
+}
+
+/** Draw the page for `m` = {state, view, t, lang, menu, menuError, cart, busy, message, frontdesk, conn, fatal}. */
+export function render(root, m) {
+  const { state, view, t, lang } = m;
+  const ready = !!state.table || !!m.fatal;
+  root.dataset.ready = ready ? "1" : "0";
+  show($(root, "loading"), !ready);
+
+  const fatal = $(root, "fatal");
+  show(fatal, !!m.fatal);
+  if (m.fatal) fatal.textContent = t(m.fatal);
+
+  $(root, "store-name").textContent = state.store ? state.store.name : "";
+  $(root, "table-name").textContent = state.table ? `${t("table")} ${state.table.name}` : "";
+
+  const conn = $(root, "conn");
+  conn.dataset.state = m.conn || "connecting";
+  conn.textContent = t(`conn_${m.conn || "connecting"}`);
+  show(conn, ready && !m.fatal && m.conn !== "live");
+
+  const banners = $(root, "banners");
+  if (changed(banners, [lang, view.banners])) {
+    banners.replaceChildren(...view.banners.map((b) => {
+      const [text, sub] = bannerText(b, t);
+      return el("div", { class: "banner", "data-testid": "banner", "data-kind": b.kind, role: "status" },
+        document.createTextNode(text), sub && el("small", { text: sub }));
+    }));
+  }
+
+  renderOrder(root, m);
+  renderMenu(root, m);
+  renderBar(root, m);
+  renderSheets(root, m);
+
+  const toast = $(root, "message");
+  show(toast, !!m.message);
+  if (m.message) {
+    toast.textContent = m.message.error ? errorText(m.message.error, lang) : t(m.message.key);
+    toast.dataset.code = m.message.error ? m.message.error.code : m.message.key;
+  }
+}
+
+function renderOrder(root, m) {
+  const { state, t, lang } = m;
+  const section = $(root, "order");
+  show(section, !!state.table);
+  const order = state.order;
+  if (!changed(section, [lang, order])) return;
+  show($(root, "no-order"), !order);
+  $(root, "order-lines").replaceChildren(...(order ? order.items : []).map((line) =>
+    el("li", { "data-testid": "order-line", "data-sku": line.sku },
+      el("span", { class: "name", text: line.name },
+        line.source === "h5" ? el("span", { class: "tag", text: t("source_h5") }) : null),
+      el("span", { class: "qty", text: `${t("qty")}${line.qty}` }),
+      el("span", { class: "price", text: money(line.qty * line.unit_price_cents) }))));
+  const total = $(root, "total");
+  total.textContent = money(order ? order.total_cents : 0);
+  total.dataset.cents = String(order ? order.total_cents : 0);
+  section.dataset.version = order ? String(order.version) : "";
+  section.dataset.status = order ? order.status : "";
+}
+
+function renderMenu(root, m) {
+  const { state, view, t, lang, cart } = m;
+  const section = $(root, "menu");
+  show(section, !!state.table && !m.fatal);
+  const error = $(root, "menu-error");
+  show(error, !!m.menuError);
+  if (m.menuError) error.textContent = t("menu_unavailable");
+  const items = m.menu || [];
+  if (!changed(section, [lang, items, cart, view.canAdd])) return;
+  $(root, "menu-items").replaceChildren(...items.map((dish) => {
+    const n = cart[dish.sku] || 0;
+    return el("li", { "data-testid": `menu-item-${dish.sku}`, "data-sku": dish.sku },
+      el("span", { class: "name", text: dish.name }),
+      el("span", { class: "price", text: money(dish.unit_price_cents) }),
+      el("span", { class: "stepper" },
+        n > 0 ? el("button", { type: "button", class: "minus", "data-action": "less", "data-sku": dish.sku,
+          "data-testid": `less-${dish.sku}`, "aria-label": t("remove"), text: "−" }) : null,
+        n > 0 ? el("span", { class: "n", text: String(n) }) : null,
+        el("button", { type: "button", "data-action": "more", "data-sku": dish.sku, "data-testid": `add-${dish.sku}`,
+          "aria-label": t("add"), disabled: !view.canAdd, text: "+" })));
+  }));
+}
+
+function renderBar(root, m) {
+  const { state, view, t, cart, busy } = m;
+  show($(root, "bar"), !!state.table && !m.fatal);
+  const count = Object.values(cart).reduce((a, b) => a + b, 0);
+  $(root, "cart-count").textContent = count ? t("cart_count", count) : t("cart_empty");
+  const submit = $(root, "submit-items");
+  submit.textContent = busy === "items" ? t("submitting") : t("submit_items");
+  submit.disabled = !count || !view.canAdd || !!busy;
+  const pay = $(root, "pay-button");
+  pay.textContent = busy === "checkout" ? t("checking_out")
+    : state.order && state.order.status === "open" ? t("pay_amount", money(state.order.total_cents)) : t("pay");
+  pay.disabled = !view.canPay || !!busy;
+}
+
+function renderSheets(root, m) {
+  const { state, view, t, busy } = m;
+  const payment = state.payment;
+  show($(root, "pay-panel"), !!payment);
+  if (payment) {
+    $(root, "pay-amount").textContent = money(payment.amount_cents);
+    const countdown = $(root, "countdown");
+    countdown.textContent = view.secondsLeft === null ? "" : t("countdown", view.secondsLeft);
+    countdown.dataset.seconds = String(view.secondsLeft);
+    $(root, "confirm-pay").disabled = payment.phase !== "confirm" || busy === "pay";
+    $(root, "cancel-pay").disabled = payment.phase !== "confirm" || busy === "pay";
+  }
+  const lost = $(root, "lost-panel");
+  show(lost, !!state.lost && !payment);
+  lost.dataset.reason = state.lost || "";
+  $(root, "lost-title").textContent = state.lost === "forced" ? t("lost_forced_title") : t("lost_expired_title");
+  show($(root, "frontdesk"), !!m.frontdesk);
+  show($(root, "paid-screen"), !!state.paidByMe && !!state.order && state.order.status === "paid");
+  if (state.paidByMe && state.order) $(root, "paid-amount").textContent = money(state.order.total_cents);
+}
