@@ -15,11 +15,15 @@ if [ "$(cat .venv/.tablelock-test-stamp 2>/dev/null)" != "$want" ]; then
     echo "$want" > .venv/.tablelock-test-stamp
 fi
 
-# The browser tests drive the system Chromium; install it where we may (CI containers run as root).
-if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+# The browser tests drive the system Chromium (and a CJK font, so screenshots show the Chinese
+# text); install what is missing where we may (CI machines run as root).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || missing+=(fonts-wqy-microhei)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 exec .venv/bin/python -m pytest -q "$@"
