@@ -8,24 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from h5_client import STATIC_DIR as H5_STATIC
+
 from . import metrics
-from .api import admin, erp, h5
+from .api import admin, erp, h5, h5_orders
 from .api.middleware import errors_middleware
 from .api.openapi import document
+from .api.ws import close_sockets, realtime_ctx, websocket
 from .auth import Authenticator
 from .directory import Directory
 from .engine import LockEngine
 from .models import StoreConfig
+from .ratelimit import RATE_LIMITER, RateLimiter
 from .redis_conn import open_redis
+from .rpc import rpc_context
 from .services import SERVICES, Services
 from .settings import Settings, load_store_defaults
+from .sweeper import sweeper_ctx
 
-ROUTERS = (admin.router, erp.router, h5.router)
+ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router)
 SETTINGS = web.AppKey("settings", Settings)
+#: The admin console's files, served at ``/admin/`` (index.html) and ``/admin/static/``.
+ADMIN_WEB = Path(__file__).parent / "web"
 
 
 async def _services(app: web.Application):
@@ -66,13 +75,33 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def h5_page(request: web.Request) -> web.FileResponse:
+    """The diner's H5 page; it loads its scripts and styles from /h5/static/."""
+    return web.FileResponse(H5_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def admin_console(request: web.Request) -> web.FileResponse:
+    """The admin console; it signs in with the admin token and loads /admin/static/."""
+    return web.FileResponse(ADMIN_WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def admin_console_redirect(request: web.Request) -> web.Response:
+    """``/admin`` → ``/admin/`` so the page's relative links resolve."""
+    raise web.HTTPFound("/admin/")
+
+
 def build_app(settings: Settings) -> web.Application:
     """The coordinator application for ``settings`` (secrets must be set: see ensure_secrets)."""
     if settings.admin_token is None or settings.secret_key is None:
         settings = settings.ensure_secrets()
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[RATE_LIMITER] = RateLimiter(session_rate=settings.session_rate_per_minute,
+                                    h5_rate=settings.h5_rate_per_minute)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.extend([realtime_ctx, sweeper_ctx])
+    app.on_shutdown.append(close_sockets)
+    app.cleanup_ctx.append(rpc_context)  # after _services: it needs services.redis
     endpoints = [e for router in ROUTERS for e in router.endpoints]
     for router in ROUTERS:
         router.install(app)
@@ -82,7 +111,13 @@ def build_app(settings: Settings) -> web.Application:
         return web.Response(text=openapi, content_type="application/json")
 
     app.router.add_get("/api/v1/openapi.json", openapi_json)
+    app.router.add_get("/api/v1/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/h5/", h5_page)
+    app.router.add_static("/h5/static/", H5_STATIC)
+    app.router.add_get("/admin", admin_console_redirect)
+    app.router.add_get("/admin/", admin_console)
+    app.router.add_static("/admin/static/", ADMIN_WEB / "static")
     return app

@@ -78,7 +78,9 @@ class Directory:
         await self.store(store_id)
         terminal_id = "T" + secrets.token_hex(4)
         token, token_hash = new_terminal_token(store_id, terminal_id)
-        record = {"name": name, "master": master, "token_hash": token_hash, "created_at": await self.engine.now()}
+        # n: registration order, which created_at alone cannot give within one millisecond.
+        n = await self.redis.hincrby(keys.store(store_id), "terminal_seq", 1)
+        record = {"name": name, "master": master, "token_hash": token_hash, "created_at": await self.engine.now(), "n": n}
         await self.redis.hset(keys.terminals(store_id), terminal_id, compact(record))
         await self.engine.emit(
             store_id, "terminal.registered", {"terminal_id": terminal_id, "name": name, "master": master},
@@ -93,9 +95,10 @@ class Directory:
         out = []
         for terminal_id, value in raw.items():
             record, tid = json.loads(value), terminal_id.decode()
-            out.append(Terminal(terminal_id=tid, name=record["name"], master=record["master"],
-                                online=tid in online, created_at=record["created_at"]))
-        return sorted(out, key=lambda t: t.created_at)
+            order = (record["created_at"], record.get("n", 0))
+            out.append((order, Terminal(terminal_id=tid, name=record["name"], master=record["master"],
+                                        online=tid in online, created_at=record["created_at"])))
+        return [terminal for _, terminal in sorted(out, key=lambda pair: pair[0])]
 
     async def revoke_terminal(self, store_id: str, terminal_id: str, actor: dict[str, Any]) -> None:
         """Forget the terminal's token and release its locks (reason revoked); raises NotFound."""

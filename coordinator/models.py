@@ -16,6 +16,8 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 Cents = Annotated[int, Field(ge=0, le=10**12)]
+#: An order version: Lua numbers are doubles, so versions stay within 2**53 to compare exactly.
+Version = Annotated[int, Field(ge=1, le=2**53)]
 Millis = int
 
 
@@ -45,7 +47,7 @@ class OrderIn(Body):
 
     order_id: Id
     table_id: Id
-    version: Annotated[int, Field(ge=1, le=2**53)]
+    version: Version
     status: Literal["open", "paid", "cancelled"]
     items: Annotated[list[OrderItem], Field(max_length=500)]
     total_cents: Cents
@@ -103,7 +105,7 @@ class LockRequest(Body):
 
     kind: Kind
     force: bool = False
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
 
 class TokenBody(Body):
@@ -123,7 +125,7 @@ class PaymentRequest(Body):
 
     token: Token
     amount_cents: Cents
-    version: Annotated[int, Field(ge=1)]
+    version: Version
     payment_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 

@@ -27,6 +27,9 @@ def settings(redis_url: str, tmp_path) -> Settings:
     return Settings(
         redis_url=redis_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN,
         secret_key="test-secret-key-0123456789", public_url="http://tablelock.test",
+        # Every test opens sessions from 127.0.0.1 against the shared Redis: the rate limits
+        # (counted across tests) are out of the way here; tests/test_ratelimit.py sets its own.
+        session_rate_per_minute=1_000_000, h5_rate_per_minute=1_000_000,
     )
 
 

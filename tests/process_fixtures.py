@@ -68,7 +68,10 @@ def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | N
         **os.environ, "TABLELOCK_REDIS_URL": redis_url, "TABLELOCK_PORT": str(port),
         "TABLELOCK_HOST": "127.0.0.1", "TABLELOCK_DATA_DIR": str(data_dir),
         "TABLELOCK_ADMIN_TOKEN": ADMIN_TOKEN, "TABLELOCK_SECRET_KEY": SECRET_KEY,
-        "TABLELOCK_PUBLIC_URL": f"http://127.0.0.1:{port}", **(env or {}),
+        "TABLELOCK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        # Rate limits out of the way (counted per address across tests); a test may set its own.
+        "TABLELOCK_SESSION_RATE_PER_MINUTE": "1000000", "TABLELOCK_H5_RATE_PER_MINUTE": "1000000",
+        **(env or {}),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "serve"], env=child_env,

@@ -24,7 +24,7 @@ _ID = TypeAdapter(Id)
 
 
 @router.route("POST", "/h5/sessions", auth=("public",), body=SessionRequest,
-              responses={201: SessionCreated})
+              responses={201: SessionCreated}, errors=(401,))
 async def create_session(call: Call) -> Reply:
     """Open a diner's session on the table a genuine QR code names (401 if forged or rotated)."""
     services = call.services

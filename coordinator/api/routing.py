@@ -6,7 +6,8 @@
                   body=LockRequest, responses={201: LockGrant})
     async def take_lock(call: Call) -> Reply: ...
 
-The wrapper authenticates (``auth``), enforces the store scope (an ERP terminal or H5 session
+The wrapper authenticates (``auth``), applies the rate limits (ratelimit.py: public endpoints per
+client address, H5 sessions per session), enforces the store scope (an ERP terminal or H5 session
 only reaches its own ``{store_id}``), validates path ids, the JSON body and the query against
 their models, and serialises the reply. Errors are raised, never built here (see middleware.py).
 """
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..auth import Principal
 from ..errors import Forbidden, NotFound, ValidationFailed
+from ..ratelimit import RATE_LIMITER, client_address
 from ..rules import Kind
 from ..services import SERVICES, Services
 
@@ -130,8 +132,14 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             if not (value in _KINDS if name == "kind" else _ID.match(value)):
                 raise NotFound()
         principal = None
-        if endpoint.auth != ("public",):
+        limiter = request.app.get(RATE_LIMITER)
+        if endpoint.auth == ("public",):
+            if limiter is not None:
+                await limiter.session_creation(services.redis, client_address(request))
+        else:
             principal = await authenticate(request, services)
+            if limiter is not None and principal.role == "h5":
+                await limiter.h5_request(services.redis, principal)
             if principal.role not in endpoint.auth:
                 raise Forbidden()
             store_id = path.get("store_id")

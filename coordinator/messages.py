@@ -1,0 +1,226 @@
+"""Every websocket message of SPEC §7, both ways, as pydantic models discriminated on ``type``.
+
+    server → client                          client → server
+    hello     {role, client_id, seq}         ping        {id?}
+    snapshot  {seq, orders, locks}           rpc_result  {id, result}
+    event     {seq, ts, name, store_id,      rpc_error   {id, error: {code, message}}
+               table_id, order_id, data}
+    rpc       {id, method, params}
+    pong      {id?}
+    error     {id?, error: SPEC Error}
+
+The adapters are built once at import. Incoming frames are parsed straight from the raw text
+with ``CLIENT_MESSAGE.validate_json``. Outgoing messages come from the pure builders below; an
+event is serialised once per audience by the hub (``event_text``), never once per socket.
+
+Close codes the server uses (``CloseCode``) are part of the protocol too.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import IntEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from .errors import MESSAGES
+from .models import ErrorDetail, Lock, Order
+
+#: Largest text frame the server reads as a message; a larger one (up to ``MAX_FRAME``) is
+#: answered with a VALIDATION_ERROR, beyond ``MAX_FRAME`` aiohttp closes with 1009.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_FRAME = 4 * MAX_MESSAGE_BYTES
+
+EventName = Literal[
+    "lock.acquired", "lock.renewed", "lock.released", "lock.expired", "lock.forced",
+    "order.updated", "order.paid", "payment.rejected", "config.updated", "terminal.status",
+]
+MessageId = Union[int, Annotated[str, StringConstraints(min_length=1, max_length=128)]]
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes the coordinator sends, and what the client should do."""
+
+    #: The process is shutting down: reconnect (with ``since``), another process will answer.
+    GOING_AWAY = 1001
+    #: Flood (too many messages per second or too many invalid frames): fix the client.
+    POLICY_VIOLATION = 1008
+    #: Unexpected server error: reconnect with ``since``.
+    INTERNAL_ERROR = 1011
+    #: Slow consumer: its send queue filled up. Reconnect with ``since``; it resumes losslessly.
+    TRY_AGAIN_LATER = 1013
+    #: Bad, expired or revoked token (SPEC §7): do not reconnect with the same token.
+    UNAUTHENTICATED = 4401
+    #: A valid token that has no websocket scope (the admin token).
+    FORBIDDEN = 4403
+    #: Silent for ``ws_idle_timeout_seconds`` (no frame, not even a pong).
+    IDLE_TIMEOUT = 4408
+    #: Live events were lost between Redis and this process and cannot be filled from the
+    #: stream: reconnect with ``since`` to get a snapshot.
+    RESYNC = 4409
+
+
+# --- server → client ------------------------------------------------------------------------
+
+
+class Hello(BaseModel):
+    """First message on every socket: who you are and the store's latest seq."""
+
+    type: Literal["hello"] = "hello"
+    role: Literal["erp", "h5"]
+    #: The terminal id of an ERP terminal, the session id of an H5 session (its own).
+    client_id: str
+    seq: int
+
+
+class Snapshot(BaseModel):
+    """The client's scope as of ``seq``: its open orders and live locks (viewer form)."""
+
+    type: Literal["snapshot"] = "snapshot"
+    seq: int
+    orders: list[Order]
+    locks: list[Lock]
+
+
+class Event(BaseModel):
+    """A store event (SPEC §7) in the viewer's form."""
+
+    type: Literal["event"] = "event"
+    seq: int
+    ts: int
+    name: EventName
+    store_id: str
+    table_id: str | None
+    order_id: str | None
+    data: dict[str, Any]
+
+
+class RpcRequest(BaseModel):
+    """An ERP RPC sent to the store's master terminal (rpc.py builds these)."""
+
+    type: Literal["rpc"] = "rpc"
+    id: MessageId
+    method: str
+    params: dict[str, Any]
+
+
+class Pong(BaseModel):
+    """The answer to a client ``ping``."""
+
+    type: Literal["pong"] = "pong"
+    id: MessageId | None = None
+
+
+class ErrorMessage(BaseModel):
+    """A client message the server could not accept; the socket stays open."""
+
+    type: Literal["error"] = "error"
+    id: MessageId | None = None
+    error: ErrorDetail
+
+
+ServerMessage = Annotated[
+    Union[Hello, Snapshot, Event, RpcRequest, Pong, ErrorMessage], Field(discriminator="type")
+]
+
+
+# --- client → server ------------------------------------------------------------------------
+
+
+class ClientBase(BaseModel):
+    """Unknown extra fields are ignored, so newer clients keep working."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Ping(ClientBase):
+    """Application-level ping (the protocol ping is separate); answered with ``pong``."""
+
+    type: Literal["ping"]
+    id: MessageId | None = None
+
+
+class RpcResult(ClientBase):
+    """An ERP terminal's answer to an ``rpc``."""
+
+    type: Literal["rpc_result"]
+    id: MessageId
+    result: Any = None
+
+
+class RpcErrorBody(ClientBase):
+    """Why the ERP could not answer an ``rpc``."""
+
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    message: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class RpcError(ClientBase):
+    """An ERP terminal's refusal of an ``rpc``."""
+
+    type: Literal["rpc_error"]
+    id: MessageId
+    error: RpcErrorBody
+
+
+ClientMessage = Annotated[Union[Ping, RpcResult, RpcError], Field(discriminator="type")]
+
+CLIENT_MESSAGE: TypeAdapter[Ping | RpcResult | RpcError] = TypeAdapter(ClientMessage)
+SERVER_MESSAGE: TypeAdapter[Any] = TypeAdapter(ServerMessage)
+
+
+# --- pure builders ----------------------------------------------------------------------------
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept (the wire form of every message)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_EVENT_FIELDS = ("seq", "ts", "name", "store_id", "table_id", "order_id", "data")
+
+
+def event_text(view: dict[str, Any]) -> str:
+    """The wire text of an event already in its viewer form, fields in SPEC order."""
+    return dumps({"type": "event", **{k: view.get(k) for k in _EVENT_FIELDS}})
+
+
+def hello_text(role: str, client_id: str, seq: int) -> str:
+    """The wire text of ``hello``."""
+    return Hello(role=role, client_id=client_id, seq=seq).model_dump_json()
+
+
+def snapshot_text(seq: int, orders: list[dict[str, Any]], locks: list[dict[str, Any]]) -> str:
+    """The wire text of ``snapshot``; locks must already be in the viewer form (no token)."""
+    model = Snapshot(seq=seq, orders=orders, locks=locks)
+    return model.model_dump_json(exclude={"locks": {"__all__": {"token"}}})
+
+
+def pong_text(message_id: int | str | None) -> str:
+    """The wire text of ``pong``."""
+    return Pong(id=message_id).model_dump_json()
+
+
+def error_text(code: str, *, message_id: int | str | None = None, details: list[Any] | None = None) -> str:
+    """The wire text of an ``error`` with the SPEC error body for ``code``."""
+    zh, en = MESSAGES[code]
+    detail = ErrorDetail(code=code, message=zh, message_en=en, force_allowed=False, lock=None, order=None,
+                         details=details)
+    return ErrorMessage(id=message_id, error=detail).model_dump_json()
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """A pydantic error as the ``details`` list of VALIDATION_ERROR (no input echoed back)."""
+    return [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ][:10]
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schemas of both directions, for the OpenAPI document (``x-websocket`` or components)."""
+    return {
+        "ServerMessage": SERVER_MESSAGE.json_schema(ref_template="#/components/schemas/{model}"),
+        "ClientMessage": CLIENT_MESSAGE.json_schema(ref_template="#/components/schemas/{model}"),
+    }
