@@ -1,3 +1,3 @@
 """Shared pytest configuration."""
 
-pytest_plugins = ["tests.redis_fixtures", "tests.app_fixtures", "tests.process_fixtures"]
+pytest_plugins = ["tests.redis_fixtures", "tests.app_fixtures", "tests.process_fixtures", "tests.browser_fixtures"]

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import zxingcpp
 from PIL import Image
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -35,9 +35,6 @@ from .app_fixtures import ADMIN_TOKEN, order_body
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "admin"
 WAIT_MS = 5000
 #: The restaurant's time zone: the console shows and reads times in the browser's zone.
@@ -100,17 +97,6 @@ async def coordinator(aiohttp_server, redis_url: str, tmp_path: Path) -> AsyncIt
     server = await aiohttp_server(build_app(settings), port=port)
     async with aiohttp.ClientSession() as http:
         yield Coordinator(str(server.make_url("")).rstrip("/"), server.app[SERVICES], http)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Debian Chromium (never a downloaded browser)."""
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

@@ -306,6 +306,8 @@ async def test_h5_payment_is_confirmed_by_the_master_with_its_fence(sim, store):
     order_id = t1(sim)
     async with await H5Client.open(store.base_url, store.qr) as diner:
         grant = await diner.checkout()
+        # The master learns the grant's fence from its lock.acquired event, which may trail the HTTP answer.
+        await eventually(lambda: sim.db.highest_fence(order_id) >= grant["lock"]["fence"], what="master saw the fence")
         with pytest.raises(FenceRejected):
             await sim.master.rpc.pay({"order_id": order_id, "version": grant["order"]["version"],
                                       "amount_cents": grant["order"]["total_cents"], "payment_ref": "x",

@@ -11,15 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from .h5_fixtures import FIRST_TOTAL, Restaurant, coordinator_url, eventually, restaurant  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "h5"
 WAIT_MS = 5000
 
@@ -28,17 +25,6 @@ WAIT_MS = 5000
 def redis_url(redis_single_url: str) -> str:
     """The browser tests run on the single Redis (the cluster is covered by the API tests)."""
     return redis_single_url
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Debian Chromium (never a downloaded browser)."""
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 class Phones:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from erp_simulator.db import ErpDatabase
 from erp_simulator.seed import seed
@@ -22,9 +22,6 @@ from .test_erp_simulator import redis_url, store  # noqa: F401  (fixtures: one R
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 ORDER_LOCKED_CONFIRM = "此订单正在其他机器修改,是否强制解锁并继续?"
@@ -42,15 +39,6 @@ async def sim(store, tmp_path):  # noqa: F811
     yield simulator
     await simulator.stop()
     db.close()
-
-
-@pytest.fixture
-async def browser():
-    """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        await chromium.close()
 
 
 async def open_page(browser, sim: Simulator, name: str) -> Page:
