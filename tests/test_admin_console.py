@@ -263,7 +263,7 @@ async def test_h5_payment_lock_set_to_5s_in_the_form_makes_new_h5_locks_last_5s(
     assert lock["expires_at"] - lock["acquired_at"] == 5000
 
     row = lock_rows(page, kind="payment", holder_role="h5", order_id="o1")
-    await expect(row).to_have_count(1, timeout=2000)
+    await expect(row).to_have_count(1, timeout=4000)
     await expect(row.get_by_test_id("lock-holder")).to_contain_text("顾客(扫码点餐)")
     await expect(row.get_by_test_id("lock-table")).to_have_text("T1")
     left = float((await row.get_by_test_id("lock-countdown").inner_text()).split()[0])

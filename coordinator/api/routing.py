@@ -77,7 +77,15 @@ def bad_request(exc: ValidationError) -> ValidationFailed:
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
-    return ValidationFailed(details=details)
+    first = details[0] if details else None
+    where = ".".join(str(part) for part in first["loc"]) if first and first["loc"] else ""
+    summary = f"{where}: {first['msg']}" if where else (first["msg"] if first else "")
+    # The first problem in the message too, so a store admin reads it without opening details.
+    return ValidationFailed(
+        message=f"请求参数有误:{summary}" if summary else None,
+        message_en=f"The request is invalid: {summary}" if summary else None,
+        details=details,
+    )
 
 
 async def authenticate(request: web.Request, services: Services, token: str | None = None) -> Principal:
@@ -85,7 +93,7 @@ async def authenticate(request: web.Request, services: Services, token: str | No
     if token is None:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else None
-    return await services.auth.authenticate(token, await services.engine.now())
+    return await services.auth.authenticate(token, services.engine.now)
 
 
 class Router:
