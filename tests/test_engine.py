@@ -379,6 +379,19 @@ async def test_closing_an_order_releases_its_locks_first(engine: LockEngine, sto
     assert isinstance(closed, OrderClosed) and closed.order["status"] == status
 
 
+async def test_a_closed_order_is_never_reopened_so_it_cannot_be_paid_twice(engine: LockEngine, store: str) -> None:
+    """A newer version pushed as open on a paid order is ORDER_CLOSED, so no second payment lock can be taken."""
+    await put(engine, store)
+    lock, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT)
+    await engine.complete(store, "o1", A, token=lock["token"], amount_cents=TOTAL, version=1, payment_ref="p1", mode="self")
+    reopened = await outcome(put(engine, store, version=2))
+    assert isinstance(reopened, OrderClosed) and reopened.order["status"] == "paid"
+    assert isinstance(await outcome(engine.acquire(store, "o1", B, Kind.PAYMENT)), OrderClosed)
+    order, changed = await put(engine, store, version=2, status="paid")
+    assert changed and order["status"] == "paid" and order["version"] == 2
+    assert [e["name"] for e in await events(engine, store)].count("order.paid") == 1
+
+
 async def test_unknown_order_is_not_found(engine: LockEngine, store: str) -> None:
     """A lock request on an order the ERP never reported is NOT_FOUND."""
     missing = await outcome(engine.acquire(store, "nope", A, Kind.ORDER))

@@ -9,6 +9,7 @@
 -- Returns {"ok":1,"changed":bool,"due":ms|-1,"order":Order}
 --      or {"err":"STALE_VERSION","order":Order}: a lower version, or the same version with other
 --         content. The same version with the same content is idempotent (changed=false, no event).
+--      or {"err":"ORDER_CLOSED","order":Order}: a paid or cancelled order pushed as open again.
 -- A newer version is always stored: the ERP is the system of record. A payment lock bound to an
 -- older version stays, but can no longer complete. Closing (paid | cancelled) ends every lock
 -- (lock.released{order_closed}) before order.updated.
@@ -27,6 +28,9 @@ if cur[1] then
     end
     return fail('STALE_VERSION', nil, cur[1])
   end
+  -- A closed order stays closed: reopening a paid order would let it be locked and paid again
+  -- (invariant 4). A late push of it as open is refused; a newer closed version is stored.
+  if cur[4] ~= 'open' and status == 'open' then return fail('ORDER_CLOSED', nil, cur[1]) end
 end
 
 local json = raw_field(body, 'updated_at', tostring(NOW))
