@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from .rules import Action, Kind
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+#: A display name: 1..100 characters with at least one that is not blank, stored stripped. The bounds
+#: apply before stripping so that the JSON schema (minLength, maxLength, pattern) says exactly what passes.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"), AfterValidator(str.strip)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 Cents = Annotated[int, Field(ge=0, le=10**12)]
 #: An order version: Lua numbers are doubles, so versions stay within 2**53 to compare exactly.
