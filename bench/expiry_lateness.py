@@ -23,11 +23,9 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,49 +33,21 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentile, start_coordinator  # noqa: E402
 
 from coordinator.directory import Directory  # noqa: E402
 from coordinator.engine import LockEngine  # noqa: E402
 from coordinator.models import OrderIn, StoreConfig, StoreConfigPatch  # noqa: E402
 from coordinator.redis_conn import open_redis  # noqa: E402
-from coordinator.redis_embedded import EmbeddedCluster, EmbeddedRedis, free_port  # noqa: E402
+from coordinator.redis_embedded import EmbeddedCluster, EmbeddedRedis  # noqa: E402
 from coordinator.rules import Kind  # noqa: E402
 from coordinator.settings import load_store_defaults  # noqa: E402
 from coordinator.sweeper import RedisClock  # noqa: E402
 
 ADMIN = {"role": "admin"}
 DURATIONS = (1, 2, 3)  # h5_payment_lock_seconds of the three stores
-
-
-def start_coordinator(redis_url: str, data_dir: Path) -> tuple[subprocess.Popen, int]:
-    """Start ``tablelock serve`` on a free port and wait for /readyz."""
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TABLELOCK_REDIS_URL": redis_url, "TABLELOCK_PORT": str(port),
-           "TABLELOCK_HOST": "127.0.0.1", "TABLELOCK_DATA_DIR": str(data_dir),
-           "TABLELOCK_ADMIN_TOKEN": "bench-admin-token-0123456789",
-           "TABLELOCK_SECRET_KEY": "bench-secret-key-0123456789", "TABLELOCK_LOG_LEVEL": "WARNING"}
-    log = (data_dir / "coordinator.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "serve"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"coordinator exited: see {data_dir / 'coordinator.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("coordinator not ready in 30 s")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
 
 
 async def run(redis_url: str, processes: int, locks: int, spread: float, work: Path) -> dict[str, Any]:
@@ -123,8 +93,8 @@ async def run(redis_url: str, processes: int, locks: int, spread: float, work: P
                     received[(socket_id, store_id, lock["order_id"], lock["fence"])].append(at - lock["expires_at"])
                     swept[(store_id, lock["order_id"], lock["fence"])] = event["ts"] - lock["expires_at"]
 
-    listeners = [asyncio.create_task(listen(i * len(stores) + j, port, store_id))
-                 for i, (_, port) in enumerate(procs) for j, store_id in enumerate(stores)]
+    listeners = [asyncio.create_task(listen(i * len(stores) + j, proc.port, store_id))
+                 for i, proc in enumerate(procs) for j, store_id in enumerate(stores)]
     try:
         await asyncio.wait_for(ready.wait(), 10)
         plan = [(store_id, f"o{i}") for store_id in stores for i in range(per_store)][:locks]
@@ -151,13 +121,8 @@ async def run(redis_url: str, processes: int, locks: int, spread: float, work: P
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
         await session.close()
-        for proc, _ in procs:
-            proc.terminate()
-        for proc, _ in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for proc in procs:
+            proc.stop()
         await redis.aclose()
 
     lateness = [times[0] for key, times in received.items() if key in expected]
