@@ -183,11 +183,15 @@ def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | N
         child_env["PYTHONPATH"] = str(source)
     proc = subprocess.Popen([sys.executable, *command], env=child_env, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=source or REPO)
-    child = Coordinator(port, proc, data_dir)
+    return _wait_ready(Coordinator(port, proc, data_dir), "coordinator", log.name, timeout)
+
+
+def _wait_ready(child: "Coordinator", what: str, log_name: str, timeout: float) -> "Coordinator":
+    """Return ``child`` once its /readyz answers 200; stop it and raise if it dies or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"coordinator exited early: see {log.name}")
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early: see {log_name}")
         try:
             with urllib.request.urlopen(f"{child.url}/readyz", timeout=1) as r:
                 if r.status == 200:
@@ -195,7 +199,7 @@ def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | N
         except OSError:
             time.sleep(0.1)
     child.stop()
-    raise RuntimeError(f"coordinator not ready in {timeout:g} s: see {log.name}")
+    raise RuntimeError(f"{what} not ready in {timeout:g} s: see {log_name}")
 
 
 def start_bare_server(redis_url: str, work: Path, timeout: float = 30.0) -> Coordinator:
@@ -205,19 +209,7 @@ def start_bare_server(redis_url: str, work: Path, timeout: float = 30.0) -> Coor
     log = (work / f"bare-{port}.log").open("wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_server.py"), str(port), redis_url],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-    child = Coordinator(port, proc, work)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bare server exited early: see {log.name}")
-        try:
-            with urllib.request.urlopen(f"{child.url}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return child
-        except OSError:
-            time.sleep(0.1)
-    child.stop()
-    raise RuntimeError("bare server not ready")
+    return _wait_ready(Coordinator(port, proc, work), "bare server", log.name, timeout)
 
 
 def start_redis(work: Path, *, tcp: bool = False) -> EmbeddedRedis:
