@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import gc
 import logging
 import signal
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -114,21 +115,31 @@ def serve_command(args: argparse.Namespace) -> int:
 
     # Until aiohttp installs its own handlers, turn SIGTERM into an exception so `finally` runs.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    embedded: EmbeddedRedis | None = None
+    with _redis(settings) as settings:
+        return 1 if settings is None else _run_app(settings)
+
+
+@contextlib.contextmanager
+def _redis(settings: Settings, stopped: Callable[[str], object] = log.info) -> Iterator[Settings | None]:
+    """Settings pointing at Redis: the configured one, or a redis-server started here and stopped on exit.
+
+    Yields None (after saying why) when the embedded Redis cannot start.
+    """
+    if settings.redis_url is not None:
+        yield settings
+        return
     try:
-        if settings.redis_url is None:
-            try:
-                embedded = EmbeddedRedis(settings.data_dir).start()
-            except EmbeddedRedisError as e:
-                print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
-                return 1
-            log.info("started embedded Redis %s (pid %s, data in %s)", embedded.url, embedded.pid, embedded.data_dir)
-            settings = settings.model_copy(update={"redis_url": embedded.url})
-        return _run_app(settings)
+        embedded = EmbeddedRedis(settings.data_dir).start()
+    except EmbeddedRedisError as e:
+        print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
+        yield None
+        return
+    log.info("started embedded Redis %s (pid %s, data in %s)", embedded.url, embedded.pid, embedded.data_dir)
+    try:
+        yield settings.model_copy(update={"redis_url": embedded.url})
     finally:
-        if embedded is not None:
-            embedded.stop()
-            log.info("embedded Redis stopped")
+        embedded.stop()
+        stopped("embedded Redis stopped")
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -140,20 +151,8 @@ def demo_command(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # until the loop installs its own handlers
-    embedded: EmbeddedRedis | None = None
-    try:
-        if settings.redis_url is None:
-            try:
-                embedded = EmbeddedRedis(settings.data_dir).start()
-            except EmbeddedRedisError as e:
-                print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
-                return 1
-            settings = settings.model_copy(update={"redis_url": embedded.url})
-        return asyncio.run(_demo(settings, args))
-    finally:
-        if embedded is not None:
-            embedded.stop()
-            _say("embedded Redis stopped")
+    with _redis(settings, stopped=_say) as settings:
+        return 1 if settings is None else asyncio.run(_demo(settings, args))
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
