@@ -225,12 +225,16 @@ class Sweeper:
         return found
 
     async def _stale(self, store_id: str, stale: list[tuple[bytes, float]], now: int) -> int:
-        last_seen: dict[str, int] = {}
+        by_terminal: dict[str, list[tuple[bytes, float]]] = {}
         for member, score in stale:
-            # ZREM is the claim: of several sweepers, the one that removes the entry handles it.
-            if await self.redis.zrem(keys.presence(store_id), member):
-                terminal_id = member.decode().rsplit("|", 1)[0]
-                last_seen[terminal_id] = max(last_seen.get(terminal_id, 0), int(score))
+            by_terminal.setdefault(member.decode().rsplit("|", 1)[0], []).append((member, score))
+        last_seen: dict[str, int] = {}
+        for terminal_id, entries in by_terminal.items():
+            # One ZREM of all the terminal's stale entries is the claim: it is atomic, so of several
+            # sweepers exactly one removes them and announces the terminal (one per entry would let
+            # two sweepers each win one entry and both announce it).
+            if await self.redis.zrem(keys.presence(store_id), *(member for member, _ in entries)):
+                last_seen[terminal_id] = max(int(score) for _, score in entries)
         if not last_seen:
             return 0
         online = await presence.online(self.redis, store_id, now)
