@@ -37,14 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentile, start_coordinator  # noqa: E402
 
-from coordinator.directory import Directory  # noqa: E402
-from coordinator.engine import LockEngine  # noqa: E402
-from coordinator.models import OrderIn, StoreConfig, StoreConfigPatch  # noqa: E402
-from coordinator.redis_conn import open_redis  # noqa: E402
+from coordinator.core.models import OrderIn, StoreConfig, StoreConfigPatch  # noqa: E402
+from coordinator.core.rules import Kind  # noqa: E402
+from coordinator.realtime.sweeper import RedisClock  # noqa: E402
 from coordinator.redis_embedded import EmbeddedCluster, EmbeddedRedis  # noqa: E402
-from coordinator.rules import Kind  # noqa: E402
 from coordinator.settings import load_store_defaults  # noqa: E402
-from coordinator.sweeper import RedisClock  # noqa: E402
+from coordinator.store.directory import Directory  # noqa: E402
+from coordinator.store.engine import LockEngine  # noqa: E402
+from coordinator.store.redis_conn import open_redis  # noqa: E402
 
 ADMIN = {"role": "admin"}
 DURATIONS = (1, 2, 3)  # h5_payment_lock_seconds of the three stores

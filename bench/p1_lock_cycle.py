@@ -41,8 +41,18 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    Api, CpuWindow, Etcd, bounded_gather, fmt, machine_line, median, percentile, start_bare_server,
-    start_coordinator, start_etcd, start_redis,
+    Api,
+    CpuWindow,
+    Etcd,
+    bounded_gather,
+    fmt,
+    machine_line,
+    median,
+    percentile,
+    start_bare_server,
+    start_coordinator,
+    start_etcd,
+    start_redis,
 )
 from loadgen import Client, run_worker  # noqa: E402
 

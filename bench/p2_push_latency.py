@@ -35,7 +35,15 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    CpuWindow, fmt, machine_line, median, percentile, raise_nofile, rss_bytes, start_coordinator, start_redis,
+    CpuWindow,
+    fmt,
+    machine_line,
+    median,
+    percentile,
+    raise_nofile,
+    rss_bytes,
+    start_coordinator,
+    start_redis,
 )
 from sockets import StoreSeed, seed_stores, subscriber_main  # noqa: E402
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-
 from common import Api, bounded_gather
 
 CONNECT_AT_ONCE = 50

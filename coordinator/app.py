@@ -13,23 +13,22 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from coordinator import metrics
+from coordinator.api import admin, erp, h5, h5_orders
+from coordinator.api.middleware import errors_middleware
+from coordinator.api.openapi import document
+from coordinator.api.ws import close_sockets, realtime_ctx, websocket
+from coordinator.core.models import StoreConfig
+from coordinator.realtime.rpc import rpc_context
+from coordinator.realtime.sweeper import sweeper_ctx
+from coordinator.services import SERVICES, Services
+from coordinator.settings import Settings, load_store_defaults
+from coordinator.store.auth import Authenticator
+from coordinator.store.directory import Directory
+from coordinator.store.engine import LockEngine
+from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
+from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
-
-from . import metrics
-from .api import admin, erp, h5, h5_orders
-from .api.middleware import errors_middleware
-from .api.openapi import document
-from .api.ws import close_sockets, realtime_ctx, websocket
-from .auth import Authenticator
-from .directory import Directory
-from .engine import LockEngine
-from .models import StoreConfig
-from .ratelimit import RATE_LIMITER, RateLimiter
-from .redis_conn import open_redis
-from .rpc import rpc_context
-from .services import SERVICES, Services
-from .settings import Settings, load_store_defaults
-from .sweeper import sweeper_ctx
 
 ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router)
 SETTINGS = web.AppKey("settings", Settings)

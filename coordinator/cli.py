@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import gc
 import logging
 import signal

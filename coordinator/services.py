@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Authenticator
-from .directory import Directory
-from .engine import LockEngine
-from .settings import Settings
+from coordinator.settings import Settings
+from coordinator.store.auth import Authenticator
+from coordinator.store.directory import Directory
+from coordinator.store.engine import LockEngine
 
 
 @dataclass

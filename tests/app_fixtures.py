@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from coordinator.app import build_app
-from coordinator.models import OrderIn
+from coordinator.core.models import OrderIn
 from coordinator.services import SERVICES, Services
 from coordinator.settings import Settings
 

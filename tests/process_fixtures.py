@@ -19,8 +19,7 @@ from typing import Callable, Iterator
 import pytest
 
 from coordinator.redis_embedded import free_port
-
-from .app_fixtures import ADMIN_TOKEN
+from tests.app_fixtures import ADMIN_TOKEN
 
 SECRET_KEY = "test-secret-key-0123456789"
 

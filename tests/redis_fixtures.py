@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.redis_conn import AnyRedis, open_redis
 from coordinator.redis_embedded import EmbeddedCluster, EmbeddedRedis
 from coordinator.redis_embedded import free_port as _free_port
+from coordinator.store.redis_conn import AnyRedis, open_redis
 
 
 def free_port() -> int:

@@ -25,13 +25,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from coordinator.app import build_app
-from coordinator.models import OrderIn
+from coordinator.core.models import OrderIn
+from coordinator.core.rules import Kind
 from coordinator.redis_embedded import free_port
-from coordinator.rules import Kind
 from coordinator.services import SERVICES, Services
 from coordinator.settings import Settings
-
-from .app_fixtures import ADMIN_TOKEN, order_body
+from tests.app_fixtures import ADMIN_TOKEN, order_body
 
 pytestmark = pytest.mark.browser
 

@@ -10,14 +10,13 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from coordinator import presence
 from coordinator.api import admin
-from coordinator.auth import verify_qr_token
-from coordinator.errors import AmountMismatch, StaleVersion, Unauthenticated
-from coordinator.models import OrderIn
-from coordinator.rules import Kind
-
-from .app_fixtures import ADMIN_TOKEN, bearer, order_body, services
+from coordinator.core.errors import AmountMismatch, StaleVersion, Unauthenticated
+from coordinator.core.models import OrderIn
+from coordinator.core.rules import Kind
+from coordinator.realtime import liveness as presence
+from coordinator.store.auth import verify_qr_token
+from tests.app_fixtures import ADMIN_TOKEN, bearer, order_body, services
 
 API = "/api/v1"
 H5_HOLDER = {"role": "h5", "session_id": "diner1"}

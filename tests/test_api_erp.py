@@ -14,10 +14,10 @@ import pytest
 
 from coordinator import metrics
 from coordinator.app import build_app
-from coordinator.errors import Forbidden, LockConflict
-from coordinator.models import StoreConfigPatch
-from coordinator.rules import Kind
-from coordinator.sweeper import sweeper_ctx
+from coordinator.core.errors import Forbidden, LockConflict
+from coordinator.core.models import StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.realtime.sweeper import sweeper_ctx
 from tests.app_fixtures import SYSTEM, bearer, order_body, services
 
 FORCE_ORDER = "此订单正在其他机器修改,是否强制解锁并继续?"

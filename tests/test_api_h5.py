@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from coordinator.auth import Authenticator, qr_token
-from coordinator.models import OrderIn, StoreConfigPatch
-from coordinator.rules import Kind
+from coordinator.core.models import OrderIn, StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.store.auth import Authenticator, qr_token
 from tests.app_fixtures import SYSTEM, bearer, order_body, services
 
 

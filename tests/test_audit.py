@@ -6,9 +6,17 @@ import json
 
 import pytest
 
-from coordinator import audit, keys
-from coordinator.audit import AuditFilter, build_cases, flag_reasons, parse_entry, read_page, reconcile, xrange_bounds
-from coordinator.models import AuditEntry
+from coordinator.core.models import AuditEntry
+from coordinator.store import audit, keys
+from coordinator.store.audit import (
+    AuditFilter,
+    build_cases,
+    flag_reasons,
+    parse_entry,
+    read_page,
+    reconcile,
+    xrange_bounds,
+)
 
 ERP = {"role": "erp", "terminal_id": "Ta", "name": "收银台"}
 H5 = {"role": "h5", "session_id": "sess1"}
@@ -211,7 +219,7 @@ def test_stream_cursor_shape_is_validated(bad):
     """An ``after`` that is not <ms>-<seq> is a 400, never handed to XRANGE."""
     from pydantic import ValidationError
 
-    from coordinator.models import AuditQuery
+    from coordinator.core.models import AuditQuery
 
     with pytest.raises(ValidationError):
         AuditQuery.model_validate({"after": bad})

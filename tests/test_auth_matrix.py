@@ -14,9 +14,9 @@ import pytest
 
 from coordinator.api.routing import PREFIX, Endpoint
 from coordinator.app import ROUTERS
-from coordinator.auth import Authenticator
-from coordinator.models import SessionRequest, StoreConfigPatch
-from coordinator.rules import Kind
+from coordinator.core.models import SessionRequest, StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.store.auth import Authenticator
 from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, bearer, services
 
 ENDPOINTS = [endpoint for router in ROUTERS for endpoint in router.endpoints]

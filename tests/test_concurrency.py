@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from coordinator import keys
-from coordinator.errors import LockConflict
-from coordinator.rules import Kind
+from coordinator.core.errors import LockConflict
+from coordinator.core.rules import Kind
+from coordinator.store import keys
 from tests.app_fixtures import SYSTEM, bearer, services
 
 

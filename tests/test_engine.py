@@ -11,12 +11,19 @@ from typing import Any, Awaitable
 
 import pytest
 
-from coordinator import keys
-from coordinator.engine import LockEngine
-from coordinator.errors import LockConflict, LockLost, NotFound, OrderClosed, StaleVersion, TablelockError
-from coordinator.models import OrderIn, StoreConfig
-from coordinator.redis_conn import AnyRedis
-from coordinator.rules import Kind
+from coordinator.core.errors import (
+    LockConflict,
+    LockLost,
+    NotFound,
+    OrderClosed,
+    StaleVersion,
+    TablelockError,
+)
+from coordinator.core.models import OrderIn, StoreConfig
+from coordinator.core.rules import Kind
+from coordinator.store import keys
+from coordinator.store.engine import LockEngine
+from coordinator.store.redis_conn import AnyRedis
 from tests.app_fixtures import order_body
 
 A = {"role": "erp", "terminal_id": "TA", "name": "收银台"}

@@ -6,7 +6,13 @@ import pytest
 
 from erp_simulator.db import AcceptCheck, ErpDatabase
 from erp_simulator.errors import (
-    ACCEPT_PAYMENT_LOCKED, AcceptRefused, AmountMismatch, FenceRejected, NotFound, OrderClosed, VersionMismatch,
+    ACCEPT_PAYMENT_LOCKED,
+    AcceptRefused,
+    AmountMismatch,
+    FenceRejected,
+    NotFound,
+    OrderClosed,
+    VersionMismatch,
 )
 
 

@@ -19,8 +19,7 @@ from erp_simulator.seed import seed
 from erp_simulator.simulator import Simulator, TerminalSpec
 from erp_simulator.view import LockEnded, Resynced, StoreView
 from h5_client.client import H5Client, H5Error
-
-from .app_fixtures import ADMIN_TOKEN, bearer
+from tests.app_fixtures import ADMIN_TOKEN, bearer
 
 # --- the pure view ---------------------------------------------------------------------------
 

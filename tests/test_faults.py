@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from coordinator import keys
-from coordinator.redis_conn import open_redis
+from coordinator.store import keys
+from coordinator.store.redis_conn import open_redis
 from tests.app_fixtures import ADMIN_TOKEN
 from tests.history.checker import check
 from tests.history.clients import Api, Processes, Subscriber, seed_store

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 import websockets
 
-from coordinator import keys
-from coordinator.models import OrderIn, StoreConfigPatch
-from coordinator.rules import Kind
+from coordinator.core.models import OrderIn, StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.store import keys
 from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, bearer, order_body, services
 
 MENU = [{"sku": "tea", "name": "茶", "unit_price_cents": 900}, {"sku": "rice", "name": "米饭", "unit_price_cents": 2000},

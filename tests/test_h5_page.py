@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from .h5_fixtures import FIRST_TOTAL, Restaurant, coordinator_url, eventually, restaurant  # noqa: F401
+from tests.h5_fixtures import FIRST_TOTAL, Restaurant, coordinator_url, eventually, restaurant  # noqa: F401
 
 pytestmark = pytest.mark.browser
 

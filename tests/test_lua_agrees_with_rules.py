@@ -15,12 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator import keys
-from coordinator.engine import LockEngine, compact, held_lock, rules_actor
-from coordinator.errors import Forbidden, LockConflict
-from coordinator.models import OrderIn, StoreConfig
-from coordinator.redis_conn import AnyRedis
-from coordinator.rules import ACTION_KIND, SLOT, Action, Code, Decision, Kind, decide
+from coordinator.core.errors import Forbidden, LockConflict
+from coordinator.core.models import OrderIn, StoreConfig
+from coordinator.core.rules import ACTION_KIND, SLOT, Action, Code, Decision, Kind, decide
+from coordinator.store import keys
+from coordinator.store.engine import LockEngine, compact, held_lock, rules_actor
+from coordinator.store.redis_conn import AnyRedis
 from tests.app_fixtures import order_body
 
 HOLDERS: tuple[dict[str, Any], ...] = (

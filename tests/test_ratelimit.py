@@ -10,9 +10,9 @@ import time
 import aiohttp
 import pytest
 
-from coordinator import keys
-from coordinator.errors import RateLimited
-from coordinator.ratelimit import RateLimiter
+from coordinator.core.errors import RateLimited
+from coordinator.store import keys
+from coordinator.store.ratelimit import RateLimiter
 from tests.app_fixtures import ADMIN_TOKEN, bearer, services
 
 SESSION_RATE = 3
@@ -98,7 +98,7 @@ async def test_limits_of_different_keys_are_independent(redis_client, uid):
 
 async def test_two_limiters_on_one_redis_share_the_count(redis_url, uid):
     """Two processes' limiters (two clients) count one client together."""
-    from coordinator.redis_conn import open_redis
+    from coordinator.store.redis_conn import open_redis
 
     first, second = await open_redis(redis_url), await open_redis(redis_url)
     try:
@@ -217,7 +217,7 @@ def test_limit_holds_across_coordinator_processes(coordinators, redis_url):
 
 def _reset_address(redis_url: str):
     """A function that deletes the 127.0.0.1 address count on ``redis_url`` (single node or cluster)."""
-    from coordinator.redis_conn import open_redis
+    from coordinator.store.redis_conn import open_redis
 
     async def reset() -> None:
         redis = await open_redis(redis_url)

@@ -12,16 +12,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from coordinator import keys, presence
-from coordinator.auth import Authenticator
-from coordinator.directory import Directory
-from coordinator.models import OrderIn, StoreConfigPatch
-from coordinator.rules import Kind
-
-from .app_fixtures import ADMIN_TOKEN, SYSTEM, order_body
-from .process_fixtures import SECRET_KEY
-from .test_sweeper import make_engine
-from .test_ws import Socket, open_socket
+from coordinator.core.models import OrderIn, StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.realtime import liveness as presence
+from coordinator.store import keys
+from coordinator.store.auth import Authenticator
+from coordinator.store.directory import Directory
+from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, order_body
+from tests.process_fixtures import SECRET_KEY
+from tests.test_sweeper import make_engine
+from tests.test_ws import Socket, open_socket
 
 
 @dataclass

@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, RedisClusterException
 
-from coordinator.redis_conn import AnyRedis, is_cluster, open_redis
 from coordinator.redis_embedded import EmbeddedRedis
+from coordinator.store.redis_conn import AnyRedis, is_cluster, open_redis
 from tests.redis_fixtures import free_port
 
 # KEYS[1], KEYS[2]: two keys of one store (same hash tag); ARGV[1]: a value.

@@ -14,11 +14,11 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from coordinator import keys
-from coordinator.auth import Principal
-from coordinator.errors import ErpUnreachable, LockConflict, NotFound, StaleVersion
-from coordinator.erp_answers import erp_error
-from coordinator.rpc import ErpRpc, subscriber_urls
+from coordinator.core.errors import ErpUnreachable, LockConflict, NotFound, StaleVersion
+from coordinator.realtime.erp_answers import erp_error
+from coordinator.realtime.rpc import ErpRpc, subscriber_urls
+from coordinator.store import keys
+from coordinator.store.auth import Principal
 
 Responder = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.rules import (
+from coordinator.core.rules import (
     ACTION_KIND,
     CONFLICTS,
     H5_ACTIONS,

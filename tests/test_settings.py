@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from coordinator.models import StoreConfig
+from coordinator.core.models import StoreConfig
 from coordinator.settings import (
     CONFIG_DIR,
     DEFAULT_STORE_DEFAULTS_FILE,

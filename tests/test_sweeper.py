@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from coordinator import keys, presence
-from coordinator.directory import Directory
-from coordinator.engine import LockEngine
-from coordinator.models import OrderIn, StoreConfig, StoreConfigPatch
-from coordinator.redis_conn import open_redis
-from coordinator.rules import Kind
+from coordinator.core.models import OrderIn, StoreConfig, StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.realtime import liveness as presence
+from coordinator.realtime.sweeper import RedisClock, Sweeper
 from coordinator.settings import load_store_defaults
-from coordinator.sweeper import RedisClock, Sweeper
-
-from .app_fixtures import SYSTEM, order_body, services
+from coordinator.store import keys
+from coordinator.store.directory import Directory
+from coordinator.store.engine import LockEngine
+from coordinator.store.redis_conn import open_redis
+from tests.app_fixtures import SYSTEM, order_body, services
 
 
 def make_engine(redis: Any) -> LockEngine:

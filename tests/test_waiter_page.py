@@ -17,8 +17,7 @@ from erp_simulator.db import ErpDatabase
 from erp_simulator.seed import seed
 from erp_simulator.simulator import Simulator
 from h5_client.client import H5Client, H5Error
-
-from .test_erp_simulator import redis_url, store  # noqa: F401  (fixtures: one Redis node, a fresh store)
+from tests.test_erp_simulator import redis_url, store  # noqa: F401  (fixtures: one Redis node, a fresh store)
 
 pytestmark = pytest.mark.browser
 

@@ -17,15 +17,14 @@ import pytest
 from aiohttp import WSMsgType
 from redis.asyncio import Redis
 
-from coordinator import keys
 from coordinator.app import build_app
-from coordinator.errors import AmountMismatch
-from coordinator.events import EventStream
-from coordinator.messages import SERVER_MESSAGE
-from coordinator.models import OrderIn, StoreConfigPatch
-from coordinator.rules import Kind
-
-from .app_fixtures import SYSTEM, Shop, order_body, services
+from coordinator.core.errors import AmountMismatch
+from coordinator.core.models import OrderIn, StoreConfigPatch
+from coordinator.core.rules import Kind
+from coordinator.realtime.messages import SERVER_MESSAGE
+from coordinator.realtime.stream import EventStream
+from coordinator.store import keys
+from tests.app_fixtures import SYSTEM, Shop, order_body, services
 
 # --- helpers (test_realtime_multiprocess.py uses them too) --------------------------------------
 
@@ -401,7 +400,7 @@ async def test_stream_fills_a_seq_gap_from_the_stream_and_drops_repeats(client, 
 
 async def test_killed_subscription_reconnects_and_loses_nothing(client, shop, redis_url, caplog):
     """After the pub/sub connection is killed, the listener resubscribes, fills what it missed, and the socket gets every event."""
-    caplog.set_level(logging.INFO, logger="coordinator.events")
+    caplog.set_level(logging.INFO, logger="coordinator.realtime.stream")
     svc = services(client)
     store, b = shop.store_id, terminal(shop, "b")
     sock, _, snapshot = await connect(client, shop.a)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import audit, presence, views
-from ..models import (
+from coordinator.api.routing import Call, Reply, Router
+from coordinator.core import views
+from coordinator.core.models import (
     AuditPage,
     AuditQuery,
     Lock,
@@ -39,8 +40,9 @@ from ..models import (
     TerminalIn,
     TerminalList,
 )
-from ..qr import qr_png
-from .routing import Call, Reply, Router
+from coordinator.realtime import liveness as presence
+from coordinator.store import audit
+from coordinator.store.qr import qr_png
 
 router = Router("admin")
 ADMIN = ("admin",)

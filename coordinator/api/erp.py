@@ -8,14 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import presence, views
-from ..errors import NotFound, ValidationFailed, lock_message
-from ..models import (
-    CheckRequest, CheckResult, Lock, LockGrant, LockRequest, LockResponse, LockView, LockViewList, Order,
-    OrderIn, OrderResponse, OrderWithLockViews, PaymentRequest, Released, TokenBody,
+from coordinator.api.routing import Call, Reply, Router
+from coordinator.core import views
+from coordinator.core.errors import NotFound, ValidationFailed, lock_message
+from coordinator.core.models import (
+    CheckRequest,
+    CheckResult,
+    Lock,
+    LockGrant,
+    LockRequest,
+    LockResponse,
+    LockView,
+    LockViewList,
+    Order,
+    OrderIn,
+    OrderResponse,
+    OrderWithLockViews,
+    PaymentRequest,
+    Released,
+    TokenBody,
 )
-from ..rules import ACTION_KIND, Action, Kind, Role
-from .routing import Call, Reply, Router
+from coordinator.core.rules import ACTION_KIND, Action, Kind, Role
+from coordinator.realtime import liveness as presence
 
 router = Router("erp")
 

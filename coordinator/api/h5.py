@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter, ValidationError
 
-from .. import views
-from ..auth import parse_qr_token, verify_qr_token
-from ..errors import NotFound, Unauthenticated
-from ..models import (
-    H5Config, H5TableView, Id, LockView, Order, SessionCreated, SessionRequest, StoreRef, TableRef,
+from coordinator.api.routing import Call, Reply, Router
+from coordinator.core import views
+from coordinator.core.errors import NotFound, Unauthenticated
+from coordinator.core.models import (
+    H5Config,
+    H5TableView,
+    Id,
+    LockView,
+    Order,
+    SessionCreated,
+    SessionRequest,
+    StoreRef,
+    TableRef,
 )
-from .routing import Call, Reply, Router
+from coordinator.store.auth import parse_qr_token, verify_qr_token
 
 router = Router("h5")
 

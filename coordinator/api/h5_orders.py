@@ -27,17 +27,34 @@ import secrets
 from importlib import resources
 from typing import Any
 
-from .. import keys, views
-from ..engine import compact
-from ..erp_answers import ErpOrder, unreachable
-from ..errors import (
-    ErpUnreachable, LockConflict, LockLost, NotFound, OrderClosed, StaleVersion, TablelockError, ValidationFailed,
+from coordinator.api.routing import Call, Handler, Reply, Router
+from coordinator.core import views
+from coordinator.core.errors import (
+    ErpUnreachable,
+    LockConflict,
+    LockLost,
+    NotFound,
+    OrderClosed,
+    StaleVersion,
+    TablelockError,
+    ValidationFailed,
 )
-from ..models import (
-    Checkout, ItemsRequest, Lock, Menu, Order, OrderResponse, PaymentRequest, Released, StoreConfig, TokenBody,
+from coordinator.core.models import (
+    Checkout,
+    ItemsRequest,
+    Lock,
+    Menu,
+    Order,
+    OrderResponse,
+    PaymentRequest,
+    Released,
+    StoreConfig,
+    TokenBody,
 )
-from ..rules import Action, Kind, Role
-from .routing import Call, Handler, Reply, Router
+from coordinator.core.rules import Action, Kind, Role
+from coordinator.realtime.erp_answers import ErpOrder, unreachable
+from coordinator.store import keys
+from coordinator.store.engine import compact
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +73,7 @@ COMPLETING_MARGIN_MS = 2_000
 #: Whom the audit log names for an order the coordinator stored from an RPC answer.
 ERP_ANSWER = {"role": "system", "source": "erp_rpc"}
 
-_CLAIM_RELEASE = (resources.files("coordinator") / "lua" / "claim_release.lua").read_text()
+_CLAIM_RELEASE = (resources.files("coordinator.store") / "lua" / "claim_release.lua").read_text()
 
 
 def h5_view(handler: Handler) -> Handler:

@@ -11,10 +11,19 @@ import logging
 import time
 
 from aiohttp import web
-from redis.exceptions import BusyLoadingError, ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
-from .. import metrics
-from ..errors import NotFound, PayloadTooLarge, RateLimited, TablelockError, Unavailable, ValidationFailed
+from coordinator import metrics
+from coordinator.core.errors import (
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    TablelockError,
+    Unavailable,
+    ValidationFailed,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any, Iterable
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ..models import ErrorBody
-from .routing import PREFIX, Endpoint
+from coordinator.api.routing import PREFIX, Endpoint
+from coordinator.core.models import ErrorBody
 
 _PARAM = re.compile(r"{(\w+)}")
 _STATUS_TEXT = {

@@ -21,11 +21,11 @@ from typing import Any, Awaitable, Callable, Iterable
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..auth import Principal
-from ..errors import Forbidden, NotFound, ValidationFailed
-from ..ratelimit import RATE_LIMITER, client_address
-from ..rules import Kind
-from ..services import SERVICES, Services
+from coordinator.core.errors import Forbidden, NotFound, ValidationFailed
+from coordinator.core.rules import Kind
+from coordinator.services import SERVICES, Services
+from coordinator.store.auth import Principal
+from coordinator.store.ratelimit import RATE_LIMITER, client_address
 
 PREFIX = "/api/v1"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

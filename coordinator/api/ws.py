@@ -31,16 +31,25 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from .. import views
-from ..errors import Unauthenticated
-from ..events import EventStream
-from ..hub import CLOSE_TIMEOUT, Connection, Hub, HubClosed, h5_visible
-from ..messages import (
-    CLIENT_MESSAGE, MAX_FRAME, MAX_MESSAGE_BYTES, CloseCode, Ping, error_text, event_text, hello_text,
-    pong_text, snapshot_text, validation_details,
+from coordinator.api.routing import authenticate
+from coordinator.core import views
+from coordinator.core.errors import Unauthenticated
+from coordinator.realtime.hub import CLOSE_TIMEOUT, Connection, Hub, HubClosed, h5_visible
+from coordinator.realtime.messages import (
+    CLIENT_MESSAGE,
+    MAX_FRAME,
+    MAX_MESSAGE_BYTES,
+    CloseCode,
+    Ping,
+    error_text,
+    event_text,
+    hello_text,
+    pong_text,
+    snapshot_text,
+    validation_details,
 )
-from ..services import SERVICES, Services
-from .routing import authenticate
+from coordinator.realtime.stream import EventStream
+from coordinator.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
 

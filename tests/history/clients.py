@@ -17,9 +17,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tests.history.recorder import Connection, Fault, History, Op, Received
 from tests.process_fixtures import CoordinatorProcess, start_coordinator
-
-from .recorder import Connection, Fault, History, Op, Received
 
 API = "/api/v1"
 

@@ -12,6 +12,7 @@ not by this module: actors only pick plausible — and deliberately implausible 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -19,14 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import json
-
-from coordinator import keys
-from coordinator.redis_conn import open_redis
 from coordinator.redis_embedded import EmbeddedRedis
-
-from .clients import Api, Processes, Subscriber, sample_clock, seed_store
-from .recorder import Fault, History
+from coordinator.store import keys
+from coordinator.store.redis_conn import open_redis
+from tests.history.clients import Api, Processes, Subscriber, sample_clock, seed_store
+from tests.history.recorder import Fault, History
 
 KINDS = ("order", "presettle", "payment")
 

@@ -13,12 +13,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import (
-    AmountMismatch, ErpUnreachable, LockConflict, LockLost, NotFound, OrderClosed, StaleVersion,
-    TablelockError, ValidationFailed,
+from coordinator.core.errors import (
+    AmountMismatch,
+    ErpUnreachable,
+    LockConflict,
+    LockLost,
+    NotFound,
+    OrderClosed,
+    StaleVersion,
+    TablelockError,
+    ValidationFailed,
 )
-from .models import Menu, OrderIn
-from .rules import Action, Role
+from coordinator.core.models import Menu, OrderIn
+from coordinator.core.rules import Action, Role
 
 
 class ErpOrder(OrderIn):

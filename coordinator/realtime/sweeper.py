@@ -42,9 +42,11 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 from prometheus_client import Counter
 
-from . import keys, metrics, presence
-from .engine import SYSTEM, LockEngine
-from .services import SERVICES
+from coordinator import metrics
+from coordinator.realtime import liveness as presence
+from coordinator.services import SERVICES
+from coordinator.store import keys
+from coordinator.store.engine import SYSTEM, LockEngine
 
 log = logging.getLogger(__name__)
 

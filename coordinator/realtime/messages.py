@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from .errors import MESSAGES
-from .models import ErrorDetail, Lock, Order
+from coordinator.core.errors import MESSAGES
+from coordinator.core.models import ErrorDetail, Lock, Order
 
 #: Largest text frame the server reads as a message; a larger one (up to ``MAX_FRAME``) is
 #: answered with a VALIDATION_ERROR, beyond ``MAX_FRAME`` aiohttp closes with 1009.

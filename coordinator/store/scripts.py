@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from .rules import lua_rules_table
+from coordinator.core.rules import lua_rules_table
 
 NAMES = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
@@ -18,7 +18,7 @@ NAMES = (
 
 def source(name: str) -> str:
     """The full text sent to Redis for script ``name``."""
-    lua = resources.files("coordinator") / "lua"
+    lua = resources.files("coordinator.store") / "lua"
     return "\n".join(
         [(lua / "lib.lua").read_text(), lua_rules_table(), (lua / f"{name}.lua").read_text()]
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import keys
+from coordinator.store import keys
 
 STALE_MS = 30_000
 

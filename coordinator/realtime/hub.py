@@ -27,12 +27,14 @@ from typing import Any, Coroutine
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from . import metrics, presence, views
-from .auth import Principal
-from .errors import Unauthenticated
-from .events import EventStream, publish_control
-from .messages import CloseCode, dumps, event_text
-from .services import Services
+from coordinator import metrics
+from coordinator.core import views
+from coordinator.core.errors import Unauthenticated
+from coordinator.realtime import liveness as presence
+from coordinator.realtime.messages import CloseCode, dumps, event_text
+from coordinator.realtime.stream import EventStream, publish_control
+from coordinator.services import Services
+from coordinator.store.auth import Principal
 
 log = logging.getLogger(__name__)
 

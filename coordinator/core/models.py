@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from .rules import Action, Kind
+from coordinator.core.rules import Action, Kind
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 #: A display name: 1..100 characters with at least one that is not blank, stored stripped. The bounds

@@ -11,11 +11,11 @@ import json
 import secrets
 from typing import Any
 
-from . import keys
-from .auth import new_terminal_token, qr_token
-from .engine import LockEngine, compact
-from .errors import NotFound
-from .models import Store, StoreConfig, StoreConfigPatch, Table, Terminal, TerminalCreated
+from coordinator.core.errors import NotFound
+from coordinator.core.models import Store, StoreConfig, StoreConfigPatch, Table, Terminal, TerminalCreated
+from coordinator.store import keys
+from coordinator.store.auth import new_terminal_token, qr_token
+from coordinator.store.engine import LockEngine, compact
 
 
 class Directory:

@@ -41,8 +41,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from . import keys
-from .redis_conn import is_cluster
+from coordinator.store import keys
+from coordinator.store.redis_conn import is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ PING_EVERY = 5.0
 DEAD_AFTER = 3 * PING_EVERY
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 
-_SNAPSHOT_LUA = (resources.files("coordinator") / "lua" / "snapshot.lua").read_text()
+_SNAPSHOT_LUA = (resources.files("coordinator.store") / "lua" / "snapshot.lua").read_text()
 
 
 def _entry_seq(entry_id: bytes | str) -> int:

@@ -20,8 +20,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Literal
 
-from . import keys
-from .errors import Unauthenticated
+from coordinator.core.errors import Unauthenticated
+from coordinator.store import keys
 
 Role = Literal["admin", "erp", "h5"]
 

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import keys
-from .models import AuditEntry, AuditPage, ReconciliationCase
+from coordinator.core.models import AuditEntry, AuditPage, ReconciliationCase
+from coordinator.store import keys
 
 #: Entries one XRANGE reads while filtering by order or lock kind.
 SCAN_BATCH = 500

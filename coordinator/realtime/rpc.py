@@ -42,12 +42,13 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import keys, metrics
-from .engine import compact
-from .erp_answers import RESULTS, erp_error, unreachable
-from .errors import ErpUnreachable, TablelockError
-from .redis_conn import is_cluster
-from .services import SERVICES
+from coordinator import metrics
+from coordinator.core.errors import ErpUnreachable, TablelockError
+from coordinator.realtime.erp_answers import RESULTS, erp_error, unreachable
+from coordinator.services import SERVICES
+from coordinator.store import keys
+from coordinator.store.engine import compact
+from coordinator.store.redis_conn import is_cluster
 
 log = logging.getLogger(__name__)
 

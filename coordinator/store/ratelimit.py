@@ -23,12 +23,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import keys
-from .auth import Principal
-from .errors import RateLimited
+from coordinator.core.errors import RateLimited
+from coordinator.store import keys
+from coordinator.store.auth import Principal
 
 WINDOW_MS = 60_000
-_SOURCE = (resources.files("coordinator") / "lua" / "ratelimit.lua").read_text()
+_SOURCE = (resources.files("coordinator.store") / "lua" / "ratelimit.lua").read_text()
 
 
 class RateLimiter:

@@ -15,10 +15,13 @@ import json
 import secrets
 from typing import Any, Callable
 
-from . import keys, metrics, presence, scripts, views
-from .errors import BY_CODE, LockConflict, TablelockError
-from .models import OrderIn, StoreConfig
-from .rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
+from coordinator import metrics
+from coordinator.core import views
+from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
+from coordinator.core.models import OrderIn, StoreConfig
+from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
+from coordinator.realtime import liveness as presence
+from coordinator.store import keys, scripts
 
 SYSTEM = {"role": "system"}
 _LOCK_CODES = {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rules import Action, Code, Role
+from coordinator.core.rules import Action, Code, Role
 
 #: (zh-CN, English) per code; the lock codes have audience-specific texts in ``lock_message``.
 MESSAGES: dict[str, tuple[str, str]] = {
