@@ -14,11 +14,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
-from coordinator.api import admin, erp, h5, h5_orders
+from coordinator.api import admin, admin_payments, erp, h5, h5_orders, payments
 from coordinator.api.middleware import errors_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import close_sockets, realtime_ctx, websocket
 from coordinator.core.models import StoreConfig
+from coordinator.payments.runtime import Payments
 from coordinator.realtime.rpc import rpc_context
 from coordinator.realtime.sweeper import sweeper_ctx
 from coordinator.services import SERVICES, Services
@@ -30,7 +31,8 @@ from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
 from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
-ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router)
+ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router, payments.router, payments.notify_router,
+           admin_payments.router)
 SETTINGS = web.AppKey("settings", Settings)
 #: The admin console's files, served at ``/admin/`` (index.html) and ``/admin/static/``.
 ADMIN_WEB = Path(__file__).parent / "web"
@@ -53,6 +55,21 @@ async def _services(app: web.Application):
     app[SERVICES] = Services(settings=settings, redis=redis, engine=engine, auth=auth, directory=directory)
     yield
     await redis.aclose()
+
+
+async def _payments(app: web.Application):
+    services = app[SERVICES]
+    settings = services.settings
+    runtime = Payments.build(
+        services.engine, secret_key=settings.secret_key.get_secret_value(),
+        public_url=settings.effective_public_url, rpc=lambda: services.rpc,
+        first_poll_ms=settings.payment_first_query_ms,
+        provider_timeout=settings.payment_provider_timeout_seconds,
+    )
+    services.payments = runtime
+    runtime.start()
+    yield
+    await runtime.aclose()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -101,6 +118,7 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([realtime_ctx, sweeper_ctx])
     app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(rpc_context)  # after _services: it needs services.redis
+    app.cleanup_ctx.append(_payments)  # after rpc_context: deliveries use services.rpc
     endpoints = [e for router in ROUTERS for e in router.endpoints]
     for router in ROUTERS:
         router.install(app)

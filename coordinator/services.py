@@ -26,6 +26,8 @@ class Services:
     hub: Any = None
     #: ERP RPC across processes (rpc.py); set by its cleanup context.
     rpc: Any = None
+    #: Provider payments (payments/runtime.py ``Payments``); set by app.py's payments context.
+    payments: Any = None
 
 
 SERVICES = web.AppKey("services", Services)

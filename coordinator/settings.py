@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     h5_rate_per_minute: int = Field(default=120, ge=1)
     event_retention: int = Field(default=10000, ge=1)  # SPEC §7 wants >= 10,000 in production
     store_defaults_file: Path = DEFAULT_STORE_DEFAULTS_FILE
+    # Payments (SPEC §9): first provider query of a trade whose notification has not come, and
+    # the timeout of one call to a payment provider.
+    payment_first_query_ms: int = Field(default=20000, ge=1)
+    payment_provider_timeout_seconds: float = Field(default=5.0, gt=0)
 
     def __init__(self, _config_file: Path | str | None = None, **values: Any) -> None:
         token = _config_file_override.set(Path(_config_file) if _config_file is not None else None)

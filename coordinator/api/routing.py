@@ -69,6 +69,7 @@ class Endpoint:
     summary: str
     tag: str
     errors: tuple[int, ...] = field(default=())
+    limit_public: bool = True
 
 
 def bad_request(exc: ValidationError) -> ValidationFailed:
@@ -99,9 +100,12 @@ async def authenticate(request: web.Request, services: Services, token: str | No
 class Router:
     """A table of endpoints for one area of the API (admin, ERP, H5…)."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, *, limit_public: bool = True) -> None:
         self.tag = tag
         self.endpoints: list[Endpoint] = []
+        #: False for public endpoints that verify their callers themselves (provider notifications:
+        #: a busy store's notifications come from a few provider addresses).
+        self.limit_public = limit_public
 
     def route(
         self,
@@ -120,7 +124,7 @@ class Router:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
             self.endpoints.append(
                 Endpoint(method, path, handler, tuple(auth), body, query, responses, summary,
-                         self.tag, tuple(errors))
+                         self.tag, tuple(errors), self.limit_public)
             )
             return handler
 
@@ -142,7 +146,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         principal = None
         limiter = request.app.get(RATE_LIMITER)
         if endpoint.auth == ("public",):
-            if limiter is not None:
+            if limiter is not None and endpoint.limit_public:
                 await limiter.session_creation(services.redis, client_address(request))
         else:
             principal = await authenticate(request, services)

@@ -100,6 +100,10 @@ class Lock(BaseModel):
     expires_at: Millis
     token: str | None = None
     completing: bool = False
+    #: H5 payment locks (SPEC §9): claimed (checkout) → in_flight (provider order open) → completing.
+    phase: Literal["claimed", "in_flight", "completing"] | None = None
+    out_trade_no: str | None = None
+    provider: str | None = None
 
 
 class LockRequest(Body):
@@ -108,6 +112,8 @@ class LockRequest(Body):
     kind: Kind
     force: bool = False
     expected_version: Version | None = None
+    #: Force although the provider could not say whether the diner's in-flight payment went through.
+    force_unverified: bool = False
 
 
 class TokenBody(Body):
@@ -193,6 +199,9 @@ class StoreConfig(BaseModel):
     presettle_lock_seconds: Annotated[int, Field(ge=30, le=86400)] = 1800
     erp_disconnect_grace_seconds: Annotated[int, Field(ge=0, le=600)] = 30
     erp_rpc_timeout_ms: Annotated[int, Field(ge=100, le=30000)] = 3000
+    #: Payments (SPEC §9): the provider order's life, and whether surplus money is refunded by itself.
+    h5_payment_window_seconds: Annotated[int, Field(ge=60, le=900)] = 180
+    auto_refund_surplus: bool = True
 
     def lock_seconds(self, kind: Kind, role: str) -> int:
         """The duration of a new lock of ``kind`` taken by ``role``."""
@@ -211,6 +220,8 @@ class StoreConfigPatch(Body):
     presettle_lock_seconds: Annotated[int, Field(ge=30, le=86400)] | None = None
     erp_disconnect_grace_seconds: Annotated[int, Field(ge=0, le=600)] | None = None
     erp_rpc_timeout_ms: Annotated[int, Field(ge=100, le=30000)] | None = None
+    h5_payment_window_seconds: Annotated[int, Field(ge=60, le=900)] | None = None
+    auto_refund_surplus: bool | None = None
 
 
 class StoreIn(Body):
@@ -444,7 +455,7 @@ from pydantic_core import PydanticCustomError  # noqa: E402
 
 def config_rule(field: str) -> str:
     """What a store admin must enter for a configuration key, e.g. "… must be between 1 and 300 seconds"."""
-    if field == "strong_link_enabled":
+    if StoreConfig.model_fields[field].annotation is bool:
         return f"{field} must be true or false"
     bounds = {type(m).__name__: m for m in StoreConfig.model_fields[field].metadata}
     unit = "ms" if field.endswith("_ms") else "seconds"

@@ -106,6 +106,36 @@ def h5_payment(store_id: str, table_id: str, payment_ref: str) -> str:
     return f"{_s(store_id)}:h5pay:{table_id}:{payment_ref}"
 
 
+def payment(store_id: str, out_trade_no: str) -> str:
+    """Hash: one provider payment (payments/ledger.py): order, version, fence, amount, state, refund."""
+    return f"{_s(store_id)}:pay:{out_trade_no}"
+
+
+def payments(store_id: str) -> str:
+    """Sorted set: out_trade_no -> created_at of every provider payment (reconciliation, summary)."""
+    return f"{_s(store_id)}:payments"
+
+
+def payment_tx(store_id: str, provider: str, transaction_id: str) -> str:
+    """String: out_trade_no of a captured provider transaction (a notification is idempotent on it)."""
+    return f"{_s(store_id)}:paytx:{provider}:{transaction_id}"
+
+
+def payment_refs(store_id: str) -> str:
+    """Hash: payment_ref -> order_id: a payment reference pays at most one order of the store."""
+    return f"{_s(store_id)}:payrefs"
+
+
+def payment_tasks(store_id: str) -> str:
+    """Sorted set: "<outbox|poll|refund>:<out_trade_no>" -> due ms (payments/worker.py leases them)."""
+    return f"{_s(store_id)}:paytasks"
+
+
+def payment_providers(store_id: str) -> str:
+    """Hash: provider name -> its settings, encrypted with the process secret key (payments/vault.py)."""
+    return f"{_s(store_id)}:payproviders"
+
+
 def rate_address(address: str) -> str:
     """Hash: sliding-window count of POST /h5/sessions from one client address (ratelimit.py)."""
     return f"{PREFIX}:rl:addr:{address}"
