@@ -247,6 +247,9 @@ class Alipay:
         if self._cfg.seller_id and form.get("seller_id") != self._cfg.seller_id:
             raise InvalidNotification("notification for another seller")
         status = TRADE_STATUSES.get(form.get("trade_status", ""))
+        if status == "closed" and form.get("gmt_payment"):
+            # A paid trade closes when it is fully refunded.
+            status = "refunded"
         try:
             if status is None or not form["trade_no"]:
                 raise ValueError("no trade status or trade number")
