@@ -135,6 +135,29 @@ class H5Client:
         """POST /h5/checkout/cancel: give my payment lock back; True when something was released."""
         return (await self._request("POST", "/h5/checkout/cancel", {"token": token}))["released"]
 
+    async def start_payment(self, token: str, provider: str = "wechatpay") -> dict[str, Any]:
+        """POST /h5/payments/start: open the provider order for my claimed lock.
+
+        Returns ``{out_trade_no, provider, pay_url, amount_cents, expires_at, lock}``: the phone opens
+        ``pay_url``; the result comes as events (``order.paid``, ``payment.failed``, ``payment.surplus``).
+        """
+        return await self._request("POST", "/h5/payments/start", {"token": token, "provider": provider})
+
+    async def payment_result(self, out_trade_no: str, order_id: str, *, since: int | None = None,
+                             timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the end of my payment: the ``order.paid``, ``payment.failed`` or ``payment.surplus`` event."""
+
+        async def first() -> dict[str, Any]:
+            async for event in self.events(since=since):
+                data = event.get("data") or {}
+                if event.get("name") == "order.paid" and event.get("order_id") == order_id:
+                    return event
+                if event.get("name") in ("payment.failed", "payment.surplus") and data.get("out_trade_no") == out_trade_no:
+                    return event
+            raise H5Error(0, {"code": "DISCONNECTED", "message": "", "message_en": "events ended"})
+
+        return await asyncio.wait_for(first(), timeout)
+
     async def pay(self, token: str, amount_cents: int, version: int, payment_ref: str) -> dict[str, Any]:
         """POST /h5/payments: complete my payment; returns the paid order (idempotent on payment_ref)."""
         body = await self._request("POST", "/h5/payments", {

@@ -1,0 +1,104 @@
+"""A restaurant that takes provider payments: the coordinator on a known port (so the sandbox's
+notifications reach it), the sandbox provider process, and the store's provider settings set
+through the admin API from the sandbox's credentials.
+
+Test modules import these fixtures by name, with ``restaurant`` from ``tests.h5_fixtures`` and
+``sandbox`` / ``sandbox_process`` from ``tests.sandbox_fixtures``.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from coordinator.app import build_app
+from coordinator.services import SERVICES
+from h5_client.client import H5Client
+from tests.h5_fixtures import Restaurant, eventually
+from tests.sandbox_fixtures import SandboxProcess
+
+#: The first provider query of an in-flight payment, shortened so the poller test runs in seconds.
+FIRST_QUERY_MS = 2_500
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def coordinator_app(aiohttp_server, settings):
+    """The coordinator app on a real loopback port that is also its public URL (notify_url)."""
+    port = _free_port()
+    settings = settings.model_copy(update={
+        "public_url": f"http://127.0.0.1:{port}", "session_rate_per_minute": 100_000,
+        "h5_rate_per_minute": 100_000, "payment_first_query_ms": FIRST_QUERY_MS,
+        "payment_provider_timeout_seconds": 1.0,
+    })
+    app = build_app(settings)
+    server = await aiohttp_server(app, host="127.0.0.1", port=port)
+    return server
+
+
+@pytest.fixture
+async def coordinator_url(coordinator_app) -> str:
+    """The URL of ``coordinator_app`` (overrides the H5 fixtures' coordinator)."""
+    return str(coordinator_app.make_url("")).rstrip("/")
+
+
+@dataclass
+class PayingRestaurant:
+    """``Restaurant`` + the sandbox provider set up for the store."""
+
+    shop: Restaurant
+    sandbox: SandboxProcess
+    app: Any
+
+    @property
+    def services(self) -> Any:
+        """The coordinator's Services (read-only inspection of records in assertions)."""
+        return self.app.app[SERVICES]
+
+    async def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Call an admin endpoint of the store (path after ``/admin/stores/{s}``)."""
+        url = f"{self.shop.base_url}/api/v1/admin/stores/{self.shop.store_id}{path}"
+        async with self.shop.admin.request(method, url, json=body) as r:
+            text = await r.text()
+            return r.status, (await r.json() if r.content_type == "application/json" else text)
+
+    async def record(self, out_trade_no: str) -> dict[str, Any]:
+        """The payment record as the admin API lists it."""
+        status, body = await self.admin("GET", "/payments")
+        assert status == 200, body
+        return next(p for p in body["payments"] if p["out_trade_no"] == out_trade_no)
+
+    async def claim_and_start(self, diner: H5Client, provider: str = "wechatpay") -> tuple[dict, dict, int]:
+        """Check out and start paying: (checkout grant, started payment, the seq before)."""
+        seq = (await diner.table())["seq"]
+        grant = await diner.checkout()
+        started = await diner.start_payment(grant["lock"]["token"], provider)
+        if provider == "alipay":
+            # An Alipay wap trade exists at the provider once the phone opens the pay URL.
+            async with aiohttp.ClientSession() as http, http.get(started["pay_url"]) as r:
+                assert r.status == 200, await r.text()
+        return grant, started, seq
+
+    async def paid_in_erp(self) -> dict[str, Any]:
+        """Wait until the ERP database has the order paid; return it."""
+        return await eventually(lambda: (o := self.shop.erp_order())["status"] == "paid" and o,
+                                timeout=15, what="order paid in the ERP")
+
+
+@pytest.fixture
+async def paying(restaurant: Restaurant, sandbox: SandboxProcess, coordinator_app) -> PayingRestaurant:
+    """The restaurant with both sandbox providers configured through the admin API."""
+    shop = PayingRestaurant(restaurant, sandbox, coordinator_app)
+    for name in ("wechatpay", "alipay"):
+        status, body = await shop.admin("PUT", f"/payments/providers/{name}", sandbox.credentials[name])
+        assert status == 200, body
+    return shop
