@@ -102,3 +102,33 @@ async def paying(restaurant: Restaurant, sandbox: SandboxProcess, coordinator_ap
         status, body = await shop.admin("PUT", f"/payments/providers/{name}", sandbox.credentials[name])
         assert status == 200, body
     return shop
+
+
+def wechat_notification(sandbox: SandboxProcess, *, out_trade_no: str, amount_cents: int, transaction_id: str,
+                        signed_at: float | None = None, keys_dir: Any = None) -> tuple[dict[str, str], bytes]:
+    """A TRANSACTION.SUCCESS notification built and signed as the sandbox provider builds it.
+
+    With ``keys_dir`` the sandbox's keys of another data dir sign it (a forgery); with
+    ``signed_at`` the signature carries that time (a captured notification replayed later).
+    """
+    import time
+
+    from coordinator.payments.sandbox import crypto
+    from coordinator.payments.sandbox.keys import SandboxKeys
+    from coordinator.payments.sandbox.state import Trade
+    from coordinator.payments.sandbox.wechat import WechatWire
+
+    wire = WechatWire(SandboxKeys.load_or_create(keys_dir or sandbox.data_dir))
+    now_ms = int(time.time() * 1000)
+    trade = Trade(provider="wechatpay", out_trade_no=out_trade_no, amount_cents=amount_cents, description="x",
+                  notify_url="http://127.0.0.1:9/", return_url="http://127.0.0.1:9/", expires_at_ms=now_ms + 60_000,
+                  created_ms=now_ms, token="t", fingerprint="f", trade_type="MWEB", state="paid",
+                  transaction_id=transaction_id, paid_at_ms=now_ms)
+    delivery = wire.payment_notification(trade)
+    assert delivery is not None
+    headers = dict(delivery.headers)
+    if signed_at is not None:
+        ts, nonce = str(int(signed_at)), headers["Wechatpay-Nonce"]
+        headers["Wechatpay-Timestamp"] = ts
+        headers["Wechatpay-Signature"] = crypto.sign(wire.platform_key, f"{ts}\n{nonce}\n".encode() + delivery.body + b"\n")
+    return headers, delivery.body

@@ -4,11 +4,16 @@ terminals, diners' H5 clients and the sandbox provider process, on single Redis 
 from __future__ import annotations
 
 import asyncio
+import time
 
+import aiohttp
 import pytest
 
+from h5_client.client import H5Error
 from tests.h5_fixtures import FIRST_TOTAL, eventually, restaurant  # noqa: F401
-from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
+from tests.payments_fixtures import (  # noqa: F401
+    PayingRestaurant, coordinator_app, coordinator_url, paying, wechat_notification,
+)
 from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
 
 
@@ -27,3 +32,106 @@ async def test_happy_path_marks_the_order_paid_once_the_provider_notifies(paying
     assert paying.shop.db.payment(paying.shop.order_id)["payment_ref"].startswith(f"{provider}:")
     record = await paying.record(started["out_trade_no"])
     assert record["state"] == "paid" and record["received_cents"] == FIRST_TOTAL
+
+
+async def _notify(paying: PayingRestaurant, headers: dict, body: bytes, provider: str = "wechatpay") -> int:
+    url = f"{paying.shop.base_url}/api/v1/payments/notify/{provider}/{paying.shop.store_id}"
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as r:
+        return r.status
+
+
+async def _in_flight(paying: PayingRestaurant) -> dict:
+    _, locks = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
+    return next(l for l in locks if l["kind"] == "payment")
+
+
+async def test_forged_tampered_and_replayed_notifications_are_401_and_change_nothing(
+        paying: PayingRestaurant, tmp_path) -> None:
+    """Only a notification signed by the provider's key, unaltered and fresh, is believed; a genuine one then completes."""
+    diner = await paying.shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    no = started["out_trade_no"]
+    note = dict(out_trade_no=no, amount_cents=FIRST_TOTAL, transaction_id="4200000000" + no[-10:])
+    other_keys = tmp_path / "other-provider"
+    other_keys.mkdir()
+    forged = wechat_notification(paying.sandbox, keys_dir=other_keys, **note)
+    headers, body = wechat_notification(paying.sandbox, **note)
+    tampered = (headers, body.replace(b'"summary": "', b'"summary": "x', 1))
+    replayed = wechat_notification(paying.sandbox, signed_at=time.time() - 600, **note)
+    for h, b in (forged, tampered, replayed):
+        assert await _notify(paying, h, b) == 401
+    assert (await paying.record(no))["state"] == "in_flight"
+    assert (await _in_flight(paying))["phase"] == "in_flight"
+    assert paying.shop.erp_order()["status"] == "open"
+    assert await _notify(paying, headers, body) in (200, 204)
+    await paying.paid_in_erp()
+    assert (await paying.record(no))["state"] == "paid"
+
+
+async def test_duplicate_notifications_pay_once(paying: PayingRestaurant) -> None:
+    """The provider's duplicate delivery and a replay of the same notification record one payment."""
+    diner = await paying.shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    no = started["out_trade_no"]
+    await paying.sandbox.pay(no, outcome="paid", notify="duplicate")
+    await paying.paid_in_erp()
+    trade = await eventually(lambda: _delivered(paying, no, 2), what="two deliveries")
+    headers, body = wechat_notification(paying.sandbox, out_trade_no=no, amount_cents=FIRST_TOTAL,
+                                        transaction_id=trade["transaction_id"])
+    assert await _notify(paying, headers, body) in (200, 204)
+    status, board = await paying.admin("GET", "/payments")
+    assert [p["state"] for p in board["payments"] if p["out_trade_no"] == no] == ["paid"]
+    status, rec = await paying.admin("GET", "/payments/reconciliation")
+    assert rec["surplus"] == [] and rec["unconfirmed"] == []
+    audit = await paying.admin("GET", f"/audit?order_id={paying.shop.order_id}&limit=500")
+    assert sum(1 for e in audit[1]["entries"] if e["name"] == "order.paid") == 1
+
+
+async def _delivered(paying: PayingRestaurant, no: str, count: int) -> dict | None:
+    trade = await paying.sandbox.trade(no)
+    return trade if len([d for d in trade["deliveries"] if d.get("ok")]) >= count else None
+
+
+async def test_payment_after_the_claim_lapsed_but_inside_the_provider_window_completes(paying: PayingRestaurant) -> None:
+    """The 1 s claim lapses while the diner is on the provider's page: in flight, the payment still completes."""
+    await paying.shop.patch_config(h5_payment_lock_seconds=1)
+    diner = await paying.shop.diner()
+    _, started, _ = await paying.claim_and_start(diner)
+    await asyncio.sleep(1.5)
+    await paying.sandbox.pay(started["out_trade_no"], outcome="paid")
+    await paying.paid_in_erp()
+    late = await paying.shop.diner()
+    grant = await late.checkout() if paying.shop.erp_order()["status"] == "open" else None
+    assert grant is None
+
+
+async def test_start_after_the_claim_lapsed_is_lock_lost(paying: PayingRestaurant) -> None:
+    """Starting a payment once the 15 s-style claim has lapsed is refused LOCK_LOST (fetch the order again)."""
+    await paying.shop.patch_config(h5_payment_lock_seconds=1)
+    diner = await paying.shop.diner()
+    grant = await diner.checkout()
+    await asyncio.sleep(1.3)
+    with pytest.raises(H5Error) as refused:
+        await diner.start_payment(grant["lock"]["token"], "wechatpay")
+    assert refused.value.status == 409 and refused.value.code == "LOCK_LOST"
+
+
+async def test_lost_notification_is_found_by_the_poller(paying: PayingRestaurant) -> None:
+    """A payment whose notification never comes is found by querying the provider, and completes."""
+    diner = await paying.shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    await paying.sandbox.pay(started["out_trade_no"], outcome="paid", notify="lost")
+    event = await diner.payment_result(started["out_trade_no"], paying.shop.order_id, since=seq, timeout=20)
+    assert event["name"] == "order.paid"
+    assert (await paying.record(started["out_trade_no"]))["capture_source"] == "poll"
+
+
+async def test_failed_payment_ends_the_lock_and_tells_the_diner(paying: PayingRestaurant) -> None:
+    """A failed payment at the provider ends the in-flight lock (payment_failed); the diner gets payment.failed."""
+    diner = await paying.shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    await paying.sandbox.pay(started["out_trade_no"], outcome="failed")
+    event = await diner.payment_result(started["out_trade_no"], paying.shop.order_id, since=seq, timeout=20)
+    assert event["name"] == "payment.failed"
+    _, locks = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
+    assert locks == [] and paying.shop.erp_order()["status"] == "open"
