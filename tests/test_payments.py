@@ -9,6 +9,7 @@ import time
 import aiohttp
 import pytest
 
+from erp_simulator.client import Refused
 from h5_client.client import H5Error
 from tests.h5_fixtures import FIRST_TOTAL, eventually, restaurant  # noqa: F401
 from tests.payments_fixtures import (  # noqa: F401
@@ -135,3 +136,87 @@ async def test_failed_payment_ends_the_lock_and_tells_the_diner(paying: PayingRe
     assert event["name"] == "payment.failed"
     _, locks = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
     assert locks == [] and paying.shop.erp_order()["status"] == "open"
+
+
+async def test_cancel_closes_the_provider_order_then_releases(paying: PayingRestaurant) -> None:
+    """Cancel from the page closes the provider order first (it can no longer be paid), then ends the lock."""
+    diner = await paying.shop.diner()
+    grant, started, _ = await paying.claim_and_start(diner)
+    assert await diner.cancel(grant["lock"]["token"]) is True
+    trade = await paying.sandbox.trade(started["out_trade_no"])
+    assert trade["state"] == "closed"
+    assert (await paying.record(started["out_trade_no"]))["state"] == "closed"
+    status, _ = await paying.sandbox.pay(started["out_trade_no"], outcome="paid")
+    assert (await paying.sandbox.trade(started["out_trade_no"]))["state"] == "closed"
+    _, locks = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
+    assert locks == []
+
+
+async def test_cancel_after_the_diner_paid_completes_instead(paying: PayingRestaurant) -> None:
+    """A cancel that finds the provider paid (notification not yet in) completes the payment and says so."""
+    diner = await paying.shop.diner()
+    grant, started, _ = await paying.claim_and_start(diner)
+    await paying.sandbox.pay(started["out_trade_no"], outcome="paid", notify="lost")
+    answer = await diner._request("POST", "/h5/checkout/cancel", {"token": grant["lock"]["token"]})
+    assert answer == {"released": False, "paid": True}
+    await paying.paid_in_erp()
+
+
+async def test_force_while_the_payer_has_paid_completes_and_refuses_the_force(paying: PayingRestaurant) -> None:
+    """A cashier's force during an in-flight payment the provider says is paid: the order completes, the force is refused."""
+    diner = await paying.shop.diner()
+    _, started, _ = await paying.claim_and_start(diner)
+    await paying.sandbox.pay(started["out_trade_no"], outcome="paid", notify="lost")
+    master = paying.shop.master
+    with pytest.raises(Refused) as refused:
+        await master.client.take_lock(paying.shop.order_id, "payment", force=True)
+    assert refused.value.code == "PAYMENT_LOCKED"
+    assert refused.value.message == "顾客刚刚已完成支付,无需重复结账"
+    assert refused.value.force_allowed is False
+    await paying.paid_in_erp()
+    assert (await paying.record(started["out_trade_no"]))["capture_source"] == "force"
+
+
+async def test_force_while_the_payer_has_not_paid_closes_the_provider_order(paying: PayingRestaurant) -> None:
+    """A cashier's force on an unpaid in-flight payment closes the provider order, then breaks the lock."""
+    diner = await paying.shop.diner()
+    _, started, _ = await paying.claim_and_start(diner)
+    lock = await paying.shop.master.client.take_lock(paying.shop.order_id, "payment", force=True)
+    assert lock["holder"]["role"] == "erp"
+    assert (await paying.sandbox.trade(started["out_trade_no"]))["state"] == "closed"
+    assert (await paying.record(started["out_trade_no"]))["state"] == "closed"
+
+
+async def test_force_with_the_provider_unreachable_warns_then_a_late_payment_is_a_refunded_surplus(
+        paying: PayingRestaurant) -> None:
+    """Provider unreachable: the force needs force_unverified; the diner's later payment is a surplus, refunded once, the order not reopened."""
+    shop, sandbox = paying.shop, paying.sandbox
+    diner = await shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    no = started["out_trade_no"]
+    await sandbox.control(mode="503")
+    with pytest.raises(Refused) as refused:
+        await shop.master.client.take_lock(shop.order_id, "payment", force=True)
+    assert refused.value.code == "PAYMENT_UNVERIFIED" and refused.value.force_allowed is True
+    lock = await shop.master.client.take_lock(shop.order_id, "payment", force=True, force_unverified=True)
+    shop.db.observe_fence(shop.order_id, int(lock["fence"]))
+    shop.master.held[(shop.order_id, "payment")] = lock  # the cashier's own payment page, as Terminal.checkout keeps it
+    await sandbox.control(mode="normal")
+    await shop.master.complete_payment(shop.order_id, payment_ref="cash-1")
+    await sandbox.pay(no, outcome="paid", notify="late", delay_ms=300)
+    event = await diner.payment_result(no, shop.order_id, since=seq, timeout=20)
+    assert event["name"] in ("order.paid", "payment.surplus")
+    record = await eventually(lambda: _refunded(paying, no), timeout=20, what="surplus refunded")
+    assert record["surplus_reason"] in ("order_closed", "lock_gone")
+    trade = await sandbox.trade(no)
+    assert len(trade["refunds"]) == 1
+    assert shop.erp_order()["status"] == "paid"
+    assert shop.db.payment(shop.order_id)["payment_ref"] == "cash-1"
+    status, rec = await paying.admin("GET", "/payments/reconciliation")
+    assert [c["payment"]["out_trade_no"] for c in rec["surplus"]] == [no]
+
+
+async def _refunded(paying: PayingRestaurant, no: str) -> dict | None:
+    record = await paying.record(no)
+    return record if record.get("refund_state") == "succeeded" else None
+

@@ -269,6 +269,10 @@ async def _refuse_if_locked(call: Call, order_id: str) -> None:
 async def cancel_checkout(call: Call) -> Reply:
     """Give the H5 payment lock back; ``released`` is false when the token holds nothing releasable."""
     me, token = call.principal, call.body.token
+    if call.services.payments is not None:
+        # An in-flight provider payment is closed at the provider first (payments/service.py).
+        outcome = await call.services.payments.service.cancel(me.store_id, me.table_id, me.holder(), token)
+        return Reply(200, Released(**outcome))
     order_id = await order_paying_with(call, token)
     if order_id is None:
         return Reply(200, Released(released=False))

@@ -42,6 +42,7 @@ class Payments:
     async def aclose(self) -> None:
         """Stop the worker and deliveries, close the provider sessions."""
         if self._task is not None:
+            self.worker.stop()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.settlement.aclose()

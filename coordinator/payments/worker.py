@@ -44,17 +44,27 @@ class PaymentWorker:
         self.vault = vault
         self.settlement = settlement
         self.interval = interval
+        self._stop = asyncio.Event()
 
     async def run(self) -> None:
-        """Work until cancelled; a failing round is logged and the next one tries again."""
-        while True:
+        """Work until ``stop``; a failing round is logged and the next one tries again."""
+        # A stop flag besides cancellation: a cancel that lands inside a Redis call can be absorbed
+        # by the client library, and the loop must end anyway.
+        while not self._stop.is_set():
             try:
                 await self.round()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away, say: the tasks stay queued
                 log.warning("payment worker round failed: %r", exc)
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the current round."""
+        self._stop.set()
 
     async def round(self) -> int:
         """Run every task due now in every store; returns how many ran."""
