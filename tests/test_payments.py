@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from erp_simulator.client import Refused
+from erp_simulator.terminal import Terminal
 from h5_client.client import H5Error
 from tests.h5_fixtures import FIRST_TOTAL, eventually, restaurant  # noqa: F401
 from tests.payments_fixtures import (  # noqa: F401
@@ -220,3 +221,42 @@ async def _refunded(paying: PayingRestaurant, no: str) -> dict | None:
     record = await paying.record(no)
     return record if record.get("refund_state") == "succeeded" else None
 
+
+
+async def test_erp_down_when_money_arrives_completes_when_it_returns(paying: PayingRestaurant) -> None:
+    """Money arrives while the ERP master is offline: the lock stays completing, reconciliation shows it, and the outbox completes it when the ERP is back."""
+    shop = paying.shop
+    diner = await shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    no = started["out_trade_no"]
+    token = shop.master.client._session.headers["Authorization"].split(" ", 1)[1]  # to bring the same till back
+    await shop.master.stop()
+    await paying.sandbox.pay(no, outcome="paid")
+    record = await eventually(lambda: _erp_attempted(paying, no), timeout=10, what="order.pay tried")
+    assert record["state"] == "completing"
+    lock = await _in_flight(paying)
+    assert lock["completing"] is True and lock["phase"] == "completing"
+    _, rec = await paying.admin("GET", "/payments/reconciliation")
+    assert [c["payment"]["out_trade_no"] for c in rec["unconfirmed"]] == [no]
+    with pytest.raises(H5Error) as refused:
+        await (await shop.diner()).checkout()
+    assert refused.value.code == "PAYMENT_LOCKED"
+    back = Terminal(shop.base_url, shop.store_id, token, shop.db, name="收银台", master=True)
+    await back.start()
+    try:
+        await back.wait_connected(10)
+        await paying.paid_in_erp()
+        await eventually(lambda: _state(paying, no, "paid"), timeout=15, what="record paid")
+        event = await diner.payment_result(no, shop.order_id, since=seq, timeout=10)
+        assert event["name"] == "order.paid"
+    finally:
+        await back.stop()
+
+
+async def _erp_attempted(paying: PayingRestaurant, no: str) -> dict | None:
+    record = await paying.record(no)
+    return record if record.get("erp_attempts", 0) >= 1 else None
+
+
+async def _state(paying: PayingRestaurant, no: str, state: str) -> bool:
+    return (await paying.record(no))["state"] == state
