@@ -225,3 +225,23 @@ async def test_sandbox_restart_keeps_keys_and_trades(tmp_path: Any, notify_serve
         await wechat.aclose()
     finally:
         stop_sandbox(second.proc)
+
+
+async def test_wechat_jsapi_order_returns_signed_bridge_parameters(sandbox: SandboxProcess, notify_server: NotifyServer) -> None:
+    """With a payer openid the order is a JSAPI order whose paySign the merchant key signed over appId/timeStamp/nonceStr/package."""
+    config = _config(sandbox, "wechatpay")
+    assert isinstance(config, WechatPayConfig)
+    wechat = build_provider(config, http_timeout=2)
+    order = CreateOrder(out_trade_no="TL" + secrets.token_hex(8), amount_cents=99, description="桌 1",
+                        expires_at=int((time.time() + 60) * 1000), notify_url=notify_server.url,
+                        return_url="http://127.0.0.1:9/r", payer_openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o")
+    created = await wechat.create(order)
+    await wechat.aclose()
+    assert created.pay_url is None and created.jsapi is not None and created.prepay_id
+    j = created.jsapi
+    assert j.package == f"prepay_id={created.prepay_id}" and j.appId == config.appid
+    key = serialization.load_pem_private_key(config.merchant_private_key.get_secret_value().encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    key.public_key().verify(base64.b64decode(j.paySign), f"{j.appId}\n{j.timeStamp}\n{j.nonceStr}\n{j.package}\n".encode(),
+                            padding.PKCS1v15(), hashes.SHA256())
+    assert (await sandbox.trade(order.out_trade_no))["trade_type"] == "JSAPI"
