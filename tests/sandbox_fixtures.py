@@ -57,14 +57,13 @@ class SandboxProcess:
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """Call the control API; return (status, JSON or text)."""
-        async with aiohttp.ClientSession() as s:
-            async with s.request(method, self.url + path, json=body,
-                                 headers={"Authorization": f"Bearer {self.token}"}) as r:
-                text = await r.text()
-                try:
-                    return r.status, json.loads(text)
-                except ValueError:
-                    return r.status, text
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with aiohttp.ClientSession() as s, s.request(method, self.url + path, json=body, headers=headers) as r:
+            text = await r.text()
+        try:
+            return r.status, json.loads(text)
+        except ValueError:
+            return r.status, text
 
     async def control(self, **body: Any) -> dict[str, Any]:
         """Change process switches."""
@@ -96,13 +95,12 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 
 def start_sandbox(data_dir: Path) -> SandboxProcess:
     """Start ``python -m coordinator.payments.sandbox --port 0`` on ``data_dir`` and read its credentials."""
-    log = open(data_dir / "sandbox.log", "ab")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.payments.sandbox", "--port", "0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT,
-    )
-    log.close()
+    with open(data_dir / "sandbox.log", "ab") as log:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "coordinator.payments.sandbox", "--port", "0", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT,
+        )
     try:
         line = _read_line(proc, 30)
         assert line.startswith("sandbox-pay listening on http://127.0.0.1:"), line

@@ -17,11 +17,23 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
 from coordinator.payments.providers import (
-    AlipayConfig, CreateOrder, InvalidNotification, PaymentNotification, WechatPayConfig, build_provider,
+    AlipayConfig,
+    CreateOrder,
+    InvalidNotification,
+    PaymentNotification,
+    WechatPayConfig,
+    build_provider,
 )
 from coordinator.payments.providers.alipay import fen_to_yuan, yuan_to_fen
 from tests.sandbox_fixtures import (  # noqa: F401
-    NotifyServer, Received, SandboxProcess, notify_server, sandbox, sandbox_process, start_sandbox, stop_sandbox,
+    NotifyServer,
+    Received,
+    SandboxProcess,
+    notify_server,
+    sandbox,
+    sandbox_process,
+    start_sandbox,
+    stop_sandbox,
 )
 
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

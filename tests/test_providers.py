@@ -14,10 +14,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from coordinator.payments.providers import (
-    AlipayConfig, CreateOrder, PaymentNotification, PaymentProvider, ProviderRejected,
-    ProviderUnreachable, RefundNotification, WechatPayConfig, build_provider,
+    AlipayConfig,
+    CreateOrder,
+    PaymentNotification,
+    PaymentProvider,
+    ProviderRejected,
+    ProviderUnreachable,
+    RefundNotification,
+    WechatPayConfig,
+    build_provider,
 )
-from tests.sandbox_fixtures import NotifyServer, SandboxProcess, notify_server, sandbox, sandbox_process  # noqa: F401
+from tests.sandbox_fixtures import (  # noqa: F401
+    NotifyServer,
+    SandboxProcess,
+    notify_server,
+    sandbox,
+    sandbox_process,
+)
 
 TIMEOUT = 1.0
 
