@@ -1,0 +1,1 @@
+"""Payments: provider adapters (``providers``) and the local sandbox provider (``sandbox``)."""
