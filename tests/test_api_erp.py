@@ -256,6 +256,16 @@ async def test_modify_lock_blocks_h5_pay_without_force(client, shop):
     assert shown["holder"] == {"role": "erp", "is_me": False} and "token" not in denied.value.lock
 
 
+def test_h5_lock_view_is_idempotent():
+    """The H5 form of a lock, put in the H5 form again, is unchanged (a denial may pass two edges)."""
+    stored = {"order_id": "o1", "kind": "payment", "fence": 3, "token": "t", "payment_ref": "p", "amount_cents": 5,
+              "holder": {"role": "h5", "session_id": "s1"}}
+    once = views.h5_lock(stored, "s1")
+    assert once["holder"] == {"role": "h5", "is_me": True} and "token" not in once and "payment_ref" not in once
+    assert views.h5_lock(once, "s1") == once and views.h5_lock(once, "s2") == once
+    assert views.h5_lock(views.h5_lock(stored, "s2"), "s1")["holder"] == {"role": "h5", "is_me": False}
+
+
 async def test_h5_may_not_force_or_take_edit_locks(client, shop):
     """An H5 session asking with force, or for an order or presettle lock, is 403 FORBIDDEN."""
     engine, h5 = services(client).engine, await h5_holder(client, shop)

@@ -9,10 +9,11 @@
     sweeper     lock expiry (sweeper.py)                           engine
 
 Each part gets what it needs in its constructor, so the table is the build order. ``start``
-starts them in that order (the subscriber last among the listeners, once the stream and rpc
-have registered their channels; its first subscription is awaited, bounded) and ``stop`` in
-reverse: the sweeper, rpc (calls in flight fail), the hub (sockets closed, closing work
-settled: it still needs liveness), liveness (master entries withdrawn), the subscriber.
+follows it: liveness (master heartbeat, stale loop), the hub's heartbeat, then the subscriber,
+once the stream and rpc have registered their channels (its first subscription is awaited,
+bounded), then the sweeper. ``stop`` goes in reverse: the sweeper; rpc (calls in flight fail,
+master sockets withdrawn); the hub (sockets closed, their closing work settled: it still needs
+liveness and Redis); liveness; the subscriber last.
 """
 
 from __future__ import annotations
