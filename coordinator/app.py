@@ -1,7 +1,9 @@
 """Wiring: build the aiohttp application of one coordinator process.
 
-Resources are created in ``cleanup_ctx`` generators and closed after ``yield``; every
-background task is kept and cancelled on shutdown.
+One ``cleanup_ctx`` (``_services``) opens Redis, builds the engine and the real-time runtime
+(realtime/runtime.py), starts it, and only then sets the typed ``Services``; after ``yield`` it
+stops the runtime (every task cancelled and awaited) and closes Redis. ``on_shutdown`` closes
+every websocket with 1001 first, so aiohttp does not wait on their handlers.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from coordinator import metrics
 from coordinator.api import admin, admin_payments, erp, h5, h5_orders, payments
 from coordinator.api.middleware import errors_middleware
 from coordinator.api.openapi import document
-from coordinator.api.ws import close_sockets, realtime_ctx, websocket
+from coordinator.api.ws import websocket
 from coordinator.core.models import StoreConfig
 from coordinator.payments.runtime import Payments
-from coordinator.realtime.rpc import rpc_context
-from coordinator.realtime.sweeper import sweeper_ctx
+from coordinator.realtime.runtime import Realtime
 from coordinator.services import SERVICES, Services
 from coordinator.settings import Settings, load_store_defaults
 from coordinator.store.auth import Authenticator
@@ -34,6 +35,8 @@ from h5_client import STATIC_DIR as H5_STATIC
 ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router, payments.router, payments.notify_router,
            admin_payments.router)
 SETTINGS = web.AppKey("settings", Settings)
+#: Whether the app runs its expiry sweeper (a test of the scripts' own expiry turns it off).
+SWEEPER = web.AppKey("sweeper", bool)
 #: The admin console's files, served at ``/admin/`` (index.html) and ``/admin/static/``.
 ADMIN_WEB = Path(__file__).parent / "web"
 
@@ -52,9 +55,21 @@ async def _services(app: web.Application):
         session_ttl_ms=settings.h5_session_ttl_seconds * 1000,
     )
     directory = Directory(engine, settings.effective_public_url)
-    app[SERVICES] = Services(settings=settings, redis=redis, engine=engine, auth=auth, directory=directory)
-    yield
-    await redis.aclose()
+    realtime = Realtime(settings, engine, auth, sweeper=app[SWEEPER])
+    try:
+        await realtime.start()
+        app[SERVICES] = Services.of(settings, engine, auth, directory, realtime)
+        yield
+    finally:
+        await realtime.stop()
+        await redis.aclose()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """on_shutdown: close every websocket with GOING_AWAY so the handlers end before aiohttp waits for them."""
+    services = app.get(SERVICES)
+    if services is not None:
+        await services.realtime.close_sockets()
 
 
 async def _payments(app: web.Application):
@@ -106,19 +121,18 @@ async def admin_console_redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound("/admin/")
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, sweeper: bool = True) -> web.Application:
     """The coordinator application for ``settings`` (secrets must be set: see ensure_secrets)."""
     if settings.admin_token is None or settings.secret_key is None:
         settings = settings.ensure_secrets()
     app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[SWEEPER] = sweeper
     app[RATE_LIMITER] = RateLimiter(session_rate=settings.session_rate_per_minute,
                                     h5_rate=settings.h5_rate_per_minute)
     app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.extend([realtime_ctx, sweeper_ctx])
-    app.on_shutdown.append(close_sockets)
-    app.cleanup_ctx.append(rpc_context)  # after _services: it needs services.redis
-    app.cleanup_ctx.append(_payments)  # after rpc_context: deliveries use services.rpc
+    app.cleanup_ctx.append(_payments)  # after _services: deliveries use services.rpc
+    app.on_shutdown.append(_close_sockets)
     endpoints = [e for router in ROUTERS for e in router.endpoints]
     for router in ROUTERS:
         router.install(app)

@@ -81,11 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     erp.add_argument("--pages-host", default="127.0.0.1", help="address the waiter pages listen on")
     erp.add_argument("--scenario", type=Path, help="TOML scenario to play, then exit")
     erp.set_defaults(run=erp_command)
+
+    sandbox = commands.add_parser(
+        "sandbox-pay",
+        help="run the sandbox payment provider (WeChat Pay v3 and Alipay wire formats, local keys)",
+        description="Run the local sandbox payment provider (`tablelock sandbox-pay --help` lists its flags).",
+        add_help=False,
+    )
+    sandbox.set_defaults(run=lambda args: 2)  # never reached: main() hands sandbox-pay over first
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `tablelock` command line and return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox-pay"]:  # its flags are the sandbox's own: hand them over untouched
+        from coordinator.payments.sandbox.__main__ import main as sandbox_main
+
+        return sandbox_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
+from coordinator.payments.runtime import Payments
+from coordinator.realtime.hub import Hub
+from coordinator.realtime.liveness import Liveness
+from coordinator.realtime.rpc import ErpRpc
+from coordinator.realtime.runtime import Realtime
 from coordinator.settings import Settings
 from coordinator.store.auth import Authenticator
 from coordinator.store.directory import Directory
 from coordinator.store.engine import LockEngine
+from coordinator.store.redis_conn import AnyRedis
 
 
 @dataclass
 class Services:
-    """Everything a handler may reach; built in ``app.py``, closed on shutdown."""
+    """Everything a handler may reach; built once at startup in ``app.py``, closed on shutdown."""
 
     settings: Settings
-    redis: Any
+    redis: AnyRedis
     engine: LockEngine
     auth: Authenticator
     directory: Directory
-    #: Local websocket fan-out (hub.py); set by its cleanup context.
-    hub: Any = None
-    #: ERP RPC across processes (rpc.py); set by its cleanup context.
-    rpc: Any = None
-    #: Provider payments (payments/runtime.py ``Payments``); set by app.py's payments context.
-    payments: Any = None
+    #: The process's real-time runtime (owner of what follows, and of the sockets).
+    realtime: Realtime
+    #: Its parts the HTTP handlers use: fan-out (revocation closes sockets), ERP RPC, presence.
+    hub: Hub
+    rpc: ErpRpc
+    liveness: Liveness
+    #: Provider payments (SPEC §9); set by app.py's payments context, after the real-time runtime.
+    payments: Payments | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, engine: LockEngine, auth: Authenticator, directory: Directory,
+           realtime: Realtime) -> Services:
+        """The services of a process whose real-time runtime is ``realtime``."""
+        return cls(settings=settings, redis=engine.redis, engine=engine, auth=auth, directory=directory,
+                   realtime=realtime, hub=realtime.hub, rpc=realtime.rpc, liveness=realtime.liveness)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -57,14 +57,13 @@ class SandboxProcess:
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """Call the control API; return (status, JSON or text)."""
-        async with aiohttp.ClientSession() as s:
-            async with s.request(method, self.url + path, json=body,
-                                 headers={"Authorization": f"Bearer {self.token}"}) as r:
-                text = await r.text()
-                try:
-                    return r.status, json.loads(text)
-                except ValueError:
-                    return r.status, text
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with aiohttp.ClientSession() as s, s.request(method, self.url + path, json=body, headers=headers) as r:
+            text = await r.text()
+        try:
+            return r.status, json.loads(text)
+        except ValueError:
+            return r.status, text
 
     async def control(self, **body: Any) -> dict[str, Any]:
         """Change process switches."""
@@ -94,33 +93,46 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     return line[0].decode().strip()
 
 
-@pytest.fixture(scope="module")
-def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    """Start one sandbox subprocess for the module and stop it afterwards."""
-    data_dir = tmp_path_factory.mktemp("sandbox-pay")
-    log = open(data_dir / "sandbox.log", "wb")
+def start_sandbox(data_dir: Path) -> SandboxProcess:
+    """Start ``python -m coordinator.payments.sandbox --port 0`` on ``data_dir`` and read its credentials."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.payments.sandbox", "--port", "0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT,
-    )
+    with open(data_dir / "sandbox.log", "ab") as log:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "coordinator.payments.sandbox", "--port", "0", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT,
+        )
     try:
         line = _read_line(proc, 30)
         assert line.startswith("sandbox-pay listening on http://127.0.0.1:"), line
         url = line.rsplit(" ", 1)[1]
         with urllib.request.urlopen(url + "/sandbox/credentials", timeout=5) as r:
             credentials = json.loads(r.read())
-        token = (data_dir / "control-token").read_text()
-        yield SandboxProcess(url, proc, data_dir, token, credentials)
+    except BaseException:
+        stop_sandbox(proc)
+        raise
+    return SandboxProcess(url, proc, data_dir, (data_dir / "control-token").read_text(), credentials)
+
+
+def stop_sandbox(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, wait (bounded), then SIGKILL; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """Start one sandbox subprocess for the module and stop it afterwards."""
+    sb = start_sandbox(tmp_path_factory.mktemp("sandbox-pay"))
+    try:
+        yield sb
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        log.close()
+        stop_sandbox(sb.proc)
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 
 from coordinator import metrics
 from coordinator.app import build_app
+from coordinator.core import views
 from coordinator.core.errors import Forbidden, LockConflict
 from coordinator.core.models import StoreConfigPatch
 from coordinator.core.rules import Kind
-from coordinator.realtime.sweeper import sweeper_ctx
 from tests.app_fixtures import SYSTEM, bearer, order_body, services
 
 FORCE_ORDER = "此订单正在其他机器修改,是否强制解锁并继续?"
@@ -251,7 +251,19 @@ async def test_modify_lock_blocks_h5_pay_without_force(client, shop):
         await services(client).engine.acquire(shop.store_id, shop.order_id, await h5_holder(client, shop), Kind.PAYMENT)
     assert denied.value.code == "ORDER_LOCKED" and denied.value.force_allowed is False
     assert denied.value.message == PAYER_ORDER_LOCKED
-    assert denied.value.lock["holder"] == {"role": "erp", "is_me": False} and "token" not in denied.value.lock
+    # The engine carries the stored lock; the API edge shows it in the H5 form (api/routing.py).
+    shown = views.h5_lock(denied.value.lock, None)
+    assert shown["holder"] == {"role": "erp", "is_me": False} and "token" not in denied.value.lock
+
+
+def test_h5_lock_view_is_idempotent():
+    """The H5 form of a lock, put in the H5 form again, is unchanged (a denial may pass two edges)."""
+    stored = {"order_id": "o1", "kind": "payment", "fence": 3, "token": "t", "payment_ref": "p", "amount_cents": 5,
+              "holder": {"role": "h5", "session_id": "s1"}}
+    once = views.h5_lock(stored, "s1")
+    assert once["holder"] == {"role": "h5", "is_me": True} and "token" not in once and "payment_ref" not in once
+    assert views.h5_lock(once, "s1") == once and views.h5_lock(once, "s2") == once
+    assert views.h5_lock(views.h5_lock(stored, "s2"), "s1")["holder"] == {"role": "h5", "is_me": False}
 
 
 async def test_h5_may_not_force_or_take_edit_locks(client, shop):
@@ -356,10 +368,8 @@ class TestWithoutSweeper:
 
     @pytest.fixture
     async def client(self, aiohttp_client, settings):
-        """A test client of the coordinator app with sweeper_ctx taken out."""
-        app = build_app(settings)
-        app.cleanup_ctx.remove(sweeper_ctx)
-        return await aiohttp_client(app)
+        """A test client of the coordinator app built without its sweeper."""
+        return await aiohttp_client(build_app(settings, sweeper=False))
 
     async def test_expired_lock_never_blocks(self, client, shop):
         """A diner's 1 s payment lock stops blocking the moment it expires, though no sweeper ran."""

@@ -171,7 +171,7 @@ async def master_registered(client, shop) -> None:
     svc = services(client)
 
     async def registered() -> bool:
-        return bool(await svc.rpc._masters(shop.store_id))
+        return bool(await svc.rpc.masters.live(shop.store_id))
 
     await until(registered)
 

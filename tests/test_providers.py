@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from coordinator.payments.providers import (
-    AlipayConfig, CreateOrder, InvalidNotification, PaymentNotification, PaymentProvider, ProviderRejected,
-    ProviderUnreachable, RefundNotification, WechatPayConfig, build_provider,
+    AlipayConfig,
+    CreateOrder,
+    PaymentNotification,
+    PaymentProvider,
+    ProviderRejected,
+    ProviderUnreachable,
+    RefundNotification,
+    WechatPayConfig,
+    build_provider,
 )
-from coordinator.payments.providers.alipay import fen_to_yuan, yuan_to_fen
-from tests.sandbox_fixtures import NotifyServer, SandboxProcess, notify_server, sandbox, sandbox_process  # noqa: F401
+from tests.sandbox_fixtures import (  # noqa: F401
+    NotifyServer,
+    SandboxProcess,
+    notify_server,
+    sandbox,
+    sandbox_process,
+)
 
 TIMEOUT = 1.0
 
@@ -57,16 +65,6 @@ async def _open(provider: PaymentProvider, ns: NotifyServer, **kw: Any) -> Creat
     async with aiohttp.ClientSession() as s, s.get(created.pay_url, allow_redirects=False) as r:
         assert r.status in (200, 302), await r.text()
     return order
-
-
-def _forge(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def _sandbox_key(sb: SandboxProcess, name: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(sb.keys()[name].encode(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
 
 
 async def test_paid_notification_verifies_and_query_shows_paid(provider: PaymentProvider, sandbox: SandboxProcess, notify_server: NotifyServer) -> None:
@@ -120,8 +118,7 @@ async def test_refund_reaches_succeeded(provider: PaymentProvider, sandbox: Sand
         await provider.refund(order.out_trade_no, "RX" + order.out_trade_no, 601, 1000, "too much")
     await provider.refund(order.out_trade_no, "RY" + order.out_trade_no, 600, 1000, "rest")
     assert len((await sandbox.trade(order.out_trade_no))["refunds"]) == 2
-    expected = "refunded"
-    assert (await provider.query(order.out_trade_no)).status == expected
+    assert (await provider.query(order.out_trade_no)).status == "refunded"
 
 
 async def test_wechat_refund_notification_verifies(sandbox: SandboxProcess, notify_server: NotifyServer) -> None:

@@ -16,9 +16,12 @@ import pytest
 
 from coordinator.core.errors import ErpUnreachable, LockConflict, NotFound, StaleVersion
 from coordinator.realtime.erp_answers import erp_error
-from coordinator.realtime.rpc import ErpRpc, subscriber_urls
+from coordinator.realtime.liveness import MasterRegistry
+from coordinator.realtime.pubsub import Subscriber
+from coordinator.realtime.rpc import ErpRpc
 from coordinator.store import keys
 from coordinator.store.auth import Principal
+from coordinator.store.redis_conn import subscriber_urls
 
 Responder = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
@@ -94,6 +97,7 @@ class Cluster:
         self.redis = redis
         self.url = url
         self.procs: list[tuple[ErpRpc, MemoryHub]] = []
+        self.subscribers: list[Subscriber] = []
 
     async def clock(self) -> int:
         seconds, micros = await self.redis.time()
@@ -101,11 +105,13 @@ class Cluster:
 
     async def process(self) -> tuple[ErpRpc, MemoryHub]:
         hub = MemoryHub()
-        rpc = ErpRpc(self.redis, deliver=hub.send_to_terminal, clock=self.clock,
-                     subscriber_urls=subscriber_urls(self.url, self.redis))
+        subscriber = Subscriber(subscriber_urls(self.url, self.redis))
+        rpc = ErpRpc(self.redis, subscriber=subscriber, terminals=hub, masters=MasterRegistry(self.redis, self.clock))
         hub.rpc = rpc
-        await rpc.start()
+        await subscriber.start()
+        await rpc.masters.start()
         assert rpc._subscribed.is_set()
+        self.subscribers.append(subscriber)
         self.procs.append((rpc, hub))
         return rpc, hub
 
@@ -119,6 +125,9 @@ class Cluster:
         for rpc, hub in self.procs:
             await hub.close()
             await rpc.close()
+            await rpc.masters.stop()
+        for subscriber in self.subscribers:
+            await subscriber.stop()
 
 
 @pytest.fixture
@@ -271,7 +280,7 @@ async def test_stale_registry_entries_are_pruned_and_skipped(procs, uid):
     await procs.connect(a, master(uid), answering(ORDER))
     now = await procs.clock()
     ghost = "ghost-1|M1|c9"
-    await procs.redis.zadd(keys.erp_masters(uid), {ghost: now - b[0].stale_ms - 1000})
+    await procs.redis.zadd(keys.erp_masters(uid), {ghost: now - b[0].masters.stale_ms - 1000})
     assert (await b[0].call(uid, "order.fetch", {"order_id": "o1"}, 2000))["version"] == 3
     assert await procs.redis.zscore(keys.erp_masters(uid), ghost) is None
 
@@ -324,9 +333,9 @@ async def test_heartbeat_refreshes_the_registry(procs, uid):
     await procs.connect(a, master(uid), answering(ORDER))
     member = f"{a[0].process_id}|M1|c1"
     await procs.redis.zadd(keys.erp_masters(uid), {member: 1})
-    await a[0].heartbeat()
+    await a[0].masters.heartbeat()
     assert await procs.redis.zscore(keys.erp_masters(uid), member) >= await procs.clock() - 1000
-    assert 0 < await procs.redis.pttl(keys.erp_masters(uid)) <= a[0].stale_ms * 4
+    assert 0 < await procs.redis.pttl(keys.erp_masters(uid)) <= a[0].masters.stale_ms * 4
 
 
 async def test_close_withdraws_sockets_and_fails_calls_in_flight(procs, uid):

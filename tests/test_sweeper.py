@@ -13,6 +13,7 @@ import pytest
 from coordinator.core.models import OrderIn, StoreConfig, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.realtime import liveness as presence
+from coordinator.realtime.liveness import Liveness, MasterRegistry
 from coordinator.realtime.sweeper import RedisClock, Sweeper
 from coordinator.settings import load_store_defaults
 from coordinator.store import keys
@@ -164,11 +165,11 @@ async def test_reindex_keeps_an_earlier_due_time_written_during_the_race(redis_c
     assert await redis_client.zscore(keys.DUE, store) is None
 
 
-async def _full_pass(sweeper: Sweeper, now: int) -> int:
+async def _full_pass(liveness: Liveness, now: int) -> int:
     """Run presence checks until the store list has been walked once."""
-    found = await sweeper.check_presence(now)
-    while sweeper._cursor != 0:
-        found += await sweeper.check_presence(now)
+    found = await liveness.check_stale(now)
+    while liveness._cursor != 0:
+        found += await liveness.check_stale(now)
     return found
 
 
@@ -185,9 +186,9 @@ async def test_terminal_of_a_dead_process_goes_offline_once_with_capped_locks(re
     await redis_client.zadd(keys.presence(store), {"Tghost|c1": seen, "Tghost|c2": seen - 500, "Tlive|c3": now})
     other = await open_redis(redis_url)
     try:
-        first, second = Sweeper(engine), Sweeper(make_engine(other))
-        for sweeper in (first, second):
-            await sweeper.clock.sync()
+        other_engine = make_engine(other)
+        first = Liveness(engine, MasterRegistry(redis_client, engine.now))
+        second = Liveness(other_engine, MasterRegistry(other, other_engine.now))
         found = await asyncio.gather(_full_pass(first, now), _full_pass(second, now))
     finally:
         await other.aclose()

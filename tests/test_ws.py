@@ -22,6 +22,7 @@ from coordinator.core.errors import AmountMismatch
 from coordinator.core.models import OrderIn, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.realtime.messages import SERVER_MESSAGE
+from coordinator.realtime.pubsub import Subscriber
 from coordinator.realtime.stream import EventStream
 from coordinator.store import keys
 from tests.app_fixtures import SYSTEM, Shop, order_body, services
@@ -373,14 +374,39 @@ class TestSlowConsumer:
 # --- the event subscription ----------------------------------------------------------------------
 
 
+class RecordingHub:
+    """Stands in for the hub behind an EventStream: one wanted store, delivered seqs and resyncs recorded."""
+
+    def __init__(self, store: str, delivered: list[int], resynced: list[str]) -> None:
+        self.store, self.delivered, self.resynced = store, delivered, resynced
+
+    def wants(self, store_id: str) -> bool:
+        """Only the test's store has local sockets."""
+        return store_id == self.store
+
+    def stores(self) -> list[str]:
+        """The stores with local sockets."""
+        return [self.store]
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        """Record a delivered event's seq."""
+        self.delivered.append(event["seq"])
+
+    def resync(self, store_id: str) -> None:
+        """Record a resync."""
+        self.resynced.append(store_id)
+
+    def on_control(self, message: dict[str, Any]) -> None:
+        """Control messages do not matter here."""
+
+
 async def test_stream_fills_a_seq_gap_from_the_stream_and_drops_repeats(client, shop, redis_client):
     """A live event whose seq jumps is preceded by the missing ones read from the stream; repeats are dropped; a trimmed gap resyncs."""
     svc = services(client)
     store = shop.store_id
     delivered: list[int] = []
     resynced: list[str] = []
-    stream = EventStream(redis_client, "", deliver=lambda e: delivered.append(e["seq"]), control=lambda m: None,
-                         wants=lambda s: s == store, local_stores=lambda: [store], resync=resynced.append)
+    stream = EventStream(redis_client, Subscriber([""]), RecordingHub(store, delivered, resynced))
     start = await svc.engine.seq(store)
     stream.note(store, start)
     for version in (1, 2, 3):
@@ -404,7 +430,7 @@ async def test_killed_subscription_reconnects_and_loses_nothing(client, shop, re
     svc = services(client)
     store, b = shop.store_id, terminal(shop, "b")
     sock, _, snapshot = await connect(client, shop.a)
-    before = svc.hub.stream.subscriptions
+    before = svc.realtime.stream.subscriptions
     killer = Redis.from_url(redis_url)  # the node the listener subscribed to (a cluster's first node)
     try:
         await killer.client_kill_filter(_type="pubsub")
@@ -416,7 +442,7 @@ async def test_killed_subscription_reconnects_and_loses_nothing(client, shop, re
     last = await svc.engine.seq(store)
     events = await sock.events_until(last, timeout=10)
     assert [e["seq"] for e in events] == list(range(snapshot["seq"] + 1, last + 1))
-    assert svc.hub.stream.subscriptions > before
+    assert svc.realtime.stream.subscriptions > before
     assert "filled events" in caplog.text  # the events published meanwhile came from the stream
     await sock.ws.close()
 
@@ -571,8 +597,8 @@ class FakeRpc:
 async def test_rpc_contract_between_socket_hub_and_rpc_service(client, shop):
     """ERP rpc replies reach services.rpc.on_reply, connects/disconnects are reported, send_to_terminal delivers."""
     svc = services(client)
-    fake, saved = FakeRpc(), svc.rpc
-    svc.rpc = fake
+    fake, saved = FakeRpc(), svc.realtime.rpc
+    svc.realtime.rpc = fake  # what the runtime hands each new socket's session
     try:
         sock, _, _ = await connect(client, shop.a)
         [(what, terminal_id, conn_id)] = fake.calls
@@ -602,7 +628,7 @@ async def test_rpc_contract_between_socket_hub_and_rpc_service(client, shop):
         assert fake.calls[-1] == ("disconnected", shop.a_id, conn_id)
         assert len(fake.calls) == 4
     finally:
-        svc.rpc = saved
+        svc.realtime.rpc = saved
 
 
 class TestIdle:

@@ -112,10 +112,8 @@ async def revoke_terminal(call: Call) -> Reply:
     """Revoke a terminal: its token stops working, its locks are released, its sockets closed."""
     store_id, terminal_id = call.path["store_id"], call.path["terminal_id"]
     await call.services.directory.revoke_terminal(store_id, terminal_id, call.principal.holder())
-    # Closing live sockets (code 4401) belongs to the websocket hub, when the app has one.
-    hub = getattr(call.services, "hub", None)
-    if hub is not None:
-        await hub.disconnect_terminal(store_id, terminal_id)
+    # Closing live sockets (code 4401, in every process) belongs to the websocket hub.
+    await call.services.hub.disconnect_terminal(store_id, terminal_id)
     return Reply(204)
 
 

@@ -9,7 +9,10 @@
 The wrapper authenticates (``auth``), applies the rate limits (ratelimit.py: public endpoints per
 client address, H5 sessions per session), enforces the store scope (an ERP terminal or H5 session
 only reaches its own ``{store_id}``), validates path ids, the JSON body and the query against
-their models, and serialises the reply. Errors are raised, never built here (see middleware.py).
+their models, and serialises the reply. Errors are raised, never built here (see middleware.py);
+the one thing done to them here is showing the lock a denial carries (stored form, from the
+engine) as the caller may see it: the H5 form for an H5 session, the staff form with ``online``
+(liveness) for terminals and admins (``shown_to``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, Awaitable, Callable, Iterable
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from coordinator.core.errors import Forbidden, NotFound, ValidationFailed
+from coordinator.core import views
+from coordinator.core.errors import Forbidden, NotFound, TablelockError, ValidationFailed
 from coordinator.core.rules import Kind
 from coordinator.services import SERVICES, Services
 from coordinator.store.auth import Principal
@@ -97,6 +101,18 @@ async def authenticate(request: web.Request, services: Services, token: str | No
     return await services.auth.authenticate(token, services.engine.now)
 
 
+async def shown_to(error: TablelockError, call: Call) -> None:
+    """Put the lock ``error`` carries in the form the caller may see (invariant 6)."""
+    if not error.lock:
+        return
+    principal = call.principal
+    if principal is not None and principal.role == "h5":
+        error.lock = views.h5_lock(error.lock, principal.session_id)
+        return
+    store_id = call.path.get("store_id") or (principal.store_id if principal else None) or ""
+    error.lock = views.staff_lock(error.lock, await call.services.liveness.online(store_id))
+
+
 class Router:
     """A table of endpoints for one area of the API (admin, ERP, H5…)."""
 
@@ -169,7 +185,11 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                 call.query = endpoint.query.model_validate(dict(request.query))
             except ValidationError as exc:
                 raise bad_request(exc) from None
-        result = await endpoint.handler(call)
+        try:
+            result = await endpoint.handler(call)
+        except TablelockError as error:
+            await shown_to(error, call)
+            raise
         if isinstance(result, web.StreamResponse):
             return result
         if result.model is None:

@@ -2,7 +2,8 @@
 
 Staff (ERP terminals, admins) see holders with ids, names and ``online``; an H5 viewer sees
 only ``{role, is_me}``; nobody but the holder's own grant response ever carries a token.
-Pure functions: the hub calls them once per audience, not once per socket.
+Pure functions: the hub calls them once per audience, not once per socket; an error's lock is
+put in its viewer's form once, on the way out (api/routing.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def staff_holder(holder: dict[str, Any], online: set[str] | frozenset[str]) -> d
 
 
 def h5_holder(holder: dict[str, Any], session_id: str | None) -> dict[str, Any]:
-    """A holder as an H5 viewer sees it: no ids."""
+    """A holder as an H5 viewer sees it: no ids (a holder already in that form is kept as it is)."""
+    if "is_me" in holder and "terminal_id" not in holder and "session_id" not in holder:
+        return {"role": holder.get("role"), "is_me": holder["is_me"]}
     role = "h5" if holder.get("role") == "h5" else "erp"
     return {"role": role, "is_me": role == "h5" and holder.get("session_id") == session_id}
 
@@ -41,7 +44,7 @@ def staff_lock(lock: dict[str, Any], online: set[str] | frozenset[str] = frozens
 
 
 def h5_lock(lock: dict[str, Any], session_id: str | None) -> dict[str, Any]:
-    """A lock for an H5 viewer (no token, no ids)."""
+    """A lock for an H5 viewer (no token, no ids); idempotent, so applying it twice is harmless."""
     view = _without_token(lock)
     view["holder"] = h5_holder(lock["holder"], session_id)
     return view
@@ -77,3 +80,22 @@ def h5_event(event: dict[str, Any], session_id: str | None) -> dict[str, Any] | 
         config = data.get("config", {})
         data = {"config": {k: config.get(k) for k in ("strong_link_enabled", "h5_payment_lock_seconds")}}
     return {**event, "data": data}
+
+
+def h5_visible(event: dict[str, Any], table_id: str | None) -> bool:
+    """Whether an H5 session on ``table_id`` receives ``event`` at all (invariant 6)."""
+    if event["name"] in STAFF_ONLY_EVENTS:
+        return False
+    if event.get("table_id") is None:
+        return event["name"] == "config.updated"
+    return event["table_id"] == table_id
+
+
+def h5_sessions(event: dict[str, Any]) -> set[str]:
+    """Session ids the event names (the lock holder, the forcer): they see ``is_me: true``."""
+    data = event.get("data") or {}
+    out = set()
+    for holder in ((data.get("lock") or {}).get("holder"), data.get("by")):
+        if isinstance(holder, dict) and holder.get("role") == "h5" and holder.get("session_id"):
+            out.add(holder["session_id"])
+    return out

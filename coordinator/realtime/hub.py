@@ -10,11 +10,10 @@ An event is serialised once per audience, not once per socket: once for the stor
 terminals (``views.staff_event`` with the store's online set), once for the H5 sessions that do
 not hold the lock it is about, and once more for the session that does (``is_me: true``).
 
-Liveness: an ERP terminal's first socket in the whole cluster emits ``terminal.status
-{online: true}``; when its last one closes (``presence.leave``) the hub emits ``online: false``
-and caps the terminal's locks at now + ``erp_disconnect_grace_seconds``. Every heartbeat the hub
-pings every socket, refreshes presence, and re-checks tokens (revoked terminals, expired H5
-sessions are closed with 4401 even if the revocation's control message was missed).
+The hub only fans out: announcing terminals up and down is liveness.py's, reached from
+session.py. Every heartbeat the hub pings every socket, re-checks tokens (revoked terminals,
+expired H5 sessions are closed with 4401 even if the revocation's control message was missed),
+refreshes its terminals' presence and its stores' online sets through liveness.
 """
 
 from __future__ import annotations
@@ -30,11 +29,10 @@ from prometheus_client import Counter, Gauge
 from coordinator import metrics
 from coordinator.core import views
 from coordinator.core.errors import Unauthenticated
-from coordinator.realtime import liveness as presence
+from coordinator.realtime.liveness import Liveness
 from coordinator.realtime.messages import CloseCode, dumps, event_text
-from coordinator.realtime.stream import EventStream, publish_control
-from coordinator.services import Services
-from coordinator.store.auth import Principal
+from coordinator.realtime.pubsub import publish_control
+from coordinator.store.auth import Authenticator, Principal
 
 log = logging.getLogger(__name__)
 
@@ -95,33 +93,14 @@ class Connection:
         return f"<Connection {self.conn_id} {self.principal.role} {self.store_id}/{self.client_id}>"
 
 
-def h5_visible(event: dict[str, Any], table_id: str | None) -> bool:
-    """Whether an H5 session on ``table_id`` receives ``event`` at all (invariant 6)."""
-    if event["name"] in views.STAFF_ONLY_EVENTS:
-        return False
-    if event.get("table_id") is None:
-        return event["name"] == "config.updated"
-    return event["table_id"] == table_id
-
-
-def _h5_sessions(event: dict[str, Any]) -> set[str]:
-    """Session ids the event names (the lock holder, the forcer): they see ``is_me: true``."""
-    data = event.get("data") or {}
-    out = set()
-    for holder in ((data.get("lock") or {}).get("holder"), data.get("by")):
-        if isinstance(holder, dict) and holder.get("role") == "h5" and holder.get("session_id"):
-            out.add(holder["session_id"])
-    return out
-
-
 class Hub:
     """This process's websockets and their fan-out."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.redis = services.redis
-        self.engine = services.engine
-        self.stream: EventStream | None = None
+    def __init__(self, redis: Any, liveness: Liveness, auth: Authenticator, *, heartbeat_seconds: float) -> None:
+        self.redis = redis
+        self.liveness = liveness
+        self.auth = auth
+        self.heartbeat_seconds = heartbeat_seconds
         self.closing = False
         # Dicts used as insertion-ordered sets.
         self._staff: dict[str, dict[Connection, None]] = {}
@@ -200,8 +179,8 @@ class Hub:
             self._tables.setdefault((store, conn.principal.table_id or ""), {})[conn] = None
         CONNECTIONS.labels(conn.principal.role).inc()
 
-    def unregister(self, conn: Connection) -> None:
-        """Remove a connection; a store with no local socket left is forgotten."""
+    def unregister(self, conn: Connection) -> bool:
+        """Remove a connection; True when its store has no local socket left (and is forgotten)."""
         store = conn.store_id
         if conn.staff:
             found = _discard(self._staff, store, conn)
@@ -211,28 +190,25 @@ class Hub:
             _discard(self._tables, (store, conn.principal.table_id or ""), conn)
         if found:
             CONNECTIONS.labels(conn.principal.role).dec()
-        if not self.wants(store):
-            self._online.pop(store, None)
-            if self.stream is not None:
-                self.stream.forget(store)
+        if self.wants(store):
+            return False
+        self._online.pop(store, None)
+        return True
 
     def start(self, conn: Connection, sent_seq: int) -> None:
         """The client has everything up to ``sent_seq``: start its writer on the queued events."""
         conn.sent_seq = sent_seq
-        if self.stream is not None:
-            self.stream.note(conn.store_id, sent_seq)
         conn.started = True
         conn.writer = self.spawn(self._write(conn), f"tablelock-ws-writer-{conn.conn_id}")
 
-    async def finish(self, conn: Connection) -> None:
-        """The socket is done: unregister it, stop its writer, and mark its terminal offline if last."""
-        self.unregister(conn)
+    async def finish(self, conn: Connection) -> bool:
+        """The socket is done: unregister it and stop its writer; True when its store has no local socket left."""
+        unwatched = self.unregister(conn)
         conn.closing = True
         if conn.writer is not None:
             conn.writer.cancel()
             await asyncio.gather(conn.writer, return_exceptions=True)
-        if conn.staff:
-            await self.terminal_down(conn)
+        return unwatched
 
     # --- fan-out --------------------------------------------------------------------------
 
@@ -240,11 +216,13 @@ class Hub:
         """The store's online terminals as this hub last knew them."""
         return self._online.get(store_id, set())
 
+    def mark_online(self, store_id: str, terminal_id: str) -> None:
+        """The terminal has a socket here now: show it online before its event arrives."""
+        self._online.setdefault(store_id, set()).add(terminal_id)
+
     async def refresh_online(self, store_id: str, now: int | None = None) -> set[str]:
-        """Read the store's online terminals from presence and remember them."""
-        if now is None:
-            now = await self.engine.now()
-        online = await presence.online(self.redis, store_id, now)
+        """Read the store's online terminals from liveness and remember them."""
+        online = await self.liveness.online(store_id, now)
         if self.wants(store_id):
             self._online[store_id] = online
         return online
@@ -265,9 +243,9 @@ class Hub:
                 self._offer(conn, seq, text)
         table_id = event.get("table_id")
         viewers = self._tables.get((store, table_id)) if table_id is not None else self._h5.get(store)
-        if not viewers or not h5_visible(event, table_id):
+        if not viewers or not views.h5_visible(event, table_id):
             return
-        holders = _h5_sessions(event)
+        holders = views.h5_sessions(event)
         texts: dict[str | None, str] = {}
         for conn in list(viewers):
             key = conn.principal.session_id if conn.principal.session_id in holders else None
@@ -368,36 +346,10 @@ class Hub:
         await publish_control(self.redis, {"op": "disconnect_terminal", "store_id": store_id,
                                            "terminal_id": terminal_id})
 
-    # --- liveness -------------------------------------------------------------------------
-
-    async def terminal_up(self, conn: Connection) -> None:
-        """Record the terminal's socket in presence; announce the terminal if it was offline."""
-        store, terminal = conn.store_id, conn.client_id
-        now = await self.engine.now()
-        was_online = terminal in await presence.online(self.redis, store, now)
-        await presence.touch(self.redis, store, terminal, conn.conn_id, now)
-        self._online.setdefault(store, set()).add(terminal)
-        if not was_online:
-            await self.engine.emit(store, "terminal.status", {"terminal_id": terminal, "online": True},
-                                   conn.principal.holder())
-
-    async def terminal_down(self, conn: Connection) -> None:
-        """Forget the socket in presence; if it was the terminal's last, announce and cap its locks."""
-        store, terminal = conn.store_id, conn.client_id
-        try:
-            now = await self.engine.now()
-            if not await presence.leave(self.redis, store, terminal, conn.conn_id, now):
-                return
-            config = await self.engine.config(store)
-            await self.engine.emit(store, "terminal.status", {"terminal_id": terminal, "online": False},
-                                   conn.principal.holder())
-            await self.engine.terminal_offline(store, terminal, grace_ms=config.erp_disconnect_grace_seconds * 1000)
-        except Exception:
-            # Redis unreachable: the presence entry ages out and the sweeper caps the locks.
-            log.warning("could not mark terminal %s/%s offline", store, terminal, exc_info=True)
+    # --- heartbeat ------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.services.settings.ws_heartbeat_seconds
+        interval = self.heartbeat_seconds
         while not self.closing:
             await asyncio.sleep(interval)
             try:
@@ -409,18 +361,18 @@ class Hub:
 
     async def heartbeat(self) -> None:
         """Ping every socket, refresh presence and online sets, close revoked or expired ones."""
-        now = await self.engine.now()
+        now = await self.liveness.now()
         limit = asyncio.Semaphore(_HEARTBEAT_CONCURRENCY)
 
         async def check(conn: Connection) -> None:
             async with limit:
                 try:
-                    await self.services.auth.authenticate(conn.token, now)
+                    await self.auth.authenticate(conn.token, now)
                 except Unauthenticated:
                     self.drop(conn, CloseCode.UNAUTHENTICATED, "revoked")
                     return
                 if conn.staff:
-                    await presence.touch(self.redis, conn.store_id, conn.client_id, conn.conn_id, now)
+                    await self.liveness.touch(conn.store_id, conn.client_id, conn.conn_id, now)
 
         conns = [c for c in self.connections() if c.started and not c.closing]
         for conn in conns:

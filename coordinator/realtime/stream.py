@@ -1,20 +1,22 @@
-"""The store event streams seen from one process: live subscription, gap filling, resume, snapshot.
+"""The store event streams seen from one process: live delivery in seq order, gap filling, resume, snapshot.
 
 Every script appends its events to ``tl:{s}:events`` (id ``0-<seq>``) and PUBLISHes them on
 ``keys.EVENTS_CHANNEL`` in the same atomic step (lua/lib.lua). One ``EventStream`` per process
-holds one pub/sub subscription and hands each event, in seq order, to the hub.
+reads that channel (and the control channel) through the process's one pub/sub subscription
+(pubsub.py) and hands each event, in seq order, to the hub.
 
 Pub/sub is at-most-once: a subscription that drops loses what was published meanwhile. The
 stream is the record, so nothing is lost for a store that has local subscribers:
 
 * ``last[store]`` is the last seq delivered for each store with local sockets. An event whose
   seq jumps past ``last + 1`` is preceded by the missing ones, read with XRANGE.
-* After a resubscribe every such store is brought up to its current seq the same way, so a
-  store that went quiet right after the outage does not wait for its next event.
-* A gap the stream no longer holds (trimmed) cannot be filled: ``resync`` closes that store's
-  sockets (4409) and their clients resume, getting a snapshot.
+* After a resubscribe (``on_subscribed``, before the subscriber reports itself subscribed)
+  every such store is brought up to its current seq the same way, so a store that went quiet
+  right after the outage does not wait for its next event.
+* A gap the stream no longer holds (trimmed) cannot be filled: ``hub.resync`` closes that
+  store's sockets (4409) and their clients resume, getting a snapshot.
 
-Timeline of a socket joining (ws.py), showing why it sees no gap and no duplicate:
+Timeline of a socket joining (session.py), showing why it sees no gap and no duplicate:
 
     t0  hub.register(conn)           live events for the store start queueing on conn
     t1  snapshot()/replay() → S      everything <= S is in what the client receives first
@@ -22,41 +24,30 @@ Timeline of a socket joining (ws.py), showing why it sees no gap and no duplicat
     t3  writer starts                queued events with seq <= S are skipped, > S sent
 
 An event published before t1 has seq <= S; one published after t1 has seq > S and reaches the
-listener after t0, so it is queued. Redis Cluster: redis-py's asyncio RedisCluster has no
-pub/sub, and a plain PUBLISH reaches every node, so the subscription is a plain client on one
-node (the configured URL first, then the others in turn if it fails).
+listener after t0, so it is queued.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
+from coordinator.realtime.pubsub import CONTROL_CHANNEL, Subscriber
 from coordinator.store import keys
-from coordinator.store.redis_conn import is_cluster
+
+if TYPE_CHECKING:
+    from coordinator.realtime.hub import Hub
 
 log = logging.getLogger(__name__)
 
-#: Channel of process-to-process control messages (hub.disconnect_terminal).
-CONTROL_CHANNEL = f"{keys.PREFIX}:control"
-
 #: XRANGE page size for resume and gap filling.
 PAGE = 1000
-#: The listener PINGs its subscription this often and gives it up after DEAD_AFTER of silence.
-PING_EVERY = 5.0
-DEAD_AFTER = 3 * PING_EVERY
-_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 
 _SNAPSHOT_LUA = (resources.files("coordinator.store") / "lua" / "snapshot.lua").read_text()
+_CONTROL = CONTROL_CHANNEL.encode()
 
 
 def _entry_seq(entry_id: bytes | str) -> int:
@@ -66,11 +57,6 @@ def _entry_seq(entry_id: bytes | str) -> int:
 
 def _entry_event(entry: tuple[Any, dict[bytes, bytes]]) -> dict[str, Any]:
     return json.loads(entry[1][b"e"])
-
-
-async def publish_control(redis: Any, message: dict[str, Any]) -> None:
-    """Send a control message to every process's EventStream."""
-    await redis.publish(CONTROL_CHANNEL, json.dumps(message, separators=(",", ":")))
 
 
 @dataclass
@@ -91,123 +77,37 @@ class StoreSnapshot:
 
 
 class EventStream:
-    """This process's subscription to every store's live events, and reads of the streams."""
+    """This process's live events of every store, in seq order, and reads of the streams."""
 
-    def __init__(
-        self,
-        redis: Any,
-        url: str,
-        *,
-        deliver: Callable[[dict[str, Any]], None],
-        control: Callable[[dict[str, Any]], None],
-        wants: Callable[[str], bool],
-        local_stores: Callable[[], Iterable[str]],
-        resync: Callable[[str], None],
-    ) -> None:
+    def __init__(self, redis: Any, subscriber: Subscriber, hub: Hub) -> None:
         self.redis = redis
-        self._urls = [url]
-        self._deliver = deliver
-        self._control = control
-        self._wants = wants
-        self._local_stores = local_stores
-        self._resync = resync
+        self.subscriber = subscriber
+        self.hub = hub
         self._last: dict[str, int] = {}
         self._snapshot = redis.register_script(_SNAPSHOT_LUA)
-        self._task: asyncio.Task | None = None
-        self._running = True
-        self.subscribed = asyncio.Event()
-        #: Number of (re)subscriptions so far; tests and /metrics read it.
-        self.subscriptions = 0
+        subscriber.listen([keys.EVENTS_CHANNEL, CONTROL_CHANNEL], self)
 
-    # --- lifecycle ------------------------------------------------------------------------
-
-    async def start(self, timeout: float = 5.0) -> None:
-        """Subscribe in the background and wait (bounded) for the first subscription."""
-        if is_cluster(self.redis):
-            self._urls += [self._node_url(n.host, n.port) for n in self.redis.get_nodes()]
-        self._task = asyncio.create_task(self._run(), name="tablelock-events")
-        try:
-            await asyncio.wait_for(self.subscribed.wait(), timeout)
-        except asyncio.TimeoutError:
-            log.warning("event subscription not up after %.1fs; still trying", timeout)
-
-    async def stop(self) -> None:
-        """Stop the listener and wait for it."""
-        # The flag as well as cancel(): a Redis call may swallow one cancellation.
-        self._running = False
-        while self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=1.0)
-        self._task = None
-
-    def _node_url(self, host: str, port: int) -> str:
-        base = urlsplit(self._urls[0])
-        userinfo = base.netloc.rpartition("@")[0]
-        netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-        return urlunsplit((base.scheme, netloc, base.path, base.query, base.fragment))
+    @property
+    def subscriptions(self) -> int:
+        """Number of (re)subscriptions of the process's pub/sub so far."""
+        return self.subscriber.subscriptions
 
     # --- the subscription -----------------------------------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        backoff, attempt = _BACKOFF_MIN, 0
-        while self._running:
-            url = self._urls[attempt % len(self._urls)]
-            # No retries inside redis-py: a reconnect it did silently would resubscribe without
-            # telling us, and what was published meanwhile would be lost unseen.
-            # socket_keepalive is TCP only: redis-py's unix socket connection refuses the keyword.
-            keepalive = {} if url.startswith("unix:") else {"socket_keepalive": True}
-            client = Redis.from_url(
-                url, decode_responses=False, protocol=2, socket_timeout=None, socket_connect_timeout=1.0,
-                retry=Retry(NoBackoff(), 0), **keepalive,
-            )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(keys.EVENTS_CHANNEL, CONTROL_CHANNEL)
-                self.subscriptions += 1
-                if self.subscriptions > 1:
-                    log.info("event subscription restored on %s; filling gaps", url)
-                    await self._catch_up()
-                self.subscribed.set()
-                backoff = _BACKOFF_MIN
-                heard = next_ping = loop.time()
-                while self._running:
-                    now = loop.time()
-                    if now >= next_ping:
-                        await pubsub.ping()
-                        next_ping = now + PING_EVERY
-                    message = await pubsub.get_message(timeout=1.0)
-                    now = loop.time()
-                    if message is None:
-                        if now - heard > DEAD_AFTER:
-                            raise ConnectionError(f"event subscription silent for {now - heard:.0f}s")
-                        continue
-                    heard = now
-                    if message["type"] == "message":
-                        await self._on_message(message["channel"], message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.subscribed.clear()
-                log.warning("event subscription on %s lost (%s); retrying in %.2fs", url, exc, backoff)
-                attempt += 1
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-            finally:
-                await asyncio.shield(self._close(pubsub, client))
+    async def on_subscribed(self, count: int) -> None:
+        """After a resubscription, fill what was published while the subscription was down."""
+        if count > 1:
+            log.info("event subscription restored; filling gaps")
+            await self._catch_up()
 
-    @staticmethod
-    async def _close(pubsub: Any, client: Redis) -> None:
-        try:
-            await pubsub.aclose()
-            await client.aclose()
-        except Exception:  # closing a broken connection: nothing left to do
-            pass
+    async def on_message(self, channel: bytes, data: bytes) -> None:
+        """Take one message of the events or the control channel."""
+        await self._on_message(channel, data)
 
     async def _on_message(self, channel: bytes, data: bytes) -> None:
-        if channel == CONTROL_CHANNEL.encode():
+        if channel == _CONTROL:
             try:
-                self._control(json.loads(data))
+                self.hub.on_control(json.loads(data))
             except Exception:
                 log.exception("bad control message %r", data[:200])
             return
@@ -221,7 +121,7 @@ class EventStream:
 
     async def offer(self, store_id: str, seq: int, event: dict[str, Any]) -> None:
         """Deliver a live event in seq order: drop repeats, fill a jump from the stream first."""
-        if not self._wants(store_id):
+        if not self.hub.wants(store_id):
             self._last.pop(store_id, None)
             return
         last = self._last.get(store_id)
@@ -235,7 +135,7 @@ class EventStream:
 
     def _hand_over(self, event: dict[str, Any]) -> None:
         try:
-            self._deliver(event)
+            self.hub.dispatch(event)
         except Exception:  # one bad event must not cost the subscription
             log.exception("delivering event %s/%s failed", event.get("store_id"), event.get("seq"))
 
@@ -245,7 +145,7 @@ class EventStream:
         if len(missed) != upto - last or (missed and missed[0]["seq"] != last + 1):
             log.warning("store %s: events %d..%d no longer retained; resyncing its sockets", store_id, last + 1, upto)
             self._last.pop(store_id, None)
-            self._resync(store_id)
+            self.hub.resync(store_id)
             return False
         log.info("store %s: filled events %d..%d from the stream", store_id, last + 1, upto)
         for event in missed:
@@ -255,11 +155,11 @@ class EventStream:
 
     async def _catch_up(self) -> None:
         """After a resubscription, bring every local store up to its current seq."""
-        for store_id in list(self._local_stores()):
+        for store_id in list(self.hub.stores()):
             last = self._last.get(store_id)
             if last is None:
                 # Sockets still starting, with no seq noted yet: they may have missed events.
-                self._resync(store_id)
+                self.hub.resync(store_id)
                 continue
             current = int(await self.redis.get(keys.seq(store_id)) or 0)
             if current > last:

@@ -1,5 +1,5 @@
 """Expiry: every lock past ``expires_at`` ends with exactly one ``lock.expired``, on time, whatever
-the number of coordinator processes; and terminals whose process died are noticed.
+the number of coordinator processes. (Terminals whose process died: liveness.py.)
 
 Every process runs the same loop; nothing is elected. Exactly-once comes from ``expire.lua``: the
 lock is deleted in the same atomic step that emits its event, so the second caller finds nothing.
@@ -23,12 +23,6 @@ ends up too early only wakes a sweeper for nothing; it then re-indexes the store
 Time is the Redis server clock (``RedisClock``: an offset to the local monotonic clock measured
 with TIME every few seconds), so processes agree on when a lock is due. The loop sleeps until
 the next due time, capped at ``max_sleep`` because another process may add an earlier one.
-
-Liveness: a terminal whose process died never ran ``terminal_offline``; its presence entries stop
-being refreshed. The sweeper walks the store list a batch at a time, removes entries older than
-``presence.STALE_MS`` (ZREM decides which process handles each one), and for a terminal left with
-no live entry emits ``terminal.status {online: false}`` and caps its locks at its last heartbeat
-+ ``erp_disconnect_grace_seconds``.
 """
 
 from __future__ import annotations
@@ -37,28 +31,19 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
-from aiohttp import web
 from prometheus_client import Counter
 
 from coordinator import metrics
-from coordinator.realtime import liveness as presence
-from coordinator.services import SERVICES
 from coordinator.store import keys
-from coordinator.store.engine import SYSTEM, LockEngine
+from coordinator.store.engine import LockEngine
 
 log = logging.getLogger(__name__)
 
 SWEEPS = Counter(
     "tablelock_sweeper_expire_calls_total", "expire.lua runs by the sweeper", registry=metrics.REGISTRY,
 )
-STALE_TERMINALS = Counter(
-    "tablelock_sweeper_stale_terminals_total", "Terminals found offline because their process died",
-    registry=metrics.REGISTRY,
-)
-
-
 class RedisClock:
     """The Redis server clock in ms, read locally between measurements."""
 
@@ -95,7 +80,7 @@ class RedisClock:
 
 
 class Sweeper:
-    """Ends expired locks (exactly once, on time) and notices terminals of dead processes."""
+    """Ends expired locks, exactly once and on time."""
 
     def __init__(
         self,
@@ -104,34 +89,26 @@ class Sweeper:
         max_sleep: float = 0.025,
         batch: int = 100,
         concurrency: int = 16,
-        presence_interval: float = 1.0,
-        presence_batch: int = 500,
     ) -> None:
         self.engine = engine
         self.redis = engine.redis
         self.clock = RedisClock(engine.redis)
         self.max_sleep = max_sleep
         self.batch = batch
-        self.presence_interval = presence_interval
-        self.presence_batch = presence_batch
         self._limit = asyncio.Semaphore(concurrency)
-        self._cursor = 0
         self._running = False
         self._tasks: list[asyncio.Task] = []
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the expiry and presence loops."""
+        """Start the expiry loop."""
         await self.clock.sync()
         self._running = True
-        self._tasks = [
-            asyncio.create_task(self._expiry_loop(), name="tablelock-sweeper"),
-            asyncio.create_task(self._presence_loop(), name="tablelock-presence-sweeper"),
-        ]
+        self._tasks = [asyncio.create_task(self._expiry_loop(), name="tablelock-sweeper")]
 
     async def stop(self) -> None:
-        """Stop both loops and wait for them."""
+        """Stop the loop and wait for it."""
         # The flag as well as cancel(): a Redis call may swallow one cancellation.
         self._running = False
         while pending := [t for t in self._tasks if not t.done()]:
@@ -197,68 +174,3 @@ class Sweeper:
         again = await self.redis.zrange(keys.active(store_id), 0, 0, withscores=True)
         if again:
             await self.redis.zadd(keys.DUE, {store_id: again[0][1]}, lt=True)
-
-    # --- terminals of dead processes ------------------------------------------------------
-
-    async def _presence_loop(self) -> None:
-        while self._running:
-            await asyncio.sleep(self.presence_interval)
-            try:
-                await self.check_presence(self.clock.now())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("presence sweep failed", exc_info=True)
-
-    async def check_presence(self, now: int) -> int:
-        """Check the next batch of stores for presence entries nobody refreshes; returns terminals taken offline."""
-        self._cursor, members = await self.redis.sscan(keys.STORES, cursor=self._cursor, count=self.presence_batch)
-        stores = [m.decode() for m in members]
-        if not stores:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for store_id in stores:
-            pipe.zrangebyscore(keys.presence(store_id), "-inf", now - presence.STALE_MS, start=0, num=50,
-                               withscores=True)
-        found = 0
-        for store_id, stale in zip(stores, await pipe.execute()):
-            if stale:
-                found += await self._stale(store_id, stale, now)
-        return found
-
-    async def _stale(self, store_id: str, stale: list[tuple[bytes, float]], now: int) -> int:
-        by_terminal: dict[str, list[tuple[bytes, float]]] = {}
-        for member, score in stale:
-            by_terminal.setdefault(member.decode().rsplit("|", 1)[0], []).append((member, score))
-        last_seen: dict[str, int] = {}
-        for terminal_id, entries in by_terminal.items():
-            # One ZREM of all the terminal's stale entries is the claim: it is atomic, so of several
-            # sweepers exactly one removes them and announces the terminal (one per entry would let
-            # two sweepers each win one entry and both announce it).
-            if await self.redis.zrem(keys.presence(store_id), *(member for member, _ in entries)):
-                last_seen[terminal_id] = max(int(score) for _, score in entries)
-        if not last_seen:
-            return 0
-        online = await presence.online(self.redis, store_id, now)
-        config = await self.engine.config(store_id)
-        count = 0
-        for terminal_id, seen in last_seen.items():
-            if terminal_id in online:
-                continue  # another socket of it is alive elsewhere
-            grace_ms = max(0, seen + config.erp_disconnect_grace_seconds * 1000 - now)
-            log.info("terminal %s/%s: no heartbeat since %d; offline, locks capped", store_id, terminal_id, seen)
-            await self.engine.emit(store_id, "terminal.status", {"terminal_id": terminal_id, "online": False}, SYSTEM)
-            await self.engine.terminal_offline(store_id, terminal_id, grace_ms=grace_ms)
-            STALE_TERMINALS.inc()
-            count += 1
-        return count
-
-
-async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: run this process's sweeper."""
-    sweeper = Sweeper(app[SERVICES].engine)
-    await sweeper.start()
-    try:
-        yield
-    finally:
-        await sweeper.stop()

@@ -16,11 +16,9 @@ import secrets
 from typing import Any, Callable
 
 from coordinator import metrics
-from coordinator.core import views
 from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
-from coordinator.realtime import liveness as presence
 from coordinator.store import keys, scripts
 
 SYSTEM = {"role": "system"}
@@ -109,15 +107,9 @@ class LockEngine:
         code = reply.get("err")
         if code is None:
             return
-        lock = reply.get("lock")
-        if lock:
-            # The lock a denial reports is shown as the asker may see it: an H5 session never
-            # learns terminal or session ids (invariant 6), a terminal sees who holds it.
-            if actor.get("role") == "h5":
-                lock = views.h5_lock(lock, actor.get("session_id"))
-            else:
-                lock = views.staff_lock(lock, await presence.online(self.redis, store_id, await self.now()))
-        extra = {"order": reply.get("order"), "lock": lock}
+        # The lock as stored (no token: the scripts strip it). It is put in the form its viewer
+        # may see once, on the way out (api/routing.py): invariant 6 is the API edge's job.
+        extra = {"order": reply.get("order"), "lock": reply.get("lock")}
         if code in _LOCK_CODES:
             role = Role(actor["role"]) if actor.get("role") in ("erp", "h5") else Role.ERP
             raise LockConflict(code, role, action, force_allowed=reply.get("force_allowed", False), **extra)

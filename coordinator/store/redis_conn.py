@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -72,3 +73,23 @@ async def open_redis(url: str, *, socket_timeout: float | None = OPERATION_TIMEO
 def is_cluster(client: AnyRedis) -> bool:
     """Tell whether `client` talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)
+
+
+def subscriber_urls(url: str, client: AnyRedis) -> list[str]:
+    """Where a pub/sub subscriber may connect: ``url``, then (for a cluster) every other node.
+
+    redis-py's asyncio RedisCluster has no pub/sub; a cluster forwards PUBLISH to every node,
+    so a plain client on any node hears everything. IPv6 hosts are bracketed.
+    """
+    if not is_cluster(client):
+        return [url]
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    urls = [url]
+    for node in client.get_nodes():
+        host = f"[{node.host}]" if ":" in node.host else node.host
+        netloc = f"{userinfo}@{host}:{node.port}" if userinfo else f"{host}:{node.port}"
+        other = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        if other not in urls:
+            urls.append(other)
+    return urls

@@ -1,8 +1,18 @@
 """Payment provider adapters: one interface (``base.PaymentProvider``), one module per provider."""
 
 from .base import (
-    Ack, CreatedOrder, CreateOrder, InvalidNotification, Notification, PaymentNotification,
-    PaymentProvider, ProviderError, ProviderPayment, ProviderRejected, ProviderUnreachable, Refund,
+    Ack,
+    CreatedOrder,
+    CreateOrder,
+    InvalidNotification,
+    Notification,
+    PaymentNotification,
+    PaymentProvider,
+    ProviderError,
+    ProviderPayment,
+    ProviderRejected,
+    ProviderUnreachable,
+    Refund,
     RefundNotification,
 )
 from .config import AlipayConfig, ProviderConfig, WechatPayConfig, build_provider

@@ -24,8 +24,17 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 
 from .base import (
-    Ack, CreatedOrder, CreateOrder, InvalidNotification, Notification, PaymentNotification,
-    PaymentStatus, ProviderPayment, ProviderRejected, ProviderUnreachable, Refund,
+    Ack,
+    CreatedOrder,
+    CreateOrder,
+    InvalidNotification,
+    Notification,
+    PaymentNotification,
+    PaymentStatus,
+    ProviderPayment,
+    ProviderRejected,
+    ProviderUnreachable,
+    Refund,
 )
 from .config import AlipayConfig
 from .signing import load_private_key, load_public_key, rsa_sign, rsa_verify

@@ -14,7 +14,7 @@ def load_private_key(pem: str) -> rsa.RSAPrivateKey:
     """Load an RSA private key from PEM (PKCS#8 or PKCS#1), or a bare base64 body as Alipay hands out."""
     key = serialization.load_pem_private_key(_as_pem(pem, "PRIVATE KEY"), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("not an RSA private key")
+        raise TypeError("not an RSA private key")
     return key
 
 
@@ -22,7 +22,7 @@ def load_public_key(pem: str) -> rsa.RSAPublicKey:
     """Load an RSA public key from PEM (SubjectPublicKeyInfo) or a bare base64 body."""
     key = serialization.load_pem_public_key(_as_pem(pem, "PUBLIC KEY"))
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("not an RSA public key")
+        raise TypeError("not an RSA public key")
     return key
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ class Transport:
             ) as resp:
                 data = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 status, resp_headers = resp.status, resp.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # ``label`` is the API name, never the URL: Alipay URLs carry signed parameters.
             log.warning("provider %s unreachable: %s", label, type(exc).__name__)
             raise ProviderUnreachable(f"{label}: {type(exc).__name__}") from exc

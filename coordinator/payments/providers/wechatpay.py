@@ -23,12 +23,29 @@ from urllib.parse import parse_qs, quote, urlsplit
 import aiohttp
 
 from .base import (
-    Ack, CreatedOrder, CreateOrder, InvalidNotification, JsapiParams, Notification,
-    PaymentNotification, PaymentStatus, ProviderPayment, ProviderRejected, ProviderUnreachable,
-    Refund, RefundNotification, RefundStatus,
+    Ack,
+    CreatedOrder,
+    CreateOrder,
+    InvalidNotification,
+    JsapiParams,
+    Notification,
+    PaymentNotification,
+    PaymentStatus,
+    ProviderPayment,
+    ProviderRejected,
+    ProviderUnreachable,
+    Refund,
+    RefundNotification,
+    RefundStatus,
 )
 from .config import WechatPayConfig
-from .signing import aes_gcm_decrypt, load_private_key, load_public_key, rsa_sign, rsa_verify
+from .signing import (
+    aes_gcm_decrypt,
+    load_private_key,
+    load_public_key,
+    rsa_sign,
+    rsa_verify,
+)
 from .transport import Transport
 
 log = logging.getLogger(__name__)

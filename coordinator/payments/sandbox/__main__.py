@@ -30,7 +30,8 @@ async def run(args: argparse.Namespace) -> None:
     """Serve until SIGINT/SIGTERM."""
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="sandbox-pay-"))
     app = build_app(data_dir)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # No access log: a wap pay URL carries signed parameters. A short shutdown: a request parked by the "hang" switch must not hold SIGTERM for a minute.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     port = sock.getsockname()[1]

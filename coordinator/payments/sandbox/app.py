@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ async def unreachable(
     if mode == "hang":
         try:
             await asyncio.wait_for(sb.reachable.wait(), HANG_LIMIT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return web.Response(status=503, text="Service Unavailable")
     # "drop": close the socket with no answer at all, as a dead load balancer does.
@@ -71,8 +72,6 @@ def build_app(data_dir: Path) -> web.Application:
 
 def publish(app: web.Application, data_dir: Path, base_url: str) -> None:
     """Record the bound address and write ``credentials.json`` (0600) for the operator."""
-    import json
-
     sb = app[SANDBOX]
     sb.base_url = base_url
     write_private(data_dir / "credentials.json", json.dumps(sb.keys.credentials(base_url), indent=1))

@@ -35,7 +35,7 @@ def _authorised(request: web.Request) -> Sandbox:
     return sb
 
 
-async def _parse(request: web.Request, model: type[SwitchUpdate] | type[PayRequest]) -> SwitchUpdate | PayRequest:
+async def _parse(request: web.Request, model: type[SwitchUpdate | PayRequest]) -> SwitchUpdate | PayRequest:
     try:
         return model.model_validate_json(await request.read() or b"{}")
     except ValidationError as exc:

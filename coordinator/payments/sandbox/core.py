@@ -14,7 +14,15 @@ import aiohttp
 from aiohttp import web
 
 from .keys import SandboxKeys
-from .state import NotifyMode, Outcome, PayRequest, RefundRecord, Switches, Trade, TradeBook
+from .state import (
+    NotifyMode,
+    Outcome,
+    PayRequest,
+    RefundRecord,
+    Switches,
+    Trade,
+    TradeBook,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +199,7 @@ class Sandbox:
                 async with self._session.post(d.url, data=d.body, headers=d.headers, allow_redirects=False) as r:
                     status = r.status
                     ok = d.accepted(status, await r.content.read(4096))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.info("notify %s attempt %d: %s", trade.out_trade_no, attempt, type(exc).__name__)
             trade.deliveries.append({"at": now_ms(), "attempt": attempt, "status": status, "ok": ok})
             if ok:

@@ -41,7 +41,7 @@ class SandboxKeys:
     @classmethod
     def generate(cls) -> SandboxKeys:
         """Make fresh keys and ids in the providers' shapes."""
-        digits = lambda n: "".join(secrets.choice("0123456789") for _ in range(n))  # noqa: E731
+        digits = lambda n: "".join(secrets.choice("0123456789") for _ in range(n))
         return cls(
             mchid="19" + digits(8),
             appid="wx" + secrets.token_hex(8),
