@@ -52,6 +52,7 @@ from coordinator.core.models import (
     TokenBody,
 )
 from coordinator.core.rules import Action, Kind, Role
+from coordinator.payments.records import CheckoutCancelled
 from coordinator.realtime.erp_answers import ErpOrder, unreachable
 from coordinator.store import keys
 from coordinator.store.engine import compact
@@ -265,14 +266,14 @@ async def _refuse_if_locked(call: Call, order_id: str) -> None:
                        lock=views.h5_lock(reported, me.session_id) if reported else None)
 
 
-@router.route("POST", "/h5/checkout/cancel", auth=("h5",), body=TokenBody, responses={200: Released})
+@router.route("POST", "/h5/checkout/cancel", auth=("h5",), body=TokenBody, responses={200: CheckoutCancelled})
 async def cancel_checkout(call: Call) -> Reply:
     """Give the H5 payment lock back; ``released`` is false when the token holds nothing releasable."""
     me, token = call.principal, call.body.token
     if call.services.payments is not None:
         # An in-flight provider payment is closed at the provider first (payments/service.py).
         outcome = await call.services.payments.service.cancel(me.store_id, me.table_id, me.holder(), token)
-        return Reply(200, Released(**outcome))
+        return Reply(200, CheckoutCancelled(**outcome))
     order_id = await order_paying_with(call, token)
     if order_id is None:
         return Reply(200, Released(released=False))

@@ -154,8 +154,6 @@ class Released(BaseModel):
     """200 of release."""
 
     released: bool
-    #: H5 cancel only: the provider had the diner's money already, so the payment completes instead.
-    paid: bool = False
 
 
 class CheckResult(BaseModel):

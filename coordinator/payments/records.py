@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from coordinator.core.models import Lock
 
@@ -83,3 +83,18 @@ class StartedPayment(BaseModel):
     amount_cents: int
     expires_at: int
     lock: Lock
+
+
+class CheckoutCancelled(BaseModel):
+    """200 of ``POST /h5/checkout/cancel``: ``paid`` (only when true) says the provider had the money
+    already, so the payment completes instead of being cancelled."""
+
+    released: bool
+    paid: bool = False
+
+    @model_serializer(mode="wrap")
+    def _paid_only_when_true(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not data.get("paid"):
+            data.pop("paid", None)
+        return data

@@ -1,7 +1,7 @@
 """Pure views of payment records for the store admin: reconciliation, a daily summary, CSV.
 
-Days are calendar days in the store's time zone (``Asia/Shanghai`` unless asked otherwise), since
-a restaurant closes its books by its own midnight.
+Days are calendar days at the store's UTC offset (China Standard Time, +480 min, unless asked
+otherwise), since a restaurant closes its books by its own midnight.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
 
@@ -52,7 +51,7 @@ class DaySummary(BaseModel):
 class PaymentSummary(BaseModel):
     """GET .../payments/summary."""
 
-    tz: str
+    utc_offset_minutes: int
     days: list[DaySummary]
 
 
@@ -63,14 +62,14 @@ def reconciliation(records: list[PaymentRecord]) -> PaymentReconciliation:
     return PaymentReconciliation(surplus=surplus, unconfirmed=unconfirmed)
 
 
-def day_of(ms: int, tz: ZoneInfo) -> str:
+def day_of(ms: int, tz: timezone) -> str:
     """The calendar day of a Unix-ms time in ``tz``."""
     return datetime.fromtimestamp(ms / 1000, tz).date().isoformat()
 
 
-def summary(records: list[PaymentRecord], tz_name: str) -> PaymentSummary:
+def summary(records: list[PaymentRecord], utc_offset_minutes: int) -> PaymentSummary:
     """Per day and provider: money received (by when it was paid) against orders it paid."""
-    tz = ZoneInfo(tz_name)
+    tz = timezone(timedelta(minutes=utc_offset_minutes))
     rows: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in records:
         if r.received_cents is None:
@@ -90,7 +89,7 @@ def summary(records: list[PaymentRecord], tz_name: str) -> PaymentSummary:
     days = [DaySummary(day=day, provider=provider, **{k: v.get(k, 0) for k in (
         "orders_paid", "paid_cents", "received_cents", "surplus_count", "surplus_cents", "refunded_cents",
         "unconfirmed_cents")}) for (day, provider), v in sorted(rows.items())]
-    return PaymentSummary(tz=tz_name, days=days)
+    return PaymentSummary(utc_offset_minutes=utc_offset_minutes, days=days)
 
 
 def to_csv(records: list[PaymentRecord]) -> str:
