@@ -380,7 +380,8 @@ async def test_stream_fills_a_seq_gap_from_the_stream_and_drops_repeats(client, 
     delivered: list[int] = []
     resynced: list[str] = []
     stream = EventStream(redis_client, "", deliver=lambda e: delivered.append(e["seq"]), control=lambda m: None,
-                         wants=lambda s: s == store, local_stores=lambda: [store], resync=resynced.append)
+                         wants=lambda s: s == store, local_stores=lambda: [store], resync=resynced.append,
+                         scripts=svc.engine.scripts)
     start = await svc.engine.seq(store)
     stream.note(store, start)
     for version in (1, 2, 3):

@@ -271,7 +271,7 @@ async def realtime_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = _HUBS[app] = Hub(services)
     stream = EventStream(
         services.redis, services.settings.redis_url or "", deliver=hub.dispatch, control=hub.on_control,
-        wants=hub.wants, local_stores=hub.stores, resync=hub.resync,
+        wants=hub.wants, local_stores=hub.stores, resync=hub.resync, scripts=services.engine.scripts,
     )
     hub.stream = stream
     await stream.start()

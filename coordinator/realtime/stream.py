@@ -33,7 +33,6 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,6 +42,8 @@ from redis.backoff import NoBackoff
 
 from coordinator.store import keys
 from coordinator.store.redis_conn import is_cluster
+from coordinator.store.scripts import Scripts
+from coordinator.store.snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ PAGE = 1000
 PING_EVERY = 5.0
 DEAD_AFTER = 3 * PING_EVERY
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
-
-_SNAPSHOT_LUA = (resources.files("coordinator.store") / "lua" / "snapshot.lua").read_text()
 
 
 def _entry_seq(entry_id: bytes | str) -> int:
@@ -103,6 +102,7 @@ class EventStream:
         wants: Callable[[str], bool],
         local_stores: Callable[[], Iterable[str]],
         resync: Callable[[str], None],
+        scripts: Scripts,
     ) -> None:
         self.redis = redis
         self._urls = [url]
@@ -112,7 +112,7 @@ class EventStream:
         self._local_stores = local_stores
         self._resync = resync
         self._last: dict[str, int] = {}
-        self._snapshot = redis.register_script(_SNAPSHOT_LUA)
+        self._scripts = scripts
         self._task: asyncio.Task | None = None
         self._running = True
         self.subscribed = asyncio.Event()
@@ -310,10 +310,7 @@ class EventStream:
 
     async def snapshot(self, store_id: str) -> StoreSnapshot:
         """The store's open orders and live locks, exactly as of its current seq."""
-        seq, now, flat_open, orders, locks = await self._snapshot(
-            keys=[keys.seq(store_id), keys.open_orders(store_id), keys.active(store_id)],
-            args=[keys.order(store_id, ""), keys.locks(store_id, "")],
-        )
+        seq, now, flat_open, orders, locks = await read_snapshot(self._scripts, store_id)
         open_orders: dict[str, tuple[str, int]] = {}
         for order_id, value in zip(flat_open[::2], flat_open[1::2]):
             table_id, _, opened_at = value.decode().rpartition("|")

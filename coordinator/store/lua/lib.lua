@@ -35,12 +35,32 @@ local function public(lock)
   return copy
 end
 
--- Orders travel as JSON text built by Python and are never decoded and re-encoded here:
--- cjson would turn an empty items array into an object. raw_field splices such text in.
+-- Orders travel as JSON text built by Python and are never re-encoded here: Redis' cjson would
+-- write an empty items array as {}, a version above 10^14 in float notation, and reorder keys.
+-- raw_field appends a member (key + JSON text) to a JSON object text; the key must not be in it.
 local function raw_field(json, key, raw)
   if not raw then return json end
   if json == '{}' then return '{"' .. key .. '":' .. raw .. '}' end
   return string.sub(json, 1, -2) .. ',"' .. key .. '":' .. raw .. '}'
+end
+
+-- The order hash keeps the ERP's body (Python's compact JSON, without status and updated_at)
+-- and the fields the scripts change (status, updated_at) apart; its `json` field, which readers
+-- take, is always composed from them here: a status change is a field write, never a text edit.
+-- extra: more field/value pairs to write with them. Returns the composed JSON.
+local function write_order(order_key, body, status, extra)
+  local updated_at = string.format('%d', NOW)
+  local json = raw_field(raw_field(body, 'status', cjson.encode(status)), 'updated_at', updated_at)
+  local args = {'HSET', order_key, 'body', body, 'json', json, 'status', status, 'updated_at', updated_at}
+  for _, v in ipairs(extra or {}) do table.insert(args, v) end
+  redis.call(unpack(args))
+  return json
+end
+
+-- The next fencing token of an order: one counter per order over all lock kinds and grants.
+-- Every fence is issued here, so a change of how fences are made is a change of this function.
+local function next_fence(order_key)
+  return redis.call('HINCRBY', order_key, 'fence', 1)
 end
 
 -- The store's configuration: the stored values (one JSON value per field) over the defaults.
@@ -149,13 +169,9 @@ local function release_all(locks_key, held, reason)
 end
 
 -- Mark the order paid: its locks end first (reason paid), then order.paid, in cause order.
--- The order JSON is edited as text (see raw_field); Python writes it compact, status before items.
 local function mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, amount)
   release_all(locks_key, held, 'paid')
-  local j = redis.call('HGET', order_key, 'json')
-  j = string.gsub(j, '"status":"open"', '"status":"paid"', 1)
-  j = string.gsub(j, '"updated_at":%d+', '"updated_at":' .. NOW, 1)
-  redis.call('HSET', order_key, 'json', j, 'status', 'paid', 'paid_ref', payment_ref)
+  local j = write_order(order_key, redis.call('HGET', order_key, 'body'), 'paid', {'paid_ref', payment_ref})
   redis.call('HDEL', open_key, order_id)
   local table_id = redis.call('HGET', order_key, 'table_id')
   emit('order.paid', table_id, order_id,
