@@ -45,6 +45,7 @@ def held_lock(lock: dict[str, Any]) -> HeldLock:
         holder=rules_actor(lock["holder"]),
         expires_at=int(lock["expires_at"]),
         completing=bool(lock.get("completing")),
+        version=lock.get("version"),
     )
 
 
