@@ -108,7 +108,7 @@ for _, c in ipairs(conflicting) do
 end
 
 local lock = new_lock()
-redis.call('HSET', K_LOCKS, SLOT[kind], cjson.encode(lock))
+redis.call('HSET', K_LOCKS, SLOT[kind], encode(lock))
 emit('lock.acquired', table_id, order_id, {lock = public(lock)})
 -- forced: the kinds broken (for metrics); left out when none (cjson writes {} for an empty table).
 return reply({ok = 1, lock = lock, enforced = true, forced = forced[1] and forced or nil,

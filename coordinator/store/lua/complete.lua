@@ -67,7 +67,7 @@ lock.completing = true
 lock.payment_ref = payment_ref
 lock.amount_cents = amount
 if tonumber(lock.expires_at) < NOW + window then lock.expires_at = NOW + window end
-redis.call('HSET', K_LOCKS, 'pay', cjson.encode(lock))
+redis.call('HSET', K_LOCKS, 'pay', encode(lock))
 emit('lock.renewed', lock.table_id, order_id, {lock = public(lock), reason = 'completing'})
 index_order(K_LOCKS, order_id)
 return reply({ok = 1, paid = false, lock = lock})

@@ -22,6 +22,27 @@ local K_SEQ, K_EVENTS, K_AUDIT, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- Redis' cjson writes numbers with 14 significant digits (a version of 2^53 would come back as
+-- 9.007199254741e+15), so every table a script stores or replies goes through encode, which
+-- writes integral numbers exactly; strings, booleans and cjson.null are left to cjson.
+-- A table with a [1] is an array; an empty table is written {} (leave empty arrays out).
+local function encode(value)
+  local t = type(value)
+  if t == 'number' then
+    if value == math.floor(value) and math.abs(value) < 2^63 then return string.format('%d', value) end
+    return string.format('%.17g', value)
+  elseif t ~= 'table' then
+    return cjson.encode(value)
+  end
+  local parts = {}
+  if value[1] ~= nil then
+    for i = 1, #value do parts[i] = encode(value[i]) end
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  for k, v in pairs(value) do table.insert(parts, cjson.encode(tostring(k)) .. ':' .. encode(v)) end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
 local function holder_id(h)
   return h.role .. ':' .. tostring(h.terminal_id or h.session_id or '')
 end
@@ -50,7 +71,7 @@ end
 -- extra: more field/value pairs to write with them. Returns the composed JSON.
 local function write_order(order_key, body, status, extra)
   local updated_at = string.format('%d', NOW)
-  local json = raw_field(raw_field(body, 'status', cjson.encode(status)), 'updated_at', updated_at)
+  local json = raw_field(raw_field(body, 'status', encode(status)), 'updated_at', updated_at)
   local args = {'HSET', order_key, 'body', body, 'json', json, 'status', status, 'updated_at', updated_at}
   for _, v in ipairs(extra or {}) do table.insert(args, v) end
   redis.call(unpack(args))
@@ -82,13 +103,13 @@ local function lock_seconds(config, kind, role)
 end
 
 local function reply(tbl, order_json)
-  return raw_field(cjson.encode(tbl), 'order', order_json)
+  return raw_field(encode(tbl), 'order', order_json)
 end
 
 local function fail(code, extra, order_json)
   local r = extra or {}
   r.err = code
-  return raw_field(cjson.encode(r), 'order', order_json)
+  return raw_field(encode(r), 'order', order_json)
 end
 
 -- Append an event to the store's stream (for resume), to the audit log, and publish it live.
@@ -96,8 +117,8 @@ end
 -- data is a table, or JSON text when it carries an order.
 local function emit(name, table_id, order_id, data)
   local seq = redis.call('INCR', K_SEQ)
-  if type(data) == 'table' then data = cjson.encode(data) end
-  local ev = raw_field(cjson.encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
+  if type(data) == 'table' then data = encode(data) end
+  local ev = raw_field(encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
                                      table_id = table_id or cjson.null,
                                      order_id = order_id or cjson.null}), 'data', data)
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EV_MAXLEN, '0-' .. seq, 'e', ev)
@@ -175,7 +196,7 @@ local function mark_paid(order_key, locks_key, open_key, order_id, held, payment
   redis.call('HDEL', open_key, order_id)
   local table_id = redis.call('HGET', order_key, 'table_id')
   emit('order.paid', table_id, order_id,
-       raw_field(cjson.encode({payment_ref = payment_ref, amount_cents = amount}), 'order', j))
+       raw_field(encode({payment_ref = payment_ref, amount_cents = amount}), 'order', j))
   index_order(locks_key, order_id)
   return j
 end
