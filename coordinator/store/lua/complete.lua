@@ -6,6 +6,7 @@
 -- ARGV[10] payment_ref   ARGV[11] mode: "self" | "begin"   ARGV[12] completing window in ms
 -- ARGV[13] store config JSON defaults
 --
+-- Returns, by mode:
 -- mode self  (an ERP terminal completing its own payment: it is the ERP) checks and marks the
 --            order paid in this one step → {"ok":1,"paid":true,"order"}.
 -- mode begin (an H5 payment: the ERP must confirm over RPC) checks and marks the lock
