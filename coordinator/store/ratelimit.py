@@ -10,8 +10,8 @@ Two limits, both per minute from the process settings:
 ERP terminals and the admin are trusted staff and are not limited here.
 
 The count is a sliding-window estimate kept in one Redis hash per limited client
-(``lua/ratelimit.lua``, run as ``engine.scripts.ratelimit``), on the Redis clock; a refused request is not counted and carries the
-seconds to wait (``Retry-After``). The address is the TCP peer (``request.remote``): behind a
+(``lua/ratelimit.lua``, run as ``engine.scripts.ratelimit``), on the Redis clock; a refused
+request is not counted and carries the seconds to wait (``Retry-After``). The address is the TCP peer (``request.remote``): behind a
 reverse proxy, configure aiohttp's forwarded-header handling so that it is the client's.
 """
 
