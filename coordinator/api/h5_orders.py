@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import secrets
-from importlib import resources
 from typing import Any
 
 from coordinator.api.routing import Call, Handler, Reply, Router
@@ -55,6 +54,7 @@ from coordinator.core.rules import Action, Kind, Role
 from coordinator.realtime.erp_answers import ErpOrder, unreachable
 from coordinator.store import keys
 from coordinator.store.engine import compact
+from coordinator.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,6 @@ CLAIM_MARGIN_MS = 2_000
 COMPLETING_MARGIN_MS = 2_000
 #: Whom the audit log names for an order the coordinator stored from an RPC answer.
 ERP_ANSWER = {"role": "system", "source": "erp_rpc"}
-
-_CLAIM_RELEASE = (resources.files("coordinator.store") / "lua" / "claim_release.lua").read_text()
 
 
 def h5_view(handler: Handler) -> Handler:
@@ -195,16 +193,16 @@ async def add_items(call: Call) -> Reply:
     try:
         order = await _add_items(call, config, items, request.request_id)
     except BaseException:
-        await asyncio.shield(_give_back(services.redis, key, claim))
+        await asyncio.shield(_give_back(services.engine.scripts, key, claim))
         raise
     await services.redis.set(key, compact({"state": "done", "items": digest, "order": order}), ex=REPLAY_SECONDS)
     return Reply(200, OrderResponse(order=Order.model_validate(order)))
 
 
-async def _give_back(redis: Any, key: str, claim: str) -> None:
+async def _give_back(scripts: Scripts, key: str, claim: str) -> None:
     """Release our add-items claim so a retry may go to the ERP again (it expires anyway)."""
     try:
-        await redis.register_script(_CLAIM_RELEASE)(keys=[key], args=[claim])
+        await scripts.claim_release(keys=[key], args=[claim])
     except Exception as exc:  # never hide why the request failed
         log.warning("could not give back claim %s (it expires by itself): %s", key, exc)
 

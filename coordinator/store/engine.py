@@ -19,7 +19,8 @@ from coordinator import metrics
 from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
-from coordinator.store import keys, scripts
+from coordinator.store import keys
+from coordinator.store.scripts import Scripts
 
 SYSTEM = {"role": "system"}
 _LOCK_CODES = {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}
@@ -42,6 +43,7 @@ def held_lock(lock: dict[str, Any]) -> HeldLock:
         holder=rules_actor(lock["holder"]),
         expires_at=int(lock["expires_at"]),
         completing=bool(lock.get("completing")),
+        version=lock.get("version"),
     )
 
 
@@ -69,14 +71,15 @@ class LockEngine:
         self._event_retention = str(event_retention)
         self._audit_retention = str(audit_retention)
         self._token = token_source
-        self._scripts = scripts.register(redis)
+        #: Every Lua script, registered once here; other layers call their scripts through it.
+        self.scripts = Scripts.register(redis)
 
     # --- script plumbing ------------------------------------------------------------------
 
     async def _run(
         self, name: str, store_id: str, extra_keys: list[str], args: list[Any], actor: dict[str, Any]
     ) -> dict[str, Any]:
-        raw = await self._scripts[name](
+        raw = await self.scripts.by_name(name)(
             keys=[*keys.common(store_id), *extra_keys],
             args=[
                 store_id, keys.EVENTS_CHANNEL, self._event_retention, self._audit_retention,
@@ -120,7 +123,9 @@ class LockEngine:
 
     async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
         """Store the ERP's order; returns (order, changed)."""
-        body = order.model_dump(mode="json")
+        # The body goes without status: the script composes the stored JSON from the body and the
+        # fields it changes itself (status, updated_at), so it never edits JSON text.
+        body = order.model_dump(mode="json", exclude={"status"})
         reply = await self._run(
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],

@@ -42,7 +42,7 @@ def tables(store_id: str) -> str:
 
 
 def order(store_id: str, order_id: str) -> str:
-    """Hash: json, version, hash, status, table_id, total, fence, paid_ref."""
+    """Hash: body, json (lib.lua write_order), status, updated_at, version, hash, table_id, total, fence, paid_ref."""
     return f"{_s(store_id)}:order:{order_id}"
 
 
