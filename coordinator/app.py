@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
-from coordinator.api import admin, erp, h5, h5_orders
+from coordinator.api import admin, erp, h5
 from coordinator.api.middleware import errors_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import close_sockets, realtime_ctx, websocket
@@ -30,7 +30,7 @@ from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
 from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
-ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router)
+ROUTERS = (admin.router, erp.router, h5.router)
 SETTINGS = web.AppKey("settings", Settings)
 #: The admin console's files, served at ``/admin/`` (index.html) and ``/admin/static/``.
 ADMIN_WEB = Path(__file__).parent / "web"

@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from coordinator.core.tables import current_order
 from coordinator.store import keys
 from coordinator.store.redis_conn import is_cluster
 
@@ -86,8 +87,8 @@ class StoreSnapshot:
 
     def table_order(self, table_id: str) -> dict[str, Any] | None:
         """The table's open order (the most recently opened one), as GET /h5/table picks it."""
-        candidates = [(at, o) for o, (t, at) in self.open.items() if t == table_id and o in self.orders]
-        return self.orders[max(candidates)[1]] if candidates else None
+        order_id = current_order({o: v for o, v in self.open.items() if o in self.orders}, table_id)
+        return self.orders[order_id] if order_id is not None else None
 
 
 class EventStream:
