@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 ERP_ANSWER = {"role": "system", "source": "erp_rpc"}
 
 
-class ErpRpc(Protocol):
+class RpcCaller(Protocol):
     """What the H5 flows need of ``realtime/rpc.py``: one bounded call to a store's master ERP."""
 
     async def call(self, store_id: str, method: str, params: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
@@ -33,7 +33,7 @@ class ErpRpc(Protocol):
 class ErpLink:
     """The store's master ERP as the H5 flows see it."""
 
-    def __init__(self, engine: LockEngine, rpc: ErpRpc | None) -> None:
+    def __init__(self, engine: LockEngine, rpc: RpcCaller | None) -> None:
         self.engine = engine
         self.rpc = rpc
 

@@ -29,7 +29,7 @@ from coordinator.core.models import (
 )
 from coordinator.h5.addons import AddOns
 from coordinator.h5.checkout import Checkouts
-from coordinator.h5.erp_link import ErpLink, ErpRpc
+from coordinator.h5.erp_link import ErpLink, RpcCaller
 from coordinator.h5.menu import store_menu
 from coordinator.h5.payment import Payments
 from coordinator.h5.table import Diner
@@ -44,7 +44,7 @@ class H5Service:
     """The diner's flows over the lock engine, the store directory and the ERP's RPC."""
 
     def __init__(self, redis: Any, engine: LockEngine, directory: Directory, auth: Authenticator,
-                 rpc: ErpRpc | None) -> None:
+                 rpc: RpcCaller | None) -> None:
         self.redis = redis
         self.engine = engine
         self.directory = directory
