@@ -17,9 +17,10 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from coordinator import metrics
 from coordinator.core.errors import (
+    InternalError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     TablelockError,
     Unavailable,
     ValidationFailed,
@@ -30,22 +31,20 @@ log = logging.getLogger(__name__)
 
 def error_response(error: TablelockError) -> web.Response:
     """The SPEC error body for ``error``."""
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
     return web.Response(
-        status=error.status, headers=headers, content_type="application/json",
+        status=error.status, headers=error.headers() or None, content_type="application/json",
         body=json.dumps(error.body(), ensure_ascii=False).encode(),
     )
 
 
 def _from_http(exc: web.HTTPException) -> TablelockError | None:
+    """The SPEC error for an aiohttp one (unknown path, wrong method, body too large…)."""
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge()
     if isinstance(exc, web.HTTPNotFound):
         return NotFound()
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        error = NotFound(details=[{"msg": f"method not allowed; allowed: {sorted(exc.allowed_methods)}"}])
-        error.status = 405
-        return error
+        return MethodNotAllowed(exc.allowed_methods)
     if exc.status < 500 and exc.status >= 400:
         return ValidationFailed(details=[{"msg": exc.reason}])
     return None
@@ -73,11 +72,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         response = error_response(Unavailable())
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        response = web.json_response(
-            {"error": {"code": "INTERNAL", "message": "服务内部错误", "message_en": "Internal error",
-                       "force_allowed": False, "lock": None, "order": None, "details": None}},
-            status=500,
-        )
+        response = error_response(InternalError())
     metrics.REQUEST_SECONDS.labels(request.method, route, str(response.status)).observe(
         time.perf_counter() - started
     )

@@ -34,6 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from coordinator.core.tables import current_order
 from coordinator.realtime.pubsub import CONTROL_CHANNEL, Subscriber
 from coordinator.store import keys
 from coordinator.store.scripts import Scripts
@@ -72,8 +73,8 @@ class StoreSnapshot:
 
     def table_order(self, table_id: str) -> dict[str, Any] | None:
         """The table's open order (the most recently opened one), as GET /h5/table picks it."""
-        candidates = [(at, o) for o, (t, at) in self.open.items() if t == table_id and o in self.orders]
-        return self.orders[max(candidates)[1]] if candidates else None
+        order_id = current_order({o: v for o, v in self.open.items() if o in self.orders}, table_id)
+        return self.orders[order_id] if order_id is not None else None
 
 
 class EventStream:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from coordinator import metrics
 from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
+from coordinator.core.tables import current_order
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
 from coordinator.store import keys
 from coordinator.store.scripts import Scripts
@@ -157,10 +158,10 @@ class LockEngine:
 
     async def table_order(self, store_id: str, table_id: str) -> dict | None:
         """The table's open order (the most recently opened one), or None."""
-        candidates = [(at, o) for o, (t, at) in (await self.open_orders(store_id)).items() if t == table_id]
-        if not candidates:
+        order_id = current_order(await self.open_orders(store_id), table_id)
+        if order_id is None:
             return None
-        order, _ = await self.get_order(store_id, max(candidates)[1])
+        order, _ = await self.get_order(store_id, order_id)
         return order
 
     # --- locks ----------------------------------------------------------------------------
