@@ -134,7 +134,7 @@ def _redis(settings: Settings, stopped: Callable[[str], object] = log.info) -> I
         print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
         yield None
         return
-    log.info("started embedded Redis %s (pid %s, data in %s)", embedded.url, embedded.pid, embedded.data_dir)
+    log.info("started embedded Redis %s (pid %s, data in %s)", embedded.safe_url, embedded.pid, embedded.data_dir)
     try:
         yield settings.model_copy(update={"redis_url": embedded.url})
     finally:
