@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default="demo", help="id of the demo store (default demo)")
     demo.add_argument("--pages-port", type=int,
                       help="first waiter page port (default: coordinator port + 1; 0: any free ports)")
+    demo.add_argument("--pages-host", default="127.0.0.1",
+                      help="address the waiter pages listen on (default 127.0.0.1; they are logged in with the "
+                      "printed link's key either way)")
     demo.set_defaults(run=demo_command)
 
     erp = commands.add_parser(
@@ -161,7 +164,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
     stop = stop_on_signals()
     try:
-        await run_demo(settings, stop, store_id=args.store, pages_port=args.pages_port, say=_say)
+        await run_demo(settings, stop, store_id=args.store, pages_port=args.pages_port, pages_host=args.pages_host,
+                       say=_say)
     except DemoError as e:
         print(f"tablelock demo: {e}", file=sys.stderr)
         return 1
