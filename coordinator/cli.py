@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from coordinator.log_redaction import RedactingAccessLogger, install_redaction
 from coordinator.redis_embedded import EmbeddedRedis, EmbeddedRedisError
 from coordinator.settings import CONFIG_ENV, Settings
 
@@ -111,6 +112,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"tablelock: invalid settings: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     if configured.admin_token is None:
         _say(f"admin token: {settings.secret_file('admin_token')}")
     else:
@@ -153,6 +155,7 @@ def demo_command(args: argparse.Namespace) -> int:
         print(f"tablelock: invalid settings: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # until the loop installs its own handlers
     with _redis(settings, stopped=_say) as settings:
         return 1 if settings is None else asyncio.run(_demo(settings, args))
@@ -193,6 +196,7 @@ def _run_app(settings: Settings) -> int:
             host=settings.host,
             port=settings.port,
             print=_announce(settings),
+            access_log_class=RedactingAccessLogger,  # ?token= of old websocket clients, ?qr= of H5 links
             shutdown_timeout=10,  # websockets are closed by the app; do not linger a minute
         )
     except OSError as e:
