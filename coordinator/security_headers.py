@@ -15,7 +15,7 @@ CONTENT_SECURITY_POLICY = "; ".join((
     "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data: blob:",  # blob: the admin console shows QR PNGs fetched with its token
-    "connect-src 'self'",  # CSP3: 'self' also matches ws:/wss: to our own host (the live websocket)
+    "connect-src 'self' blob:",  # CSP3: 'self' also matches ws:/wss: to our host; blob: our own QR PNGs
     "object-src 'none'",
     "frame-ancestors 'none'",
     "base-uri 'none'",

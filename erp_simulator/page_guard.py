@@ -25,6 +25,7 @@ import secrets
 from collections import OrderedDict
 
 from aiohttp import web
+from yarl import URL
 
 from coordinator.security_headers import add_security_headers
 
@@ -66,15 +67,18 @@ class PageLogin:
 
 def _trusted_host(request: web.Request) -> bool:
     """Host is an IP literal or localhost, on the port this page listens on."""
-    host = request.headers.get("Host", "")
-    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    if not name or not port.isdigit() or sockname is None or int(port) != sockname[1]:
+    try:
+        host = URL(f"http://{request.headers.get('Host', '')}")
+        port = host.port  # 80 when the Host names none
+    except ValueError:
         return False
-    if name == "localhost":
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not host.host or sockname is None or port != sockname[1]:
+        return False
+    if host.host == "localhost":
         return True
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        ipaddress.ip_address(host.host.strip("[]"))
     except ValueError:
         return False
     return True
