@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
 from coordinator.api import admin, erp, h5
-from coordinator.api.middleware import errors_middleware
+from coordinator.api.middleware import errors_middleware, security_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import websocket
 from coordinator.core.models import StoreConfig
@@ -108,7 +108,8 @@ def build_app(settings: Settings, *, sweeper: bool = True) -> web.Application:
     """The coordinator application for ``settings`` (secrets must be set: see ensure_secrets)."""
     if settings.admin_token is None or settings.secret_key is None:
         settings = settings.ensure_secrets()
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[security_middleware(settings.cors_origins), errors_middleware],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SWEEPER] = sweeper
     app[RATE_LIMITER] = RateLimiter(session_rate=settings.session_rate_per_minute,
