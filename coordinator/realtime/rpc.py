@@ -49,6 +49,7 @@ from coordinator.services import SERVICES
 from coordinator.store import keys
 from coordinator.store.engine import compact
 from coordinator.store.redis_conn import is_cluster
+from coordinator.store.sentinel import subscriber_client
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +378,7 @@ class ErpRpc:
         failures = 0
         while True:
             url = self._urls[failures % len(self._urls)]
-            client = Redis.from_url(url, **_SUBSCRIBER_OPTIONS)
+            client = subscriber_client(url, **_SUBSCRIBER_OPTIONS)
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)

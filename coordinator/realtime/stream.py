@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 
 from coordinator.store import keys
 from coordinator.store.redis_conn import is_cluster
+from coordinator.store.sentinel import subscriber_client
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class EventStream:
             # telling us, and what was published meanwhile would be lost unseen.
             # socket_keepalive is TCP only: redis-py's unix socket connection refuses the keyword.
             keepalive = {} if url.startswith("unix:") else {"socket_keepalive": True}
-            client = Redis.from_url(
+            client = subscriber_client(
                 url, decode_responses=False, protocol=2, socket_timeout=None, socket_connect_timeout=1.0,
                 retry=Retry(NoBackoff(), 0), **keepalive,
             )

@@ -12,7 +12,7 @@
 --      or {"err":"NOT_FOUND"} | {"err":"ORDER_CLOSED","order"} | {"err":"STALE_VERSION","order"}
 --      or {"err":"FORBIDDEN"} | {"err":ORDER_LOCKED|PAYMENT_LOCKED|PRESETTLED,"force_allowed","lock"}
 -- Emits, in cause order: lock.expired (reaped), lock.released{converted}, lock.forced, lock.acquired.
--- The fence is HINCRBY on the order hash: one counter per order over all kinds and grants.
+-- The fence is next_fence (lib.lua) on the order hash: one per order over all kinds and grants.
 
 local K_ORDER, K_LOCKS, K_CONFIG = KEYS[5], KEYS[6], KEYS[7]
 local order_id, action, force = ARGV[6], ARGV[7], ARGV[8] == '1'
@@ -32,7 +32,7 @@ local seconds = lock_seconds(config, kind, ACTOR.role)
 
 local function new_lock()
   return {kind = kind, order_id = order_id, table_id = table_id, holder = ACTOR,
-          fence = redis.call('HINCRBY', K_ORDER, 'fence', 1),
+          fence = next_fence(K_ORDER),
           version = expected or version, acquired_at = NOW, expires_at = NOW + seconds * 1000,
           token = ARGV[10], completing = false}
 end

@@ -170,3 +170,15 @@ local function reject_payment(table_id, order_id, code, payment_ref, amount, ver
        {code = code, payment_ref = payment_ref, amount_cents = amount, version = version,
         lock = lock and public(lock) or cjson.null})
 end
+
+-- The next fence of an order: a hybrid logical clock on the Redis server clock, in milliseconds.
+-- max(last + 1, NOW) strictly increases on one server, as HINCRBY did; because it also tracks the
+-- clock, it stays above every fence issued before a failover even when the writes that issued
+-- them were lost with the old primary (docs/architecture.md, "Failover and fences").
+-- Milliseconds, not microseconds: Redis's cjson writes numbers with 14 significant digits, which
+-- is exact for a millisecond clock (13 digits) until the year 5138 and would round microseconds.
+local function next_fence(order_key)
+  local fence = math.max((tonumber(redis.call('HGET', order_key, 'fence')) or 0) + 1, NOW)
+  redis.call('HSET', order_key, 'fence', fence)
+  return fence
+end
