@@ -11,6 +11,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from coordinator import metrics
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import Kind
 from coordinator.store.engine import LockEngine
@@ -74,6 +75,27 @@ async def test_a_grant_lost_in_a_failover_is_never_repeated(sentinel_group: Sent
         assert refused > 0, "the coordinator never saw the primary missing"
         await asyncio.to_thread(sentinel_group.wait_promotion)
         assert await current_primary_url(sentinel_group.url) == f"redis://127.0.0.1:{sentinel_group.primary_port}/0"
+    finally:
+        await redis.aclose()
+
+
+async def test_wait_for_replicas_times_out_but_still_returns_the_grant(sentinel_group: SentinelGroup, uid: str):
+    """With WAIT 1 on and the replica cut off, a grant waits the timeout, is counted short, and is still returned."""
+    store = f"s-{uid}"
+    redis = await open_redis(sentinel_group.url)
+    engine = LockEngine(redis, defaults=StoreConfig(), wait_replicas=1, wait_timeout_ms=300)
+    short = metrics.REPLICA_WAIT_SHORT._value.get()
+    try:
+        await engine.put_order(store, OrderIn.model_validate(order_body("o1")), A)
+        t0 = time.monotonic()
+        await engine.acquire(store, "o1", A, Kind.ORDER)
+        assert time.monotonic() - t0 < 0.3 and metrics.REPLICA_WAIT_SHORT._value.get() == short  # acknowledged
+        with sentinel_group.pause_replication():
+            t0 = time.monotonic()
+            lock, _ = await engine.acquire(store, "o1", B, Kind.PAYMENT, force=True)
+            waited = time.monotonic() - t0
+        assert lock["holder"] == B and waited >= 0.3
+        assert metrics.REPLICA_WAIT_SHORT._value.get() == short + 1
     finally:
         await redis.aclose()
 
