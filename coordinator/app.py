@@ -45,7 +45,8 @@ async def _services(app: web.Application):
         raise RuntimeError("build_app needs settings.redis_url (the CLI starts an embedded Redis)")
     redis = await open_redis(settings.redis_url)
     defaults = StoreConfig.model_validate(load_store_defaults(settings.store_defaults_file))
-    engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention)
+    engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention,
+                        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms)
     auth = Authenticator(
         redis,
         admin_token=settings.admin_token.get_secret_value(),

@@ -36,9 +36,10 @@ ERP_HOLDERS = HOLDERS[:2]
 LOCK_ACTIONS = (Action.MODIFY, Action.PRESETTLE, Action.PAY)
 #: Far enough from the Redis clock that a case can never straddle an expiry.
 MARGIN_MS = 600_000
-#: Fences of the seeded locks, and the order's fence counter (a new grant gets START_FENCE + 1).
+#: Fences of the seeded locks, and the order's fence counter (a new grant gets START_FENCE + 1):
+#: ahead of the Redis clock (ms, year 2255), so next_fence's max(last + 1, now) is last + 1.
 FENCE = {"edit": 1, "pay": 2}
-START_FENCE = 10
+START_FENCE = 9_000_000_000_000
 NEW_TOKEN = "new-token"
 #: Cases run side by side (each on its own store) to keep the ~10,000 cases to seconds.
 CONCURRENCY = 32

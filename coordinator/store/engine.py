@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from typing import Any, Callable
 
 from coordinator import metrics
 from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
-from coordinator.core.tables import current_order
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
+from coordinator.core.tables import current_order
 from coordinator.store import keys
+from coordinator.store.redis_conn import is_cluster
 from coordinator.store.scripts import Scripts
+
+log = logging.getLogger(__name__)
 
 SYSTEM = {"role": "system"}
 _LOCK_CODES = {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}
@@ -65,6 +69,8 @@ class LockEngine:
         event_retention: int = 10_000,
         audit_retention: int = 200_000,
         token_source: Callable[[], str] = lambda: secrets.token_urlsafe(24),
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
     ) -> None:
         self.redis = redis
         self.defaults = defaults
@@ -74,6 +80,7 @@ class LockEngine:
         self._token = token_source
         #: Every Lua script, registered once here; other layers call their scripts through it.
         self.scripts = Scripts.register(redis)
+        self._wait = (wait_replicas, wait_timeout_ms)
 
     # --- script plumbing ------------------------------------------------------------------
 
@@ -93,6 +100,25 @@ class LockEngine:
             # LT: only ever move the store's wake-up time earlier (see sweeper.py).
             await self.redis.zadd(keys.DUE, {store_id: due}, lt=True)
         return reply
+
+    async def _replicated(self, store_id: str, order_id: str, reply: dict[str, Any]) -> None:
+        """After a grant or a completion, wait (bounded) for the replicas to acknowledge it (WAIT).
+
+        Off unless ``wait_replicas`` > 0. A timeout does not undo or refuse what is done: the
+        write is on the primary and the caller's retry would get the same lock back anyway;
+        refusing would only leave a held lock its holder does not know about. WAIT narrows the
+        window in which a failover can lose the write; fences never depend on it (lib.lua).
+        """
+        replicas, timeout_ms = self._wait
+        if replicas <= 0 or reply.get("err"):
+            return
+        options: dict[str, Any] = {}
+        if is_cluster(self.redis):  # WAIT must reach the primary that holds the order's slot
+            options["target_nodes"] = self.redis.get_node_from_key(keys.order(store_id, order_id))
+        acked = await self.redis.execute_command("WAIT", replicas, timeout_ms, **options)
+        if int(acked) < replicas:
+            metrics.REPLICA_WAIT_SHORT.inc()
+            log.warning("WAIT: %s of %s replicas acknowledged within %sms", acked, replicas, timeout_ms)
 
     @staticmethod
     def _observe(kind: str, op: str, reply: dict[str, Any]) -> None:
@@ -181,6 +207,7 @@ class LockEngine:
         )
         self._observe(kind.value, "acquire", reply)
         await self._raise(store_id, reply, actor, action)
+        await self._replicated(store_id, order_id, reply)
         return reply["lock"], reply["enforced"]
 
     async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> dict:
@@ -266,6 +293,7 @@ class LockEngine:
         )
         self._observe(Kind.PAYMENT.value, "complete", reply)
         await self._raise(store_id, reply, actor, Action.PAY)
+        await self._replicated(store_id, order_id, reply)
         return reply
 
     async def finish(
@@ -279,6 +307,7 @@ class LockEngine:
             [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents], actor,
         )
         await self._raise(store_id, reply, actor, Action.PAY)
+        await self._replicated(store_id, order_id, reply)
         return reply
 
     # --- configuration, events, time -----------------------------------------------------

@@ -13,7 +13,8 @@
 --      or {"err":"FORBIDDEN"} | {"err":ORDER_LOCKED|PAYMENT_LOCKED|PRESETTLED,"force_allowed","lock"}
 -- Emits, in cause order: lock.expired (reaped), lock.released{released} (an own lock re-bound to
 -- a newer version), lock.released{converted}, lock.forced, lock.acquired.
--- The fence comes from next_fence (lib.lua): one counter per order over all kinds and grants.
+-- The fence is next_fence (lib.lua) on the order hash: one per order over all kinds and grants,
+-- a hybrid logical clock on the Redis clock so a failover that lost writes cannot repeat one.
 
 local K_ORDER, K_LOCKS, K_CONFIG = KEYS[5], KEYS[6], KEYS[7]
 local order_id, action, force = ARGV[6], ARGV[7], ARGV[8] == '1'

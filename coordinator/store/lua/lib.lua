@@ -78,12 +78,6 @@ local function write_order(order_key, body, status, extra)
   return json
 end
 
--- The next fencing token of an order: one counter per order over all lock kinds and grants.
--- Every fence is issued here, so a change of how fences are made is a change of this function.
-local function next_fence(order_key)
-  return redis.call('HINCRBY', order_key, 'fence', 1)
-end
-
 -- The store's configuration: the stored values (one JSON value per field) over the defaults.
 local function store_config(config_key, defaults_json)
   local config = cjson.decode(defaults_json)
@@ -206,4 +200,16 @@ local function reject_payment(table_id, order_id, code, payment_ref, amount, ver
   emit('payment.rejected', table_id, order_id,
        {code = code, payment_ref = payment_ref, amount_cents = amount, version = version,
         lock = lock and public(lock) or cjson.null})
+end
+
+-- The next fence of an order: a hybrid logical clock on the Redis server clock, in milliseconds.
+-- max(last + 1, NOW) strictly increases on one server, as HINCRBY did; because it also tracks the
+-- clock, it stays above every fence issued before a failover even when the writes that issued
+-- them were lost with the old primary (docs/architecture.md, "Failover and fences").
+-- Milliseconds, not microseconds: Redis's cjson writes numbers with 14 significant digits, which
+-- is exact for a millisecond clock (13 digits) until the year 5138 and would round microseconds.
+local function next_fence(order_key)
+  local fence = math.max((tonumber(redis.call('HGET', order_key, 'fence')) or 0) + 1, NOW)
+  redis.call('HSET', order_key, 'fence', fence)
+  return fence
 end
