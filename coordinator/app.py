@@ -16,8 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
-from coordinator.api import admin, admin_payments, erp, h5, h5_orders, payments
-from coordinator.api.middleware import errors_middleware
+from coordinator.api import admin, admin_payments, erp, h5, payments
+from coordinator.api.middleware import errors_middleware, security_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import websocket
 from coordinator.core.models import StoreConfig
@@ -32,8 +32,7 @@ from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
 from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
-ROUTERS = (admin.router, erp.router, h5.router, h5_orders.router, payments.router, payments.notify_router,
-           admin_payments.router)
+ROUTERS = (admin.router, erp.router, h5.router, payments.router, payments.notify_router, admin_payments.router)
 SETTINGS = web.AppKey("settings", Settings)
 #: Whether the app runs its expiry sweeper (a test of the scripts' own expiry turns it off).
 SWEEPER = web.AppKey("sweeper", bool)
@@ -47,7 +46,8 @@ async def _services(app: web.Application):
         raise RuntimeError("build_app needs settings.redis_url (the CLI starts an embedded Redis)")
     redis = await open_redis(settings.redis_url)
     defaults = StoreConfig.model_validate(load_store_defaults(settings.store_defaults_file))
-    engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention)
+    engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention,
+                        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms)
     auth = Authenticator(
         redis,
         admin_token=settings.admin_token.get_secret_value(),
@@ -125,7 +125,8 @@ def build_app(settings: Settings, *, sweeper: bool = True) -> web.Application:
     """The coordinator application for ``settings`` (secrets must be set: see ensure_secrets)."""
     if settings.admin_token is None or settings.secret_key is None:
         settings = settings.ensure_secrets()
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[security_middleware(settings.cors_origins), errors_middleware],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SWEEPER] = sweeper
     app[RATE_LIMITER] = RateLimiter(session_rate=settings.session_rate_per_minute,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from coordinator.log_redaction import RedactingAccessLogger, install_redaction
 from coordinator.redis_embedded import EmbeddedRedis, EmbeddedRedisError
 from coordinator.settings import CONFIG_ENV, Settings
 
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default="demo", help="id of the demo store (default demo)")
     demo.add_argument("--pages-port", type=int,
                       help="first waiter page port (default: coordinator port + 1; 0: any free ports)")
+    demo.add_argument("--pages-host", default="127.0.0.1",
+                      help="address the waiter pages listen on (default 127.0.0.1; they are logged in with the "
+                      "printed link's key either way)")
     demo.set_defaults(run=demo_command)
 
     erp = commands.add_parser(
@@ -121,6 +125,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"tablelock: invalid settings: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     if configured.admin_token is None:
         _say(f"admin token: {settings.secret_file('admin_token')}")
     else:
@@ -147,7 +152,7 @@ def _redis(settings: Settings, stopped: Callable[[str], object] = log.info) -> I
         print(f"tablelock: cannot start the embedded Redis: {e}", file=sys.stderr)
         yield None
         return
-    log.info("started embedded Redis %s (pid %s, data in %s)", embedded.url, embedded.pid, embedded.data_dir)
+    log.info("started embedded Redis %s (pid %s, data in %s)", embedded.safe_url, embedded.pid, embedded.data_dir)
     try:
         yield settings.model_copy(update={"redis_url": embedded.url})
     finally:
@@ -163,6 +168,7 @@ def demo_command(args: argparse.Namespace) -> int:
         print(f"tablelock: invalid settings: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # until the loop installs its own handlers
     with _redis(settings, stopped=_say) as settings:
         return 1 if settings is None else asyncio.run(_demo(settings, args))
@@ -174,7 +180,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
     stop = stop_on_signals()
     try:
-        await run_demo(settings, stop, store_id=args.store, pages_port=args.pages_port, say=_say)
+        await run_demo(settings, stop, store_id=args.store, pages_port=args.pages_port, pages_host=args.pages_host,
+                       say=_say)
     except DemoError as e:
         print(f"tablelock demo: {e}", file=sys.stderr)
         return 1
@@ -202,6 +209,7 @@ def _run_app(settings: Settings) -> int:
             host=settings.host,
             port=settings.port,
             print=_announce(settings),
+            access_log_class=RedactingAccessLogger,  # ?token= of old websocket clients, ?qr= of H5 links
             shutdown_timeout=10,  # websockets are closed by the app; do not linger a minute
         )
     except OSError as e:

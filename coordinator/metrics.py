@@ -21,3 +21,8 @@ REQUEST_SECONDS = Histogram(
     "tablelock_request_seconds", "HTTP request latency", ["method", "route", "status"],
     registry=REGISTRY, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+REPLICA_WAIT_SHORT = Counter(
+    "tablelock_replica_wait_short_total",
+    "Grants and completions returned before TABLELOCK_REDIS_WAIT_REPLICAS replicas acknowledged them",
+    registry=REGISTRY,
+)

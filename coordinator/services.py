@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from coordinator.h5 import H5Service
 from coordinator.payments.runtime import Payments
 from coordinator.realtime.hub import Hub
 from coordinator.realtime.liveness import Liveness
@@ -33,6 +34,8 @@ class Services:
     hub: Hub
     rpc: ErpRpc
     liveness: Liveness
+    #: The diner's flows (menu, add-ons, checkout), callable without HTTP.
+    h5: H5Service
     #: Provider payments (SPEC §9); set by app.py's payments context, after the real-time runtime.
     payments: Payments | None = None
 
@@ -40,8 +43,9 @@ class Services:
     def of(cls, settings: Settings, engine: LockEngine, auth: Authenticator, directory: Directory,
            realtime: Realtime) -> Services:
         """The services of a process whose real-time runtime is ``realtime``."""
+        h5 = H5Service(engine.redis, engine, directory, auth, realtime.rpc)
         return cls(settings=settings, redis=engine.redis, engine=engine, auth=auth, directory=directory,
-                   realtime=realtime, hub=realtime.hub, rpc=realtime.rpc, liveness=realtime.liveness)
+                   realtime=realtime, hub=realtime.hub, rpc=realtime.rpc, liveness=realtime.liveness, h5=h5)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -58,7 +58,14 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    redis_url: str | None = None  # None: start an embedded redis-server under data_dir
+    # None: start an embedded redis-server under data_dir. Otherwise redis://, rediss://, unix://
+    # (a single server or any node of a Redis Cluster) or, for a primary under Redis Sentinel,
+    # redis+sentinel://[[user]:password@]host:26379[,host2:26380...]/mymaster[?db=N&sentinel_password=P]
+    redis_url: str | None = None
+    # WAIT for this many replicas after each grant and completion (0: off). A timeout still
+    # returns the grant (see LockEngine._replicated); it narrows what a failover can lose.
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=100, ge=1, le=1500)  # under the 2 s command timeout
     data_dir: Path = Path("./.tablelock")
     admin_token: SecretStr | None = None
     secret_key: SecretStr | None = None

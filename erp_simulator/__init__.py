@@ -8,6 +8,7 @@
     rpc.py        the master's answers to the coordinator's RPCs
     simulator.py  one store's ERP: database + terminals + their pages
     pages.py      the waiter page's local JSON API and event stream (static/ holds the page)
+    page_guard.py who may use a waiter page: login link → session cookie, JSON-only, same-origin, Host
     scenario.py   scripted mode (TOML scenarios)
     seed.py       the demo restaurant's tables and menu
     cli.py        ``tablelock erp``;  demo.py: ``tablelock demo``

@@ -28,6 +28,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from coordinator.log_redaction import install_redaction
+
 from .db import ErpDatabase
 from .scenario import ScenarioFailed, load_scenario, run_scenario
 from .seed import seed
@@ -62,6 +64,7 @@ def terminal_specs(args: argparse.Namespace) -> list[TerminalSpec]:
 def run_erp(args: argparse.Namespace) -> int:
     """Run ``tablelock erp``; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     try:
         specs = terminal_specs(args)
         scenario = load_scenario(args.scenario) if args.scenario else None

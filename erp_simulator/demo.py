@@ -27,6 +27,7 @@ import segno
 from aiohttp import web
 
 from coordinator.app import build_app
+from coordinator.security_headers import KEEPALIVE_TIMEOUT_SECONDS
 from coordinator.settings import Settings
 
 from .db import ErpDatabase
@@ -44,10 +45,15 @@ class DemoError(Exception):
 
 
 async def run_demo(settings: Settings, stop: Any, *, store_id: str = "demo", pages_port: int | None = None,
-                   say: Callable[[str], None] = print) -> None:
-    """Run the whole demo until ``stop`` (an asyncio.Event) is set; everything is stopped on return."""
+                   pages_host: str = "127.0.0.1", say: Callable[[str], None] = print) -> None:
+    """Run the whole demo until ``stop`` (an asyncio.Event) is set; everything is stopped on return.
+
+    The waiter pages listen on ``pages_host`` (loopback unless told otherwise), whatever address
+    the coordinator listens on for the diners' phones.
+    """
     local = settings.model_copy(update={"public_url": None}).effective_public_url
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5)
+    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS)
     await runner.setup()
     sim: Simulator | None = None
     db: ErpDatabase | None = None
@@ -66,7 +72,7 @@ async def run_demo(settings: Settings, stop: Any, *, store_id: str = "demo", pag
         ports = [base + i if base else 0 for i in range(len(specs))]
         sim = Simulator(local, store_id, specs, db)
         try:
-            await sim.start(pages_host=settings.host, pages_ports=ports, wait=15)
+            await sim.start(pages_host=pages_host, pages_ports=ports, wait=15)
         except TimeoutError:
             say("warning: not every terminal connected to the coordinator within 15 s")
         except OSError as e:

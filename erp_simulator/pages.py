@@ -6,6 +6,9 @@ the terminal's websocket. ``GET /api/state`` is everything the page draws; ``GET
 was taken by X", "an add-on was refused"). Actions are ``POST``s that answer ``200 {…}`` or the
 SPEC error object ``{error: {code, message, message_en, force_allowed}}``; the page repeats a
 refused action with ``force: true`` after the user confirms.
+
+Every request first passes ``page_guard`` (login cookie, JSON-only, same-origin, trusted Host);
+what the page is shown never includes a lock token or an H5 session id.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from typing import Any
 from aiohttp import web
 
 from .client import Refused
+from .page_guard import PageLogin, guard_middleware
 from .terminal import Terminal
 
 STATIC = files("erp_simulator") / "static"
 TERMINAL = web.AppKey("terminal", Terminal)
 STREAMS = web.AppKey("streams", set)
+LOGIN = web.AppKey("login", PageLogin)
 _KEEPALIVE_SECONDS = 15
 
 
@@ -85,8 +90,22 @@ def _locks(terminal: Terminal, order_id: str, now: int) -> list[dict[str, Any]]:
         holder = lock.get("holder") or {}
         mine = holder.get("role") == "erp" and holder.get("terminal_id") == terminal.terminal_id
         out.append({k: lock.get(k) for k in ("kind", "fence", "expires_at", "acquired_at", "completing")}
-                   | {"holder": holder, "mine": mine})
+                   | {"holder": page_holder(holder), "mine": mine})
     return sorted(out, key=lambda lock: lock["kind"])
+
+
+def page_holder(holder: dict[str, Any]) -> dict[str, Any]:
+    """A holder as the page shows it: a diner is "a diner", never their H5 session id."""
+    if holder.get("role") == "h5":
+        return {"role": "h5"}
+    return holder
+
+
+def page_notice(notice: dict[str, Any]) -> dict[str, Any]:
+    """A notice as the page shows it (its ``by`` without an H5 session id)."""
+    if isinstance(notice.get("by"), dict):
+        return notice | {"by": page_holder(notice["by"])}
+    return notice
 
 
 # --- handlers ---------------------------------------------------------------------------------
@@ -128,7 +147,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             page.wake.clear()
             notices, page.notices = page.notices, []
             for notice in notices:
-                await response.write(_sse("notice", notice))
+                await response.write(_sse("notice", page_notice(notice)))
             if page.dirty:
                 page.dirty = False
                 await response.write(_sse("state", page_state(terminal)))
@@ -200,10 +219,11 @@ def _strip_tokens(result: Any) -> Any:
     return result
 
 
-def build_page_app(terminal: Terminal) -> web.Application:
-    """The waiter page application of ``terminal``."""
-    app = web.Application(client_max_size=64 * 1024)
+def build_page_app(terminal: Terminal, login: PageLogin) -> web.Application:
+    """The waiter page application of ``terminal``, open to browsers logged in with ``login``."""
+    app = web.Application(client_max_size=64 * 1024, middlewares=[guard_middleware(login)])
     app[TERMINAL] = terminal
+    app[LOGIN] = login
     app[STREAMS] = set()
 
     def listener(_terminal: Terminal, notice: dict[str, Any] | None) -> None:

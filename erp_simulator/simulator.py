@@ -21,7 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator.security_headers import KEEPALIVE_TIMEOUT_SECONDS
+
 from .db import ErpDatabase
+from .page_guard import LOGIN_PARAM, PageLogin
 from .pages import STREAMS, build_page_app
 from .terminal import Terminal
 
@@ -51,7 +54,7 @@ class Simulator:
                      min_backoff=min_backoff, max_backoff=max_backoff)
             for spec in terminals
         ]
-        self.pages: list[tuple[Terminal, str]] = []
+        self.pages: list[tuple[Terminal, str]] = []  # (terminal, login URL)
         self._runners: list[web.AppRunner] = []
         self._apps: list[web.Application] = []
 
@@ -88,8 +91,10 @@ class Simulator:
         return self
 
     async def _serve_page(self, terminal: Terminal, host: str, port: int) -> str:
-        app = build_page_app(terminal)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+        """Serve ``terminal``'s page; return its login URL (it carries the page's key: print it, never log it)."""
+        login = PageLogin(terminal.terminal_id)
+        app = build_page_app(terminal, login)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2, keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -97,7 +102,7 @@ class Simulator:
         self._apps.append(app)
         bound = runner.addresses[0][1]
         shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        return f"http://{shown}:{bound}/"
+        return f"http://{shown}:{bound}/?{LOGIN_PARAM}={login.key}"
 
     def _fan_out(self, origin: Terminal, notice: dict[str, Any] | None) -> None:
         """Any terminal's change may touch the shared database: every page redraws (notices stay own)."""

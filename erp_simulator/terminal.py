@@ -21,10 +21,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.typing import Subprotocol
 
 from .client import CoordinatorClient, Refused
 from .db import ErpDatabase, wall_ms
@@ -126,17 +126,21 @@ class Terminal:
     # --- the socket ---------------------------------------------------------------------------
 
     def ws_url(self) -> str:
-        """The websocket URL, with ``since`` once this terminal has seen events."""
+        """The websocket URL, with ``since`` once this terminal has seen events (the token goes in ws_protocols)."""
         base = "ws" + self.coordinator_url[4:] if self.coordinator_url.startswith("http") else self.coordinator_url
-        url = f"{base}/api/v1/ws?token={quote(self._token, safe='')}"
-        return f"{url}&since={self.view.seq}" if self.view.seq else url
+        url = f"{base}/api/v1/ws"
+        return f"{url}?since={self.view.seq}" if self.view.seq else url
+
+    def ws_protocols(self) -> list[Subprotocol]:
+        """The subprotocols offered: the coordinator's, and the token (so it is in no URL or access log)."""
+        return [Subprotocol("tablelock.v1"), Subprotocol(f"bearer.{self._token}")]
 
     async def _run(self) -> None:
         attempt = 0
         while not self.revoked:
             try:
-                async with connect(self.ws_url(), proxy=None, open_timeout=5, ping_interval=10,
-                                   ping_timeout=20, close_timeout=2, max_size=4 * 2**20) as ws:
+                async with connect(self.ws_url(), subprotocols=self.ws_protocols(), proxy=None, open_timeout=5,
+                                   ping_interval=10, ping_timeout=20, close_timeout=2, max_size=4 * 2**20) as ws:
                     self._ws = ws
                     async for raw in ws:
                         try:

@@ -168,12 +168,14 @@ class H5Client:
     # --- websocket --------------------------------------------------------------------------
 
     def ws_url(self, since: int | None = None) -> str:
-        """The websocket URL of this session, resuming after ``since``."""
+        """The websocket URL of this session, resuming after ``since`` (the token goes in ws_protocols)."""
         url = URL(self.base_url + PREFIX + "/ws")
-        query = {"token": self.session_token}
-        if since is not None:
-            query["since"] = str(since)
+        query = {} if since is None else {"since": str(since)}
         return str(url.with_scheme("wss" if url.scheme == "https" else "ws").with_query(query))
+
+    def ws_protocols(self) -> tuple[str, str]:
+        """The subprotocols offered: the coordinator's, and the session token (so it is in no URL or log)."""
+        return ("tablelock.v1", f"bearer.{self.session_token}")
 
     async def events(self, since: int | None = None, *, resume: bool = True, snapshots: bool = False,
                      backoff: tuple[float, float] = (0.2, 5.0)) -> AsyncIterator[dict[str, Any]]:
@@ -188,7 +190,7 @@ class H5Client:
         delay = backoff[0]
         while True:
             try:
-                async with self.http.ws_connect(self.ws_url(self.seq)) as ws:
+                async with self.http.ws_connect(self.ws_url(self.seq), protocols=self.ws_protocols()) as ws:
                     self._ws = ws
                     delay = backoff[0]
                     async for msg in ws:

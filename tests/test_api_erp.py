@@ -316,7 +316,7 @@ async def test_own_order_lock_converts_to_payment(client, shop):
     """A terminal holding the order lock takes payment: the order lock ends in the same step."""
     _, order_lock = await take(client, shop, shop.a, "order")
     status, data = await take(client, shop, shop.a, "payment")
-    assert status == 201 and data["lock"]["fence"] == order_lock["lock"]["fence"] + 1
+    assert status == 201 and data["lock"]["fence"] > order_lock["lock"]["fence"]
     assert [l["kind"] for l in await locks_of(client, shop, shop.b)] == ["payment"]
     status, _ = await call(client, "POST", order_url(shop, suffix="/locks/order/renew"), shop.a,
                            {"token": order_lock["lock"]["token"]})

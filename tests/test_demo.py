@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 from coordinator.redis_embedded import free_port
@@ -77,28 +78,44 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def _json(url: str, body: dict | None = None) -> dict:
+def _json(url: str, body: dict | None = None, opener: urllib.request.OpenerDirector | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    headers = {"Content-Type": "application/json"}
+    if body is not None:  # a browser sends its page's origin with every POST
+        headers["Origin"] = url.split("/api/", 1)[0]
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with (opener or urllib.request.build_opener()).open(request, timeout=5) as response:
         return json.loads(response.read())
+
+
+class _WaiterBrowser:
+    """A browser on one waiter page: opens the printed login link once, then keeps the session cookie."""
+
+    def __init__(self, login_url: str) -> None:
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        with self.opener.open(login_url, timeout=5) as response:
+            assert response.status == 200 and "key=" not in response.url  # the key is stripped by a redirect
+            self.base = response.url
+
+    def json(self, path: str, body: dict | None = None) -> dict:
+        return _json(self.base + path, body, self.opener)
 
 
 def _editor_lock_travels(pages: list[tuple[str, str]]) -> None:
     """Through the waiter pages' API: 服务员A opens T1's editor, 服务员B's page shows it (live events work)."""
     urls = dict(pages)
-    a, b = urls["服务员A"], urls["服务员B"]
-    t1 = next(t for t in _json(a + "api/state")["tables"] if t["table_id"] == "T1")
+    a, b = _WaiterBrowser(urls["服务员A"]), _WaiterBrowser(urls["服务员B"])
+    t1 = next(t for t in a.json("api/state")["tables"] if t["table_id"] == "T1")
     order_id = t1["order"]["order_id"]
-    _json(f"{a}api/orders/{order_id}/editor", {"force": True})
+    a.json(f"api/orders/{order_id}/editor", {"force": True})
     deadline = time.monotonic() + 5
     while True:
-        seen = next(t for t in _json(b + "api/state")["tables"] if t["table_id"] == "T1")["locks"]
+        seen = next(t for t in b.json("api/state")["tables"] if t["table_id"] == "T1")["locks"]
         if any(lock["kind"] == "order" and lock["holder"].get("name") == "服务员A" for lock in seen):
             break
         assert time.monotonic() < deadline, f"服务员B never saw 服务员A's editor lock: {seen}"
         time.sleep(0.1)
-    _json(f"{a}api/orders/{order_id}/submit", {})
+    a.json(f"api/orders/{order_id}/submit", {})
 
 
 def _diner_adds_a_dish(h5_url: str, master_page: str) -> None:
@@ -112,7 +129,7 @@ def _diner_adds_a_dish(h5_url: str, master_page: str) -> None:
     with urllib.request.urlopen(request, timeout=10) as response:
         order = json.loads(response.read())["order"]
     assert order["items"][-1]["source"] == "h5"
-    t1 = next(t for t in _json(master_page + "api/state")["tables"] if t["table_id"] == "T1")
+    t1 = next(t for t in _WaiterBrowser(master_page).json("api/state")["tables"] if t["table_id"] == "T1")
     assert t1["order"]["version"] == order["version"]
 
 
@@ -134,9 +151,10 @@ def test_demo_prints_working_urls_and_stops_cleanly_on_sigterm(tmp_path):
         assert sum("waiter page" in line for line in output.splitlines()) == 3
         assert "▀" in output or "█" in output  # the QR code drawn in the terminal
         answers = {}
-        for url in urls:
+        for url in urls:  # each opened as by a fresh browser: a waiter page's link logs it in
+            browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
             try:
-                with urllib.request.urlopen(url, timeout=5) as response:
+                with browser.open(url, timeout=5) as response:
                     answers[url] = response.status
             except urllib.error.HTTPError as e:
                 answers[url] = e.code

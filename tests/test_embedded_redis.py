@@ -102,13 +102,16 @@ def test_tcp_mode_listens_on_loopback(tmp_path: Path) -> None:
         assert _sync_client(server.url).config_get("bind") == {"bind": "127.0.0.1"}
 
 
-def test_too_long_data_dir_falls_back_to_tcp(tmp_path: Path) -> None:
-    """A data dir whose socket path would exceed the sun_path limit uses loopback TCP instead."""
+def test_too_long_data_dir_uses_a_short_private_socket_dir(tmp_path: Path) -> None:
+    """A data dir whose socket path would exceed the sun_path limit puts the socket in a short 0700 temp dir."""
     deep = tmp_path / ("d" * (MAX_UNIX_SOCKET_PATH - len(str(tmp_path))))
     assert len(str(deep / "redis.sock")) > MAX_UNIX_SOCKET_PATH
     with EmbeddedRedis(deep) as server:
-        assert server.url.startswith("redis://127.0.0.1:")
+        assert server.url.startswith("unix://") and server.port is None
+        assert len(os.fsencode(str(server.socket_path))) <= MAX_UNIX_SOCKET_PATH
         assert _sync_client(server.url).ping()
+        socket_dir = server.socket_path.parent
+    assert not socket_dir.exists()  # removed on stop
 
 
 def test_a_data_dir_is_used_by_one_server_at_a_time(tmp_path: Path) -> None:

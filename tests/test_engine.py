@@ -535,3 +535,34 @@ async def test_two_hundred_concurrent_payers_get_one_lock(engine: LockEngine, st
     assert len(denied) == 199
     assert [lock["fence"] for lock in (await stored_locks(engine, store)).values()] == [grants[0][0]["fence"]]
     assert (await names(engine, store)).count("lock.acquired") == 1
+
+
+# --- the order JSON the scripts store -------------------------------------------------------
+
+AWKWARD_ITEMS = [
+    {"line_id": "l1", "sku": "pork", "name": '红烧肉 "status":"open" a/b \\ 🍜', "qty": 1,
+     "unit_price_cents": 4200, "source": "erp"},
+]
+
+
+@pytest.mark.parametrize(
+    ("items", "version"),
+    [([], 1), (AWKWARD_ITEMS, 1), (AWKWARD_ITEMS, 2**53)],
+    ids=["zero items", "non-ascii, quotes and slashes in a name", "version 2^53"],
+)
+async def test_order_json_survives_storing_and_paying(
+    engine: LockEngine, store: str, items: list[dict[str, Any]], version: int
+) -> None:
+    """An order with no items, or awkward names, or the largest version, comes back intact when stored and when paid."""
+    body = order_body(items=items, version=version)
+    stored, _ = await put(engine, store, items=items, version=version)
+    assert stored == {**body, "updated_at": stored["updated_at"]}
+    assert (await engine.get_order(store, "o1"))[0] == stored
+    lock, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT, expected_version=version)
+    before = await engine.seq(store)
+    paid = await pay(engine, store, lock, A, amount=body["total_cents"], version=version)
+    assert paid["order"] == {**body, "status": "paid", "updated_at": paid["order"]["updated_at"]}
+    assert paid["order"]["updated_at"] >= stored["updated_at"]
+    assert (await engine.get_order(store, "o1"))[0] == paid["order"]
+    [event] = [e for e in await events(engine, store, before) if e["name"] == "order.paid"]
+    assert event["data"]["order"] == paid["order"] and event["data"]["order"]["items"] == items

@@ -130,12 +130,18 @@ def assert_error_body(response: requests.Response, status: int, code: str) -> No
 def _align(case: Any) -> None:
     """Make a positive case satisfy the cross-field rules a JSON schema cannot state.
 
-    ``PUT .../orders/{order_id}`` wants the body's ``order_id`` equal to the path's, and the audit
-    and reconciliation windows want ``from <= to``; both are 400 otherwise, correctly.
+    ``PUT .../orders/{order_id}`` wants the body's ``order_id`` equal to the path's and distinct
+    ``line_id``s, and the audit and reconciliation windows want ``from <= to``; all are 400
+    otherwise, correctly.
     """
     path = case.path_parameters or {}
     if isinstance(case.body, dict) and "order_id" in path and "order_id" in case.body:
         case.body["order_id"] = path["order_id"]
+    lines = case.body.get("items") if isinstance(case.body, dict) else None
+    ids = [line["line_id"] for line in lines or () if isinstance(line, dict) and "line_id" in line]
+    if len(set(ids)) < len(ids):  # an order's line_ids are distinct (400 otherwise, correctly)
+        for i, line in enumerate(lines):
+            line["line_id"] = f"{line['line_id'][:58]}-{i}"
     query = case.query or {}
     start, end = query.get("from"), query.get("to")
     if isinstance(start, int) and isinstance(end, int) and start > end:

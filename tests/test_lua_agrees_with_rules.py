@@ -2,9 +2,12 @@
 
 The cases come from the pure side: every lock state the two slots can hold (each lock live or
 expired, payment locks completing or not, holders among two ERP terminals and two H5 sessions),
-every actor, every lock-taking action, with and without force, strong linking on and off. Each
-case is written straight into Redis in the shape acquire.lua stores, ``LockEngine.acquire`` runs
-on it, and the reply, the locks left and the events emitted must be what ``decide`` says.
+every actor, every lock-taking action, with and without force, strong linking on and off. Then
+version binding: live states whose locks are bound to an older, the same or a newer version than
+the stored order, asked with no, an older, the same or a newer ``expected_version``. Each case
+is written straight into Redis in the shape acquire.lua stores, ``LockEngine.acquire`` runs on
+it, and the reply (with the version a lock is bound to), the locks left and the events emitted
+must be what ``decide`` says.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.core.errors import Forbidden, LockConflict
+from coordinator.core.errors import LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import ACTION_KIND, SLOT, Action, Code, Decision, Kind, decide
 from coordinator.store import keys
@@ -33,14 +36,19 @@ ERP_HOLDERS = HOLDERS[:2]
 LOCK_ACTIONS = (Action.MODIFY, Action.PRESETTLE, Action.PAY)
 #: Far enough from the Redis clock that a case can never straddle an expiry.
 MARGIN_MS = 600_000
-#: Fences of the seeded locks, and the order's fence counter (a new grant gets START_FENCE + 1).
+#: Fences of the seeded locks, and the order's fence counter (a new grant gets START_FENCE + 1):
+#: ahead of the Redis clock (ms, year 2255), so next_fence's max(last + 1, now) is last + 1.
 FENCE = {"edit": 1, "pay": 2}
-START_FENCE = 10
+START_FENCE = 9_000_000_000_000
 NEW_TOKEN = "new-token"
-#: Cases run side by side (each on its own store) to keep the ~7,000 cases to a few seconds.
+#: Cases run side by side (each on its own store) to keep the ~10,000 cases to seconds.
 CONCURRENCY = 32
 DEFAULTS = StoreConfig()
-ORDER = OrderIn.model_validate(order_body())
+#: The stored order's version; seeded locks are bound to it unless a case says otherwise.
+STORED = 5
+#: expected_version of the version cases: none, older, the same, newer than STORED.
+EXPECTED = (None, STORED - 1, STORED, STORED + 1)
+ORDER = OrderIn.model_validate(order_body(version=STORED))
 ORDER_ID = ORDER.order_id
 
 
@@ -52,6 +60,7 @@ class SeedLock:
     holder: dict[str, Any]
     expired: bool
     completing: bool = False
+    version: int = STORED
 
     @property
     def slot(self) -> str:
@@ -63,7 +72,7 @@ class SeedLock:
         expires_at = now - MARGIN_MS if self.expired else now + MARGIN_MS
         lock = {
             "kind": self.kind.value, "order_id": order_id, "table_id": "T1", "holder": self.holder,
-            "fence": FENCE[self.slot], "version": 1, "acquired_at": expires_at - 2 * MARGIN_MS,
+            "fence": FENCE[self.slot], "version": self.version, "acquired_at": expires_at - 2 * MARGIN_MS,
             "expires_at": expires_at, "token": f"token-{self.slot}", "completing": self.completing,
         }
         if self.completing:
@@ -80,20 +89,28 @@ class Case:
     action: Action
     force: bool
     enforced: bool
+    expected_version: int | None = None
 
     def __str__(self) -> str:
         def who(h: dict[str, Any]) -> str:
             return f"{h['role']}:{h.get('terminal_id') or h.get('session_id')}"
 
         held = ", ".join(
-            f"{l.kind}@{who(l.holder)}{' expired' if l.expired else ''}{' completing' if l.completing else ''}"
+            f"{l.kind}@{who(l.holder)} v{l.version}{' expired' if l.expired else ''}"
+            f"{' completing' if l.completing else ''}"
             for l in self.locks
         ) or "free"
         mode = "" if self.enforced else " (legacy)"
-        return f"[{held}] {who(self.actor)} {self.action}{' force' if self.force else ''}{mode}"
+        asked = "" if self.expected_version is None else f" expecting v{self.expected_version}"
+        return f"[{held}] {who(self.actor)} {self.action}{asked}{' force' if self.force else ''}{mode}"
 
 
 def all_cases() -> list[Case]:
+    """The lock-state cases, then the version cases."""
+    return lock_cases() + version_cases()
+
+
+def lock_cases() -> list[Case]:
     """Every state the slots hold × every actor, lock action, force and strong-link setting."""
     edits = [None] + [
         SeedLock(kind, holder, expired)
@@ -110,6 +127,31 @@ def all_cases() -> list[Case]:
     ]
 
 
+def version_cases() -> list[Case]:
+    """Live states bound to an older / the same / a newer version × every expected_version.
+
+    Actors are one ERP terminal and one H5 session (the others' cases mirror them); legacy mode
+    is asked on a free order only (it reads no lock).
+    """
+    terminal, session = HOLDERS[0], HOLDERS[2]
+    cases = []
+    for bound in (STORED - 1, STORED, STORED + 1):
+        edits = [None] + [SeedLock(kind, holder, False, version=bound)
+                          for kind, holder in ((Kind.ORDER, terminal), (Kind.ORDER, HOLDERS[1]),
+                                               (Kind.PRESETTLE, terminal))]
+        pays = [None] + [SeedLock(Kind.PAYMENT, holder, False, completing, version=bound)
+                         for holder, completing in ((terminal, False), (session, False), (session, True),
+                                                    (HOLDERS[1], False))]
+        cases += [
+            Case(tuple(l for l in (edit, pay) if l), actor, action, force, True, expected)
+            for edit, pay, actor, action, force, expected
+            in itertools.product(edits, pays, (terminal, session), LOCK_ACTIONS, (False, True), EXPECTED)
+        ]
+    cases += [Case((), actor, action, False, False, expected)
+              for actor, action, expected in itertools.product(HOLDERS, LOCK_ACTIONS, EXPECTED)]
+    return cases
+
+
 # --- what the pure rules say ----------------------------------------------------------------
 
 
@@ -117,7 +159,8 @@ def all_cases() -> list[Case]:
 class Outcome:
     """What one acquire did, in terms both sides can state: reply, locks left, events."""
 
-    reply: tuple[Any, ...]   # ("granted", kind, fence, enforced, ms) | ("denied", code, force_allowed, fence)
+    # ("granted", kind, fence, enforced, ms, version) | ("denied", code, force_allowed, fence)
+    reply: tuple[Any, ...]
     remaining: dict[str, int]               # slot -> fence of the lock stored there
     events: list[tuple[str, int, str]]      # (name, fence of data.lock, reason | forcer | "")
 
@@ -133,12 +176,13 @@ def expected(case: Case, now: int) -> Outcome:
     stored = {seed.slot: seed.stored(ORDER_ID, now) for seed in case.locks}
     views = [(slot, held_lock(lock)) for slot, lock in stored.items()]
     d: Decision = decide([v for _, v in views], rules_actor(case.actor), case.action,
-                         now=now, force=case.force, enforced=case.enforced)
+                         now=now, force=case.force, enforced=case.enforced,
+                         version=STORED, expected_version=case.expected_version)
     fence_of = {id(v): stored[slot]["fence"] for slot, v in views}
     slot_of = {id(v): slot for slot, v in views}
     untouched = {slot: lock["fence"] for slot, lock in stored.items()}
     new_grant = ("granted", d.kind.value if d.kind else None, START_FENCE + 1, d.enforced,
-                 DEFAULTS.lock_seconds(d.kind, case.actor["role"]) * 1000 if d.kind else None)
+                 DEFAULTS.lock_seconds(d.kind, case.actor["role"]) * 1000 if d.kind else None, d.version)
 
     if not d.allowed and d.code is Code.FORBIDDEN:
         return Outcome(("denied", Code.FORBIDDEN.value, False, None), untouched, [])
@@ -149,10 +193,14 @@ def expected(case: Case, now: int) -> Outcome:
     expired = {id(l) for l in d.expired}
     remaining = {slot: fence_of[id(v)] for slot, v in views if id(v) not in expired}
     if not d.allowed:
-        reported = fence_of[id(d.reported)]
+        reported = fence_of[id(d.reported)] if d.reported is not None else None
         return Outcome(("denied", d.code.value, d.force_allowed, reported), remaining, events)
     if d.reuse is not None:
-        return Outcome(("granted", d.kind.value, fence_of[id(d.reuse)], True, 2 * MARGIN_MS), remaining, events)
+        return Outcome(("granted", d.kind.value, fence_of[id(d.reuse)], True, 2 * MARGIN_MS, d.reuse.version),
+                       remaining, events)
+    if d.rebinds is not None:
+        events.append(("lock.released", fence_of[id(d.rebinds)], "released"))
+        del remaining[slot_of[id(d.rebinds)]]
     if d.converts is not None:
         events.append(("lock.released", fence_of[id(d.converts)], "converted"))
         del remaining[slot_of[id(d.converts)]]
@@ -197,14 +245,16 @@ async def observed(engine: LockEngine, store_id: str, case: Case) -> Outcome:
     before = await engine.seq(store_id)
     kind = ACTION_KIND[case.action]
     try:
-        lock, enforced = await engine.acquire(store_id, ORDER_ID, case.actor, kind, force=case.force)
+        lock, enforced = await engine.acquire(store_id, ORDER_ID, case.actor, kind, force=case.force,
+                                              expected_version=case.expected_version)
         assert lock["holder"] == case.actor and lock["token"]
         duration = lock["expires_at"] - lock["acquired_at"]
-        reply: tuple[Any, ...] = ("granted", lock["kind"], lock["fence"], enforced, duration)
+        reply: tuple[Any, ...] = ("granted", lock["kind"], lock["fence"], enforced, duration, lock["version"])
     except LockConflict as denied:
         assert denied.lock is not None and "token" not in denied.lock
         reply = ("denied", denied.code, denied.force_allowed, denied.lock["fence"])
-    except Forbidden as denied:
+    except TablelockError as denied:  # FORBIDDEN, STALE_VERSION: no lock to report
+        assert denied.lock is None
         reply = ("denied", denied.code, denied.force_allowed, None)
     raw = await engine.redis.hgetall(keys.locks(store_id, ORDER_ID))
     remaining = {slot.decode(): json.loads(value)["fence"] for slot, value in raw.items()}
@@ -237,14 +287,17 @@ def test_the_cases_cover_every_decision() -> None:
     for case in all_cases():
         d = expected(case, now)
         reply = d.reply
-        names = frozenset(name if name != "lock.released" else "converted" for name, _, _ in d.events)
+        names = frozenset(reason if name == "lock.released" else name for name, _, reason in d.events)
         seen.add(reply[0])
         seen.add(reply[1] if reply[0] == "denied" else ("reuse" if reply[2] != START_FENCE + 1 else "new"))
         seen |= names
-        if reply[0] == "denied" and reply[1] != "FORBIDDEN":
+        if reply[0] == "denied" and reply[1] not in ("FORBIDDEN", "STALE_VERSION"):
             seen.add(("force_allowed", reply[2]))
+        if reply[0] == "granted":
+            seen.add(("bound to", reply[5] - STORED))
     assert seen >= {
         "granted", "denied", "new", "reuse", "ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED", "FORBIDDEN",
-        "lock.expired", "converted", "lock.forced", "lock.acquired",
+        "STALE_VERSION", "lock.expired", "converted", "released", "lock.forced", "lock.acquired",
         ("force_allowed", True), ("force_allowed", False),
+        ("bound to", -1), ("bound to", 0), ("bound to", 1),
     }

@@ -13,6 +13,7 @@ import pytest
 from coordinator.core.errors import RateLimited
 from coordinator.store import keys
 from coordinator.store.ratelimit import RateLimiter
+from coordinator.store.scripts import Scripts
 from tests.app_fixtures import ADMIN_TOKEN, bearer, services
 
 SESSION_RATE = 3
@@ -47,53 +48,57 @@ async def fresh_address(redis) -> None:
 
 async def test_limit_refuses_the_request_past_it_and_says_how_long_to_wait(redis_client, uid):
     """With a limit of 3 per window, three requests pass and the fourth is RateLimited with retry_after >= 1 s."""
+    scripts = Scripts.register(redis_client)
     limiter = RateLimiter(session_rate=3, h5_rate=3, window_ms=1000)
     for _ in range(3):
-        await limiter.hit(redis_client, f"tl:rl:test:{uid}", 3)
+        await limiter.hit(scripts, f"tl:rl:test:{uid}", 3)
     with pytest.raises(RateLimited) as refused:
-        await limiter.hit(redis_client, f"tl:rl:test:{uid}", 3)
+        await limiter.hit(scripts, f"tl:rl:test:{uid}", 3)
     assert 1 <= refused.value.retry_after <= 2
     assert refused.value.status == 429 and refused.value.code == "RATE_LIMITED"
 
 
 async def test_waiting_retry_after_is_enough_and_refusals_are_not_counted(redis_client, uid):
     """A client that keeps getting refused, then waits the Retry-After it was given, gets through."""
+    scripts = Scripts.register(redis_client)
     limiter = RateLimiter(session_rate=2, h5_rate=2, window_ms=1000)
     key = f"tl:rl:test:{uid}"
-    await limiter.hit(redis_client, key, 2)
-    await limiter.hit(redis_client, key, 2)
+    await limiter.hit(scripts, key, 2)
+    await limiter.hit(scripts, key, 2)
     retry_after = 0
     for _ in range(20):  # refused hammering must not push the wait further out
         with pytest.raises(RateLimited) as refused:
-            await limiter.hit(redis_client, key, 2)
+            await limiter.hit(scripts, key, 2)
         retry_after = max(retry_after, refused.value.retry_after)
     assert retry_after <= 2
     await asyncio.sleep(retry_after)
-    await limiter.hit(redis_client, key, 2)
+    await limiter.hit(scripts, key, 2)
 
 
 async def test_window_slides_across_the_fixed_window_boundary(redis_client, uid):
     """A burst at the end of one window still counts just after the boundary (no double burst)."""
+    scripts = Scripts.register(redis_client)
     limiter = RateLimiter(session_rate=3, h5_rate=3, window_ms=1000)
     key = f"tl:rl:test:{uid}"
     now = await redis_ms(redis_client)
     if now % 1000 > 600:  # start the burst early in a window so it surely ends before the boundary
         await asyncio.sleep((1000 - now % 1000) / 1000 + 0.01)
     for _ in range(3):
-        await limiter.hit(redis_client, key, 3)
+        await limiter.hit(scripts, key, 3)
     now = await redis_ms(redis_client)
     await asyncio.sleep((1000 - now % 1000 + 30) / 1000)  # 30 ms into the next window
     with pytest.raises(RateLimited):
-        await limiter.hit(redis_client, key, 3)
+        await limiter.hit(scripts, key, 3)
 
 
 async def test_limits_of_different_keys_are_independent(redis_client, uid):
     """Exhausting one client's limit leaves another's untouched."""
+    scripts = Scripts.register(redis_client)
     limiter = RateLimiter(session_rate=1, h5_rate=1, window_ms=60_000)
-    await limiter.hit(redis_client, f"tl:rl:test:{uid}:a", 1)
+    await limiter.hit(scripts, f"tl:rl:test:{uid}:a", 1)
     with pytest.raises(RateLimited):
-        await limiter.hit(redis_client, f"tl:rl:test:{uid}:a", 1)
-    await limiter.hit(redis_client, f"tl:rl:test:{uid}:b", 1)
+        await limiter.hit(scripts, f"tl:rl:test:{uid}:a", 1)
+    await limiter.hit(scripts, f"tl:rl:test:{uid}:b", 1)
 
 
 async def test_two_limiters_on_one_redis_share_the_count(redis_url, uid):
@@ -104,12 +109,13 @@ async def test_two_limiters_on_one_redis_share_the_count(redis_url, uid):
     try:
         a = RateLimiter(session_rate=4, h5_rate=4, window_ms=60_000)
         b = RateLimiter(session_rate=4, h5_rate=4, window_ms=60_000)
+        on_first, on_second = Scripts.register(first), Scripts.register(second)
         key = f"tl:rl:test:{uid}"
-        await asyncio.gather(*(limiter.hit(client, key, 4) for limiter, client in ((a, first), (b, second)) * 2))
+        await asyncio.gather(*(limiter.hit(scripts, key, 4) for limiter, scripts in ((a, on_first), (b, on_second)) * 2))
         with pytest.raises(RateLimited):
-            await a.hit(first, key, 4)
+            await a.hit(on_first, key, 4)
         with pytest.raises(RateLimited):
-            await b.hit(second, key, 4)
+            await b.hit(on_second, key, 4)
     finally:
         await first.aclose()
         await second.aclose()

@@ -343,7 +343,7 @@ def slot_states(draw: st.DrawFn) -> list[HeldLock]:
 
 def apply(locks: list[HeldLock], actor: Actor, d: Decision) -> list[HeldLock]:
     """The live locks after a granted decision is carried out."""
-    ended = {id(l) for l in (*d.expired, *d.breaks, *([d.converts] if d.converts else []))}
+    ended = {id(l) for l in (*d.expired, *d.breaks, *(l for l in (d.converts, d.rebinds) if l))}
     after = [l for l in locks if id(l) not in ended]
     if d.kind is not None and d.reuse is None:
         after.append(held(d.kind, actor))

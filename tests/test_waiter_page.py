@@ -44,8 +44,9 @@ async def open_page(browser, sim: Simulator, name: str) -> Page:
     """The waiter page of the terminal called ``name``, loaded and showing table T1."""
     url = next(url for terminal, url in sim.pages if terminal.name == name)
     page = await browser.new_page(viewport={"width": 1100, "height": 700})
-    await page.goto(url)
+    await page.goto(url)  # the printed login link: its key becomes a session cookie
     await expect(page.get_by_test_id("table-T1")).to_be_visible(timeout=5000)
+    assert "key=" not in page.url, "the login key stays in the address bar"
     return page
 
 

@@ -406,7 +406,7 @@ async def test_stream_fills_a_seq_gap_from_the_stream_and_drops_repeats(client, 
     store = shop.store_id
     delivered: list[int] = []
     resynced: list[str] = []
-    stream = EventStream(redis_client, Subscriber([""]), RecordingHub(store, delivered, resynced))
+    stream = EventStream(redis_client, Subscriber([""]), RecordingHub(store, delivered, resynced), svc.engine.scripts)
     start = await svc.engine.seq(store)
     stream.note(store, start)
     for version in (1, 2, 3):

@@ -1,75 +1,89 @@
-"""H5 (diner) endpoints of SPEC §5 that need no ERP RPC: opening a session and the table view.
+"""H5 (diner) endpoints of SPEC §5: parse, call ``H5Service`` (``coordinator/h5/``), shape the reply.
 
-A session is bound to one table (invariant 6): every read here is of ``principal.table_id``,
-and locks are shown in the H5 viewer form (no tokens, no terminal or session ids).
-The RPC-backed endpoints (menu, items, checkout, payments) are declared on this same router
-by the realtime side.
+A session is bound to one table (invariant 6): the handlers pass the service the session's
+``Diner`` and nothing else of the request. Errors are the service's; ``middleware.py`` words them.
 """
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter, ValidationError
-
 from coordinator.api.routing import Call, Reply, Router
-from coordinator.core import views
-from coordinator.core.errors import NotFound, Unauthenticated
 from coordinator.core.models import (
-    H5Config,
+    Checkout,
+    CheckoutRequest,
     H5TableView,
-    Id,
-    LockView,
-    Order,
+    ItemsRequest,
+    Menu,
+    OrderResponse,
+    PaymentRequest,
+    Released,
     SessionCreated,
     SessionRequest,
-    StoreRef,
-    TableRef,
+    TokenBody,
 )
-from coordinator.store.auth import parse_qr_token, verify_qr_token
+from coordinator.h5 import Diner, H5Service
+from coordinator.payments.records import CheckoutCancelled
 
 router = Router("h5")
 
-_ID = TypeAdapter(Id)
+
+def _service(call: Call) -> H5Service:
+    return call.services.h5
+
+
+def _diner(call: Call) -> Diner:
+    me = call.principal
+    return Diner(store_id=me.store_id, table_id=me.table_id, session_id=me.session_id)
 
 
 @router.route("POST", "/h5/sessions", auth=("public",), body=SessionRequest,
               responses={201: SessionCreated}, errors=(401,))
 async def create_session(call: Call) -> Reply:
     """Open a diner's session on the table a genuine QR code names (401 if forged or rotated)."""
-    services = call.services
-    store_id, table_id, _mac = parse_qr_token(call.body.qr_token)
-    try:
-        _ID.validate_python(store_id)
-        _ID.validate_python(table_id)
-        secret = await services.directory.qr_secret(store_id)
-    except (ValidationError, NotFound):
-        raise Unauthenticated() from None  # a code naming no store is as good as forged
-    verify_qr_token(call.body.qr_token, secret)
-    await services.directory.table(store_id, table_id)  # a genuine code of a table since removed
-    token, _session_id, expires_at = services.auth.new_session(store_id, table_id, await services.engine.now())
-    return Reply(201, SessionCreated(session_token=token, store_id=store_id, table_id=table_id,
-                                     expires_at=expires_at))
+    return Reply(201, await _service(call).open_session(call.body.qr_token))
 
 
 @router.route("GET", "/h5/table", auth=("h5",), responses={200: H5TableView})
 async def get_table(call: Call) -> Reply:
     """Everything the diner's page shows of its table: the open order, its locks, the config."""
-    engine, directory, me = call.services.engine, call.services.directory, call.principal
-    store_id, table_id = me.store_id, me.table_id
-    # seq first: a poller that resumes events from it may see a change twice, never miss one.
-    seq = await engine.seq(store_id)
-    store = await directory.store(store_id)
-    table = await directory.table(store_id, table_id)
-    config = await engine.config(store_id)
-    order = await engine.table_order(store_id, table_id)
-    locks: list[dict] = []
-    if order is not None:
-        _, locks = await engine.get_order(store_id, order["order_id"])
-    return Reply(200, H5TableView(
-        store=StoreRef(store_id=store.store_id, name=store.name),
-        table=TableRef(table_id=table.table_id, name=table.name),
-        order=Order.model_validate(order) if order is not None else None,
-        locks=[LockView.model_validate(views.h5_lock(lock, me.session_id)) for lock in locks],
-        config=H5Config(strong_link_enabled=config.strong_link_enabled,
-                        h5_payment_lock_seconds=config.h5_payment_lock_seconds),
-        seq=seq,
-    ))
+    return Reply(200, await _service(call).table(_diner(call)))
+
+
+@router.route("GET", "/h5/menu", auth=("h5",), responses={200: Menu}, errors=(503,))
+async def get_menu(call: Call) -> Reply:
+    """The store's menu from the ERP (cached a minute; the last one while the ERP is unreachable)."""
+    return Reply(200, await _service(call).menu(_diner(call)))
+
+
+@router.route("POST", "/h5/items", auth=("h5",), body=ItemsRequest, responses={200: OrderResponse},
+              errors=(409,))
+async def add_items(call: Call) -> Reply:
+    """Add dishes to the table's order through the ERP (it opens one if none); idempotent on request_id."""
+    order = await _service(call).add_items(_diner(call), call.body)
+    return Reply(200, OrderResponse(order=order))
+
+
+@router.route("POST", "/h5/checkout", auth=("h5",), body=CheckoutRequest, responses={201: Checkout},
+              errors=(409,))
+async def checkout(call: Call) -> Reply:
+    """Pull the table's order from the ERP and take the H5 payment lock bound to that version."""
+    return Reply(201, await _service(call).checkout(_diner(call), force=call.body.force))
+
+
+@router.route("POST", "/h5/checkout/cancel", auth=("h5",), body=TokenBody, responses={200: CheckoutCancelled})
+async def cancel_checkout(call: Call) -> Reply:
+    """Give the H5 payment lock back; ``released`` is false when the token holds nothing releasable."""
+    payments = call.services.payments
+    if payments is not None:
+        # An in-flight provider payment is closed at the provider first (payments/service.py).
+        me = call.principal
+        outcome = await payments.service.cancel(me.store_id, me.table_id, me.holder(), call.body.token)
+        return Reply(200, CheckoutCancelled(**outcome))
+    return Reply(200, await _service(call).cancel_checkout(_diner(call), call.body.token))
+
+
+@router.route("POST", "/h5/payments", auth=("h5",), body=PaymentRequest, responses={200: OrderResponse},
+              errors=(409,))
+async def pay(call: Call) -> Reply:
+    """Complete the diner's payment: check the lock, have the ERP confirm order.pay, mark the order paid."""
+    order = await _service(call).pay(_diner(call), call.body)
+    return Reply(200, OrderResponse(order=order))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from redis.exceptions import BusyLoadingError
@@ -17,35 +18,36 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from coordinator import metrics
 from coordinator.core.errors import (
+    InternalError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     TablelockError,
     Unavailable,
     ValidationFailed,
 )
+from coordinator.security_headers import add_security_headers
 
 log = logging.getLogger(__name__)
+Middleware = Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: TablelockError) -> web.Response:
     """The SPEC error body for ``error``."""
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
     return web.Response(
-        status=error.status, headers=headers, content_type="application/json",
+        status=error.status, headers=error.headers() or None, content_type="application/json",
         body=json.dumps(error.body(), ensure_ascii=False).encode(),
     )
 
 
 def _from_http(exc: web.HTTPException) -> TablelockError | None:
+    """The SPEC error for an aiohttp one (unknown path, wrong method, body too large…)."""
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge()
     if isinstance(exc, web.HTTPNotFound):
         return NotFound()
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        error = NotFound(details=[{"msg": f"method not allowed; allowed: {sorted(exc.allowed_methods)}"}])
-        error.status = 405
-        return error
+        return MethodNotAllowed(exc.allowed_methods)
     if exc.status < 500 and exc.status >= 400:
         return ValidationFailed(details=[{"msg": exc.reason}])
     return None
@@ -73,12 +75,53 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         response = error_response(Unavailable())
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        response = web.json_response(
-            {"error": {"code": "INTERNAL", "message": "服务内部错误", "message_en": "Internal error",
-                       "force_allowed": False, "lock": None, "order": None, "details": None}},
-            status=500,
-        )
+        response = error_response(InternalError())
     metrics.REQUEST_SECONDS.labels(request.method, route, str(response.status)).observe(
         time.perf_counter() - started
     )
     return response
+
+
+# --- security headers and CORS (issue 15) --------------------------------------------------------
+
+#: What a listed origin may send cross-origin: the API's bearer tokens travel in Authorization,
+#: never in cookies, so no Access-Control-Allow-Credentials is ever sent.
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE"
+_CORS_HEADERS = "Authorization, Content-Type"
+_CORS_MAX_AGE = "600"
+
+
+def security_middleware(cors_origins: Sequence[str]) -> Middleware:
+    """Return the middleware that adds the security headers to every answer and applies ``cors_origins``.
+
+    CORS is granted only to the exact origins listed (settings ``cors_origins``) and only on
+    ``/api/``; ``*`` is refused at start-up, since a wildcard would let any site drive the API.
+    """
+    if "*" in cors_origins:
+        raise ValueError("cors_origins lists origins (https://shop.example); '*' is not allowed")
+    allowed = frozenset(origin.rstrip("/") for origin in cors_origins)
+
+    @web.middleware
+    async def security_headers_middleware(request: web.Request, handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        cors = origin in allowed and request.path.startswith("/api/")
+        if cors and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": _CORS_METHODS,
+                "Access-Control-Allow-Headers": _CORS_HEADERS,
+                "Access-Control-Max-Age": _CORS_MAX_AGE,
+            })
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # raised past the error middleware (redirects, static 404s)
+                add_security_headers(exc.headers)
+                raise
+        if not response.prepared:  # a websocket or stream has sent its headers already
+            add_security_headers(response.headers)
+            if cors:
+                response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers.add("Vary", "Origin")
+        return response
+
+    return security_headers_middleware

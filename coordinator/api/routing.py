@@ -163,11 +163,11 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         limiter = request.app.get(RATE_LIMITER)
         if endpoint.auth == ("public",):
             if limiter is not None and endpoint.limit_public:
-                await limiter.session_creation(services.redis, client_address(request))
+                await limiter.session_creation(services.engine.scripts, client_address(request))
         else:
             principal = await authenticate(request, services)
             if limiter is not None and principal.role == "h5":
-                await limiter.h5_request(services.redis, principal)
+                await limiter.h5_request(services.engine.scripts, principal)
             if principal.role not in endpoint.auth:
                 raise Forbidden()
             store_id = path.get("store_id")

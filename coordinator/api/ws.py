@@ -23,7 +23,18 @@ from coordinator.services import SERVICES, Services
 log = logging.getLogger(__name__)
 
 
+#: The subprotocol the server selects; a client offers it with ``bearer.<token>`` to keep its token out
+#: of the URL (and so out of access logs and proxies): ``["tablelock.v1", "bearer.erp~…"]``.
+WS_PROTOCOL = "tablelock.v1"
+
+
 def _bearer(request: web.Request) -> str | None:
+    """The token of a websocket request: a ``bearer.`` subprotocol, else ``?token=`` (SPEC §7), else Authorization."""
+    for offered in request.headers.getall("Sec-WebSocket-Protocol", ()):
+        for protocol in offered.split(","):
+            protocol = protocol.strip()
+            if protocol.startswith("bearer."):
+                return protocol[7:] or None
     token = request.query.get("token")
     if token:
         return token
@@ -43,7 +54,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         autoping=True, receive_timeout=settings.ws_idle_timeout_seconds, max_msg_size=MAX_FRAME,
         # One serialisation per audience is the point of the hub; per-socket deflate would undo it.
-        compress=False, timeout=CLOSE_TIMEOUT,
+        compress=False, timeout=CLOSE_TIMEOUT, protocols=(WS_PROTOCOL,),
     )
     await ws.prepare(request)
     if services.realtime.closing:

@@ -1,11 +1,12 @@
 """Every error the coordinator returns, with its SPEC code, HTTP status and messages.
 
-    TablelockError
+    TablelockError                                 (abstract: no wire code, never raised as-is)
     ├── ValidationFailed      400 VALIDATION_ERROR   (details)
     ├── Unauthenticated       401 UNAUTHENTICATED
     ├── Forbidden             403 FORBIDDEN
-    ├── NotFound              404 NOT_FOUND
-    ├── Conflict              409
+    ├── NotFound              404 NOT_FOUND          (an unknown record, or an unknown path)
+    ├── MethodNotAllowed      405 METHOD_NOT_ALLOWED (allowed: sent as the Allow header)
+    ├── Conflict              409                    (abstract)
     │   ├── LockConflict          ORDER_LOCKED | PAYMENT_LOCKED | PRESETTLED (force_allowed, lock)
     │   ├── StaleVersion          STALE_VERSION   (order)
     │   ├── LockLost              LOCK_LOST
@@ -15,13 +16,16 @@
     │   ├── PaymentUnverified     PAYMENT_UNVERIFIED (force_allowed: the provider cannot be asked)
     │   └── PaymentRefReused      PAYMENT_REF_REUSED
     ├── PayloadTooLarge       413 PAYLOAD_TOO_LARGE
-    ├── RateLimited           429 RATE_LIMITED       (retry_after)
+    ├── RateLimited           429 RATE_LIMITED       (retry_after: sent as Retry-After)
+    ├── InternalError         500 INTERNAL           (a coordinator bug; the body names nothing of it)
     ├── ErpUnreachable        503 ERP_UNREACHABLE
     ├── PaymentUnavailable    503 PAYMENT_UNAVAILABLE (no provider configured, or it cannot be reached)
     └── Unavailable           503 UNAVAILABLE        (Redis unreachable)
 
-``api/middleware.py`` is the one place that turns these into the SPEC error body; no handler
-builds error JSON by hand.
+Every error may carry ``erp_code``: when it stands for the ERP's refusal of an RPC
+(``realtime/erp_answers.py``), the ERP's own code, which ``payment.rejected`` records.
+``api/middleware.py`` is the one place that turns these into the SPEC error body and headers;
+no handler builds error JSON by hand.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "A diner is paying online and the payment provider cannot be reached to verify it. Forcing may charge the order twice (any surplus is refunded automatically). Continue anyway?"),
     "PAYMENT_REF_REUSED": ("该支付流水号已用于其他订单", "This payment reference was already used for another order"),
     "PAYMENT_UNAVAILABLE": ("在线支付暂不可用,请到前台结账", "Online payment is unavailable; please pay at the front desk"),
+    "METHOD_NOT_ALLOWED": ("不支持此请求方法", "Method not allowed"),
+    "INTERNAL": ("服务内部错误", "Internal error"),
 }
 
 #: ERP force-confirm dialog texts (SPEC §5 messages table).
@@ -73,10 +79,13 @@ def lock_message(code: Code | str, role: Role, action: Action | None, force_allo
 
 
 class TablelockError(Exception):
-    """Base of every error with a SPEC code; carries what the error body needs."""
+    """Base of every error with a SPEC code; carries what the error body needs.
 
-    status = 500
-    code = "UNAVAILABLE"
+    It has no wire code of its own: only the leaves of the tree above are raised.
+    """
+
+    status: int
+    code: str
 
     def __init__(
         self,
@@ -87,7 +96,10 @@ class TablelockError(Exception):
         lock: dict[str, Any] | None = None,
         order: dict[str, Any] | None = None,
         details: list[Any] | None = None,
+        erp_code: str | None = None,
     ) -> None:
+        if not getattr(self, "code", None) or not getattr(self, "status", None):
+            raise TypeError(f"{type(self).__name__} has no wire code: raise one of its subclasses")
         zh, en = MESSAGES[self.code]
         self.message = message or zh
         self.message_en = message_en or en
@@ -95,6 +107,8 @@ class TablelockError(Exception):
         self.lock = lock
         self.order = order
         self.details = details
+        #: The ERP's own refusal code when this error stands for one (else None).
+        self.erp_code = erp_code
         super().__init__(f"{self.code}: {self.message_en}")
 
     def body(self) -> dict[str, Any]:
@@ -110,6 +124,10 @@ class TablelockError(Exception):
                 "details": self.details,
             }
         }
+
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers the response needs besides the body (Retry-After, Allow)."""
+        return {}
 
 
 class ValidationFailed(TablelockError):
@@ -136,8 +154,22 @@ class NotFound(TablelockError):
     status, code = 404, "NOT_FOUND"
 
 
+class MethodNotAllowed(TablelockError):
+    """The path exists but not with this method."""
+
+    status, code = 405, "METHOD_NOT_ALLOWED"
+
+    def __init__(self, allowed: set[str] | frozenset[str], **kw: Any) -> None:
+        self.allowed = sorted(allowed)
+        super().__init__(details=[{"msg": f"method not allowed; allowed: {self.allowed}"}], **kw)
+
+    def headers(self) -> dict[str, str]:
+        """Allow: the methods the path takes."""
+        return {"Allow": ", ".join(self.allowed)}
+
+
 class Conflict(TablelockError):
-    """Base of the 409s: the request is valid but the order's state refuses it."""
+    """Base of the 409s: the request is valid but the order's state refuses it (no code of its own)."""
 
     status = 409
 
@@ -220,6 +252,16 @@ class RateLimited(TablelockError):
     def __init__(self, retry_after: int, **kw: Any) -> None:
         self.retry_after = retry_after
         super().__init__(**kw)
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After: the seconds until the window frees a request."""
+        return {"Retry-After": str(self.retry_after)}
+
+
+class InternalError(TablelockError):
+    """A bug in the coordinator: logged with its traceback, answered without any detail of it."""
+
+    status, code = 500, "INTERNAL"
 
 
 class ErpUnreachable(TablelockError):

@@ -11,7 +11,7 @@ the same rules atomically; their conflict table is *generated* from ``CONFLICTS`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Iterable
 
@@ -48,6 +48,7 @@ class Code(StrEnum):
     PAYMENT_LOCKED = "PAYMENT_LOCKED"
     PRESETTLED = "PRESETTLED"
     FORBIDDEN = "FORBIDDEN"
+    STALE_VERSION = "STALE_VERSION"
 
 
 #: The lock an action takes, if any.
@@ -95,6 +96,8 @@ class HeldLock:
     holder: Actor
     expires_at: int
     completing: bool = False
+    #: The order version the lock is bound to (None: unknown, never re-bound).
+    version: int | None = None
 
     def live(self, now: int) -> bool:
         """A lock blocks until ``expires_at`` and never after.
@@ -111,10 +114,13 @@ class Decision:
     """The outcome of ``decide``.
 
     ``allowed`` with ``reuse`` set: the actor already holds the lock; it gets it back unchanged.
-    ``allowed`` otherwise: grant a new lock of ``kind`` after ending ``converts`` (the actor's own
-    ``order`` lock, reason ``converted``) and ``breaks`` (others' locks, ``lock.forced``).
+    ``allowed`` otherwise: grant a new lock of ``kind``, bound to order ``version``, after ending
+    ``rebinds`` (the actor's own lock of that kind, bound to an older version than it now asks
+    for: reason ``released``), ``converts`` (its own ``order`` lock, reason ``converted``) and
+    ``breaks`` (others' locks, ``lock.forced``), in that order.
     ``expired``: locks past expiry that were ignored; whoever applies the decision reaps them first.
-    Denied: ``code``, ``force_allowed`` and the lock that was ``reported``.
+    Denied: ``code``, ``force_allowed`` and the lock that was ``reported`` (none for
+    ``FORBIDDEN`` and ``STALE_VERSION``).
     """
 
     allowed: bool
@@ -123,16 +129,31 @@ class Decision:
     force_allowed: bool = False
     reported: HeldLock | None = None
     reuse: HeldLock | None = None
+    rebinds: HeldLock | None = None
     converts: HeldLock | None = None
     breaks: tuple[HeldLock, ...] = ()
     expired: tuple[HeldLock, ...] = field(default=())
     enforced: bool = True
+    version: int | None = None
 
 
 def _conflict(action: Action, lock: HeldLock, actor: Actor) -> Code | None:
     if lock.kind is Kind.ORDER and lock.holder == actor:
         return None
     return CONFLICTS[action][lock.kind]
+
+
+def _stale(version: int | None, expected_version: int | None) -> bool:
+    """The asker's expected version is older than the order's stored one."""
+    return expected_version is not None and version is not None and version > expected_version
+
+
+def _rebinds(lock: HeldLock, expected_version: int | None) -> bool:
+    """The holder asks again with a newer version than its lock is bound to (not while completing)."""
+    return (
+        expected_version is not None and lock.version is not None
+        and expected_version > lock.version and not lock.completing
+    )
 
 
 def decide(
@@ -143,22 +164,40 @@ def decide(
     now: int,
     force: bool = False,
     enforced: bool = True,
+    version: int | None = None,
+    expected_version: int | None = None,
 ) -> Decision:
-    """Decide whether ``actor`` may do ``action`` given the order's ``locks`` at time ``now``."""
+    """Decide whether ``actor`` may do ``action`` given the order's ``locks`` at time ``now``.
+
+    ``version`` is the order's stored version and ``expected_version`` the one the asker saw
+    (None: not given). A new lock binds to ``expected_version`` when given, else ``version``.
+    Version binding: the asker's own lock of the same kind comes back when it asks with the same
+    or no version, STALE_VERSION when the order moved past what it saw, and is re-bound (ended,
+    then a fresh lock granted) when it asks with a newer version than the lock holds. Otherwise
+    a conflict is reported before staleness.
+    """
     kind = ACTION_KIND.get(action)
+    binds = expected_version if expected_version is not None else version
     if actor.role is Role.H5 and (force or action not in H5_ACTIONS):
         return Decision(allowed=False, kind=kind, code=Code.FORBIDDEN)
     if not enforced:
-        return Decision(allowed=True, kind=kind, enforced=False)
+        return Decision(allowed=True, kind=kind, enforced=False, version=binds)
 
     held = list(locks)
     expired = tuple(lock for lock in held if not lock.live(now))
     live = [lock for lock in held if lock.live(now)]
+    stale = _stale(version, expected_version)
 
+    rebinds = None
     if kind is not None:
         for lock in live:
             if lock.kind is kind and lock.holder == actor:
-                return Decision(allowed=True, kind=kind, reuse=lock, expired=expired)
+                if stale:
+                    return Decision(allowed=False, kind=kind, code=Code.STALE_VERSION, expired=expired)
+                if not _rebinds(lock, expected_version):
+                    return Decision(allowed=True, kind=kind, reuse=lock, expired=expired)
+                rebinds = lock
+        live = [lock for lock in live if lock is not rebinds]
 
     converts = None
     if kind in (Kind.PAYMENT, Kind.PRESETTLE):
@@ -168,25 +207,27 @@ def decide(
         (lock for lock in live if _conflict(action, lock, actor) is not None),
         key=lambda lock: REPORT_ORDER.index(lock.kind),
     )
-    if not conflicting:
-        return Decision(allowed=True, kind=kind, converts=converts, expired=expired)
-
-    first = conflicting[0]
-    code = _conflict(action, first, actor)
-    erp = actor.role is Role.ERP
-    completing = any(lock.completing for lock in conflicting)
-    if erp and force and not completing and kind is not None:
-        return Decision(
-            allowed=True, kind=kind, converts=converts, breaks=tuple(conflicting), expired=expired
-        )
-    return Decision(
-        allowed=False,
-        kind=kind,
-        code=code,
-        force_allowed=erp and not completing,
-        reported=first,
-        expired=expired,
+    granted = Decision(
+        allowed=True, kind=kind, rebinds=rebinds, converts=converts, expired=expired, version=binds
     )
+    if conflicting:
+        first = conflicting[0]
+        erp = actor.role is Role.ERP
+        completing = any(lock.completing for lock in conflicting)
+        if not (erp and force and not completing and kind is not None):
+            return Decision(
+                allowed=False,
+                kind=kind,
+                code=_conflict(action, first, actor),
+                force_allowed=erp and not completing,
+                reported=first,
+                expired=expired,
+            )
+        granted = replace(granted, breaks=tuple(conflicting))
+    # Version binding is checked once the conflicts are known and before anything is broken.
+    if stale:
+        return Decision(allowed=False, kind=kind, code=Code.STALE_VERSION, expired=expired)
+    return granted
 
 
 def lua_rules_table() -> str:

@@ -11,10 +11,9 @@ from typing import Any
 
 from coordinator.core.errors import BY_CODE, LockLost, TablelockError
 from coordinator.payments.records import PaymentRecord
-from coordinator.store import keys, scripts
+from coordinator.store import keys
 from coordinator.store.engine import LockEngine, compact
 
-NAMES = ("pay_start", "pay_capture", "pay_confirm", "pay_end", "pay_claim")
 SYSTEM = {"role": "system", "source": "payments"}
 #: The in-flight lock outlives the provider order by this much, so a payment made in the
 #: provider's last second still finds its lock (SPEC §9 "plus a margin").
@@ -34,12 +33,11 @@ class PaymentLedger:
         self.engine = engine
         self.first_poll_ms = first_poll_ms
         self.redis = engine.redis
-        self._scripts = {name: self.redis.register_script(scripts.source(name)) for name in NAMES}
 
     async def _run(self, name: str, store_id: str, extra_keys: list[str], args: list[Any],
                    actor: dict[str, Any] = SYSTEM) -> dict[str, Any]:
         engine = self.engine
-        raw = await self._scripts[name](
+        raw = await engine.scripts.by_name(name)(
             keys=[*keys.common(store_id), *extra_keys],
             args=[store_id, keys.EVENTS_CHANNEL, engine._event_retention, engine._audit_retention,
                   compact(actor), *args],

@@ -3,8 +3,9 @@ coordinator error each refusal becomes.
 
 A result that does not validate, an error without a code, or a code the coordinator has no
 error for, are all ``503 ERP_UNREACHABLE`` (with the reason, and the ERP's own code and message,
-in ``details``): whatever the ERP sends, the diner never gets a 500. Every error built here has
-``erp_code``, the code to record in ``payment.rejected`` when it ends a payment.
+in ``details``): whatever the ERP sends, the diner never gets a 500. Every error built here sets
+``erp_code`` (a declared field of ``TablelockError``), the code to record in ``payment.rejected``
+when it ends a payment.
 """
 
 from __future__ import annotations
@@ -61,9 +62,8 @@ _ERP_CODES: dict[str, type[TablelockError]] = {
 
 def unreachable(reason: str, method: str, **extra: Any) -> ErpUnreachable:
     """ERP_UNREACHABLE with why in ``details``: no_rpc, no_master, not_delivered, timeout, disconnected, bad_reply, erp_error."""
-    error = ErpUnreachable(details=[{"reason": reason, "method": method, **extra}])
-    error.erp_code = extra.get("erp_code") or "ERP_UNREACHABLE"  # type: ignore[attr-defined]
-    return error
+    return ErpUnreachable(details=[{"reason": reason, "method": method, **extra}],
+                          erp_code=extra.get("erp_code") or "ERP_UNREACHABLE")
 
 
 def erp_error(method: str, error: Any) -> TablelockError:
@@ -78,10 +78,7 @@ def erp_error(method: str, error: Any) -> TablelockError:
     except ValidationError:
         order = None
     if code in _LOCK_CODES:
-        exc: TablelockError = LockConflict(code, Role.H5, _ACTIONS.get(method), details=details)
-    elif code in _ERP_CODES:
-        exc = _ERP_CODES[code](details=details, order=order)
-    else:
-        return unreachable("erp_error", method, erp_code=code, erp_message=message)
-    exc.erp_code = code  # type: ignore[attr-defined]
-    return exc
+        return LockConflict(code, Role.H5, _ACTIONS.get(method), details=details, erp_code=code)
+    if code in _ERP_CODES:
+        return _ERP_CODES[code](details=details, order=order, erp_code=code)
+    return unreachable("erp_error", method, erp_code=code, erp_message=message)

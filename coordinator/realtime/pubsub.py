@@ -25,6 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from coordinator.store import keys
+from coordinator.store.sentinel import subscriber_client
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Subscriber:
             # telling us, and what was published meanwhile would be lost unseen.
             # socket_keepalive is TCP only: redis-py's unix socket connection refuses the keyword.
             keepalive = {} if url.startswith("unix:") else {"socket_keepalive": True}
-            client = Redis.from_url(
+            client = subscriber_client(
                 url, decode_responses=False, protocol=2, socket_timeout=None, socket_connect_timeout=1.0,
                 retry=Retry(NoBackoff(), 0), **keepalive,
             )

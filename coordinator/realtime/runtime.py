@@ -45,7 +45,7 @@ class Realtime:
         self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis))
         self.liveness = Liveness(engine, MasterRegistry(redis, engine.now))
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
-        self.stream = EventStream(redis, self.subscriber, self.hub)
+        self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts)
         self.rpc = ErpRpc(redis, subscriber=self.subscriber, terminals=self.hub, masters=self.liveness.masters)
         #: None when the app runs without expiry (a test of the scripts' own expiry checks).
         self.sweeper = Sweeper(engine) if sweeper else None

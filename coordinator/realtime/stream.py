@@ -32,11 +32,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from coordinator.core.tables import current_order
 from coordinator.realtime.pubsub import CONTROL_CHANNEL, Subscriber
 from coordinator.store import keys
+from coordinator.store.scripts import Scripts
+from coordinator.store.snapshot import read_snapshot
 
 if TYPE_CHECKING:
     from coordinator.realtime.hub import Hub
@@ -46,7 +48,6 @@ log = logging.getLogger(__name__)
 #: XRANGE page size for resume and gap filling.
 PAGE = 1000
 
-_SNAPSHOT_LUA = (resources.files("coordinator.store") / "lua" / "snapshot.lua").read_text()
 _CONTROL = CONTROL_CHANNEL.encode()
 
 
@@ -72,19 +73,19 @@ class StoreSnapshot:
 
     def table_order(self, table_id: str) -> dict[str, Any] | None:
         """The table's open order (the most recently opened one), as GET /h5/table picks it."""
-        candidates = [(at, o) for o, (t, at) in self.open.items() if t == table_id and o in self.orders]
-        return self.orders[max(candidates)[1]] if candidates else None
+        order_id = current_order({o: v for o, v in self.open.items() if o in self.orders}, table_id)
+        return self.orders[order_id] if order_id is not None else None
 
 
 class EventStream:
     """This process's live events of every store, in seq order, and reads of the streams."""
 
-    def __init__(self, redis: Any, subscriber: Subscriber, hub: Hub) -> None:
+    def __init__(self, redis: Any, subscriber: Subscriber, hub: Hub, scripts: Scripts) -> None:
         self.redis = redis
         self.subscriber = subscriber
         self.hub = hub
         self._last: dict[str, int] = {}
-        self._snapshot = redis.register_script(_SNAPSHOT_LUA)
+        self._scripts = scripts
         subscriber.listen([keys.EVENTS_CHANNEL, CONTROL_CHANNEL], self)
 
     @property
@@ -210,10 +211,7 @@ class EventStream:
 
     async def snapshot(self, store_id: str) -> StoreSnapshot:
         """The store's open orders and live locks, exactly as of its current seq."""
-        seq, now, flat_open, orders, locks = await self._snapshot(
-            keys=[keys.seq(store_id), keys.open_orders(store_id), keys.active(store_id)],
-            args=[keys.order(store_id, ""), keys.locks(store_id, "")],
-        )
+        seq, now, flat_open, orders, locks = await read_snapshot(self._scripts, store_id)
         open_orders: dict[str, tuple[str, int]] = {}
         for order_id, value in zip(flat_open[::2], flat_open[1::2]):
             table_id, _, opened_at = value.decode().rpartition("|")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from typing import Any, Callable
 
@@ -19,7 +20,12 @@ from coordinator import metrics
 from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
-from coordinator.store import keys, scripts
+from coordinator.core.tables import current_order
+from coordinator.store import keys
+from coordinator.store.redis_conn import is_cluster
+from coordinator.store.scripts import Scripts
+
+log = logging.getLogger(__name__)
 
 SYSTEM = {"role": "system"}
 _LOCK_CODES = {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}
@@ -42,6 +48,7 @@ def held_lock(lock: dict[str, Any]) -> HeldLock:
         holder=rules_actor(lock["holder"]),
         expires_at=int(lock["expires_at"]),
         completing=bool(lock.get("completing")),
+        version=lock.get("version"),
     )
 
 
@@ -62,6 +69,8 @@ class LockEngine:
         event_retention: int = 10_000,
         audit_retention: int = 200_000,
         token_source: Callable[[], str] = lambda: secrets.token_urlsafe(24),
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
     ) -> None:
         self.redis = redis
         self.defaults = defaults
@@ -69,14 +78,16 @@ class LockEngine:
         self._event_retention = str(event_retention)
         self._audit_retention = str(audit_retention)
         self._token = token_source
-        self._scripts = scripts.register(redis)
+        #: Every Lua script, registered once here; other layers call their scripts through it.
+        self.scripts = Scripts.register(redis)
+        self._wait = (wait_replicas, wait_timeout_ms)
 
     # --- script plumbing ------------------------------------------------------------------
 
     async def _run(
         self, name: str, store_id: str, extra_keys: list[str], args: list[Any], actor: dict[str, Any]
     ) -> dict[str, Any]:
-        raw = await self._scripts[name](
+        raw = await self.scripts.by_name(name)(
             keys=[*keys.common(store_id), *extra_keys],
             args=[
                 store_id, keys.EVENTS_CHANNEL, self._event_retention, self._audit_retention,
@@ -89,6 +100,25 @@ class LockEngine:
             # LT: only ever move the store's wake-up time earlier (see sweeper.py).
             await self.redis.zadd(keys.DUE, {store_id: due}, lt=True)
         return reply
+
+    async def _replicated(self, store_id: str, order_id: str, reply: dict[str, Any]) -> None:
+        """After a grant or a completion, wait (bounded) for the replicas to acknowledge it (WAIT).
+
+        Off unless ``wait_replicas`` > 0. A timeout does not undo or refuse what is done: the
+        write is on the primary and the caller's retry would get the same lock back anyway;
+        refusing would only leave a held lock its holder does not know about. WAIT narrows the
+        window in which a failover can lose the write; fences never depend on it (lib.lua).
+        """
+        replicas, timeout_ms = self._wait
+        if replicas <= 0 or reply.get("err"):
+            return
+        options: dict[str, Any] = {}
+        if is_cluster(self.redis):  # WAIT must reach the primary that holds the order's slot
+            options["target_nodes"] = self.redis.get_node_from_key(keys.order(store_id, order_id))
+        acked = await self.redis.execute_command("WAIT", replicas, timeout_ms, **options)
+        if int(acked) < replicas:
+            metrics.REPLICA_WAIT_SHORT.inc()
+            log.warning("WAIT: %s of %s replicas acknowledged within %sms", acked, replicas, timeout_ms)
 
     @staticmethod
     def _observe(kind: str, op: str, reply: dict[str, Any]) -> None:
@@ -120,7 +150,9 @@ class LockEngine:
 
     async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
         """Store the ERP's order; returns (order, changed)."""
-        body = order.model_dump(mode="json")
+        # The body goes without status: the script composes the stored JSON from the body and the
+        # fields it changes itself (status, updated_at), so it never edits JSON text.
+        body = order.model_dump(mode="json", exclude={"status"})
         reply = await self._run(
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
@@ -152,10 +184,10 @@ class LockEngine:
 
     async def table_order(self, store_id: str, table_id: str) -> dict | None:
         """The table's open order (the most recently opened one), or None."""
-        candidates = [(at, o) for o, (t, at) in (await self.open_orders(store_id)).items() if t == table_id]
-        if not candidates:
+        order_id = current_order(await self.open_orders(store_id), table_id)
+        if order_id is None:
             return None
-        order, _ = await self.get_order(store_id, max(candidates)[1])
+        order, _ = await self.get_order(store_id, order_id)
         return order
 
     # --- locks ----------------------------------------------------------------------------
@@ -175,6 +207,7 @@ class LockEngine:
         )
         self._observe(kind.value, "acquire", reply)
         await self._raise(store_id, reply, actor, action)
+        await self._replicated(store_id, order_id, reply)
         return reply["lock"], reply["enforced"]
 
     async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> dict:
@@ -260,6 +293,7 @@ class LockEngine:
         )
         self._observe(Kind.PAYMENT.value, "complete", reply)
         await self._raise(store_id, reply, actor, Action.PAY)
+        await self._replicated(store_id, order_id, reply)
         return reply
 
     async def finish(
@@ -273,6 +307,7 @@ class LockEngine:
             [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents], actor,
         )
         await self._raise(store_id, reply, actor, Action.PAY)
+        await self._replicated(store_id, order_id, reply)
         return reply
 
     # --- configuration, events, time -----------------------------------------------------

@@ -42,7 +42,7 @@ def tables(store_id: str) -> str:
 
 
 def order(store_id: str, order_id: str) -> str:
-    """Hash: json, version, hash, status, table_id, total, fence, paid_ref."""
+    """Hash: body, json (lib.lua write_order), status, updated_at, version, hash, table_id, total, fence, paid_ref."""
     return f"{_s(store_id)}:order:{order_id}"
 
 
@@ -97,12 +97,12 @@ def rpc_channel(process_id: str) -> str:
 
 
 def menu(store_id: str) -> str:
-    """String: the ERP's menu as JSON {fetched_at, items}, cached for H5 pages (api/h5_orders.py)."""
+    """String: the ERP's menu as JSON {fetched_at, items}, cached for H5 pages (h5/menu.py)."""
     return f"{_s(store_id)}:menu"
 
 
 def h5_payment(store_id: str, table_id: str, payment_ref: str) -> str:
-    """String: JSON {order_id, state} of an H5 payment, for replays of its payment_ref (api/h5_orders.py)."""
+    """String: JSON {order_id, state} of an H5 payment, for replays of its payment_ref (h5/payment.py)."""
     return f"{_s(store_id)}:h5pay:{table_id}:{payment_ref}"
 
 

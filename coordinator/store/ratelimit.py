@@ -10,25 +10,23 @@ Two limits, both per minute from the process settings:
 ERP terminals and the admin are trusted staff and are not limited here.
 
 The count is a sliding-window estimate kept in one Redis hash per limited client
-(``lua/ratelimit.lua``), on the Redis clock; a refused request is not counted and carries the
-seconds to wait (``Retry-After``). The address is the TCP peer (``request.remote``): behind a
+(``lua/ratelimit.lua``, run as ``engine.scripts.ratelimit``), on the Redis clock; a refused
+request is not counted and carries the seconds to wait (``Retry-After``). The address is the TCP peer (``request.remote``): behind a
 reverse proxy, configure aiohttp's forwarded-header handling so that it is the client's.
 """
 
 from __future__ import annotations
 
 import math
-from importlib import resources
-from typing import Any
 
 from aiohttp import web
 
 from coordinator.core.errors import RateLimited
 from coordinator.store import keys
 from coordinator.store.auth import Principal
+from coordinator.store.scripts import Scripts
 
 WINDOW_MS = 60_000
-_SOURCE = (resources.files("coordinator.store") / "lua" / "ratelimit.lua").read_text()
 
 
 class RateLimiter:
@@ -38,28 +36,20 @@ class RateLimiter:
         self.session_rate = session_rate
         self.h5_rate = h5_rate
         self.window_ms = window_ms
-        self._redis: Any = None
-        self._script: Any = None
 
-    def _bound(self, redis: Any) -> Any:
-        # register_script binds the script to one client: bind again if the client changed.
-        if self._redis is not redis:
-            self._redis, self._script = redis, redis.register_script(_SOURCE)
-        return self._script
-
-    async def hit(self, redis: Any, key: str, limit: int) -> None:
+    async def hit(self, scripts: Scripts, key: str, limit: int) -> None:
         """Count one request under ``key``; raise RateLimited(retry_after seconds) past ``limit``."""
-        allowed, retry_ms = await self._bound(redis)(keys=[key], args=[self.window_ms, limit])
+        allowed, retry_ms = await scripts.ratelimit(keys=[key], args=[self.window_ms, limit])
         if not int(allowed):
             raise RateLimited(max(1, math.ceil(int(retry_ms) / 1000)))
 
-    async def session_creation(self, redis: Any, address: str) -> None:
+    async def session_creation(self, scripts: Scripts, address: str) -> None:
         """Count one ``POST /h5/sessions`` from ``address``."""
-        await self.hit(redis, keys.rate_address(address), self.session_rate)
+        await self.hit(scripts, keys.rate_address(address), self.session_rate)
 
-    async def h5_request(self, redis: Any, principal: Principal) -> None:
+    async def h5_request(self, scripts: Scripts, principal: Principal) -> None:
         """Count one request of an H5 session."""
-        await self.hit(redis, keys.rate_session(principal.store_id or "", principal.session_id or ""), self.h5_rate)
+        await self.hit(scripts, keys.rate_session(principal.store_id or "", principal.session_id or ""), self.h5_rate)
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

@@ -11,6 +11,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, ResponseError
 
+from coordinator.store.sentinel import is_sentinel_url, open_sentinel
+
 AnyRedis = Redis | RedisCluster
 
 CONNECT_TIMEOUT = 1.0
@@ -38,12 +40,14 @@ def _client_options(socket_timeout: float | None) -> dict[str, Any]:
 
 
 async def open_redis(url: str, *, socket_timeout: float | None = OPERATION_TIMEOUT) -> AnyRedis:
-    """Connect to `url` (redis://, rediss:// or unix://) and return a cluster client if it is a cluster node.
+    """Connect to `url` (redis://, rediss://, unix:// or redis+sentinel://); a cluster client for a cluster node.
 
     `socket_timeout` bounds every command; blocking reads (XREAD BLOCK, pub/sub listen) longer
     than it need their own client opened with a larger value or None.
     """
     options = _client_options(socket_timeout)
+    if is_sentinel_url(url):
+        return await open_sentinel(url, options)
     # A burst of requests must queue for a connection, not fail: redis-py's default pool raises
     # MaxConnectionsError past 100 commands in flight. The blocking pool waits (bounded).
     pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **options)

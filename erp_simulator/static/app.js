@@ -185,6 +185,7 @@ async function send(method, path, body) {
   } catch (e) {
     return { error: { code: "UNAVAILABLE", message: "无法连接本机终端服务", message_en: "Cannot reach the terminal service" } };
   }
+  if (response.status === 401) location.reload(); // session gone (simulator restarted): show the login notice
   const data = await response.json().catch(() => ({}));
   if (response.ok) return data;
   return { error: data.error || { code: "HTTP_" + response.status, message: "操作失败", message_en: "Failed" } };
@@ -249,6 +250,7 @@ function follow() {
   // EventSource reconnects by itself; the first state after reconnecting redraws everything.
 }
 
+// Same-origin fetches and EventSource send the session cookie the login link set.
 fetch("/api/state").then((r) => r.json()).then(setState).catch(() => {});
 applyLanguage();
 follow();

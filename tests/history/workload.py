@@ -38,7 +38,8 @@ class Plan:
     h5_actors: int = 6
     tables: int = 4
     processes: int = 2
-    #: (fraction of ops, fault): "kill" a coordinator (and refill its slot), "redis" restart.
+    #: (fraction of ops, fault): "kill" a coordinator (and refill its slot), "redis" restart,
+    #: "failover": SIGKILL the primary of a SentinelGroup (given as ``redis``) until a replica is promoted.
     faults: list[tuple[float, str]] = field(default_factory=lambda: [(0.35, "kill"), (0.65, "redis")])
     redis_down_seconds: float = 1.5
     seed: int | None = None
@@ -433,6 +434,9 @@ class Run:
                 await asyncio.sleep(self.plan.redis_down_seconds)
                 await asyncio.to_thread(self.redis.start)
                 fault.detail = f"redis stopped for {self.plan.redis_down_seconds}s and restarted (AOF)"
+            elif kind == "failover":  # self.redis is a tests.sentinel_fixtures.SentinelGroup
+                seconds = await asyncio.to_thread(self.redis.fail_over)
+                fault.detail = f"primary SIGKILLed, replica promoted after {seconds:.2f}s"
             fault.t1 = time.monotonic()
             await self._resample_clock()
 

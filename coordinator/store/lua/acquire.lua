@@ -11,8 +11,10 @@
 -- Returns {"ok":1, "lock":Lock+token, "enforced":bool, "forced":[kind...]?, "due":ms|-1}
 --      or {"err":"NOT_FOUND"} | {"err":"ORDER_CLOSED","order"} | {"err":"STALE_VERSION","order"}
 --      or {"err":"FORBIDDEN"} | {"err":ORDER_LOCKED|PAYMENT_LOCKED|PRESETTLED,"force_allowed","lock"}
--- Emits, in cause order: lock.expired (reaped), lock.released{converted}, lock.forced, lock.acquired.
--- The fence is HINCRBY on the order hash: one counter per order over all kinds and grants.
+-- Emits, in cause order: lock.expired (reaped), lock.released{released} (an own lock re-bound to
+-- a newer version), lock.released{converted}, lock.forced, lock.acquired.
+-- The fence is next_fence (lib.lua) on the order hash: one per order over all kinds and grants,
+-- a hybrid logical clock on the Redis clock so a failover that lost writes cannot repeat one.
 
 local K_ORDER, K_LOCKS, K_CONFIG = KEYS[5], KEYS[6], KEYS[7]
 local order_id, action, force = ARGV[6], ARGV[7], ARGV[8] == '1'
@@ -32,7 +34,7 @@ local seconds = lock_seconds(config, kind, ACTOR.role)
 
 local function new_lock()
   return {kind = kind, order_id = order_id, table_id = table_id, holder = ACTOR,
-          fence = redis.call('HINCRBY', K_ORDER, 'fence', 1),
+          fence = next_fence(K_ORDER),
           version = expected or version, acquired_at = NOW, expires_at = NOW + seconds * 1000,
           token = ARGV[10], completing = false}
 end
@@ -44,18 +46,21 @@ end
 
 local held = reap(K_LOCKS, order_id)
 
--- Own lock of the same kind: hand it back unchanged, unless the asker's version is stale
--- (the binding rule holds for a repeated request too; the lock itself is kept). A holder that
--- has pulled a newer version than its lock is bound to (an H5 checkout after the ERP changed
--- the order) gets a fresh lock bound to it: the old one is released first, in cause order.
+-- Version binding (rules.decide is its pure twin). Own lock of the same kind: hand it back
+-- unchanged, unless the asker's version is stale (the binding rule holds for a repeated request
+-- too; the lock itself is kept). A holder that has pulled a newer version than its lock is bound
+-- to (an H5 checkout after the ERP changed the order) gets a fresh lock bound to it: the old one
+-- is released (reason released) once the new one is sure to be granted, first in cause order.
+local stale = expected and version > expected
+local rebinds = nil
 local mine = held[SLOT[kind]]
 if mine and mine.kind == kind and holder_id(mine.holder) == me then
-  if expected and version > expected then return fail('STALE_VERSION', nil, o[1]) end
+  if stale then return fail('STALE_VERSION', nil, o[1]) end
   local bound = tonumber(mine.version)
   if not (expected and bound and expected > bound) or mine.completing then
     return reply({ok = 1, lock = mine, enforced = true, due = index_order(K_LOCKS, order_id)})
   end
-  end_lock(K_LOCKS, SLOT[kind], mine, 'lock.released', {reason = 'released'})
+  rebinds = mine
   held[SLOT[kind]] = nil
 end
 
@@ -89,10 +94,11 @@ if #conflicting > 0 then
 end
 
 -- Granted. Version binding is checked before anything is broken.
-if expected and version > expected then
-  return fail('STALE_VERSION', nil, o[1])
-end
+if stale then return fail('STALE_VERSION', nil, o[1]) end
 
+if rebinds then
+  end_lock(K_LOCKS, SLOT[kind], rebinds, 'lock.released', {reason = 'released'})
+end
 if converts then
   end_lock(K_LOCKS, 'edit', converts, 'lock.released', {reason = 'converted'})
 end
@@ -103,7 +109,7 @@ for _, c in ipairs(conflicting) do
 end
 
 local lock = new_lock()
-redis.call('HSET', K_LOCKS, SLOT[kind], cjson.encode(lock))
+redis.call('HSET', K_LOCKS, SLOT[kind], encode(lock))
 emit('lock.acquired', table_id, order_id, {lock = public(lock)})
 -- forced: the kinds broken (for metrics); left out when none (cjson writes {} for an empty table).
 return reply({ok = 1, lock = lock, enforced = true, forced = forced[1] and forced or nil,

@@ -1,5 +1,6 @@
 -- claim_release.lua: give up an idempotency claim, but only if it is still the caller's own.
--- Standalone (no lib.lua prelude): api/h5_orders.py runs it when an H5 add-items request fails,
+-- Standalone (no lib.lua prelude): h5/addons.py runs it (scripts.claim_release) when an H5
+-- add-items request fails,
 -- so a retry with the same request_id may try again at once.
 --
 -- KEYS[1] the claim key (tl:{s}:req:<table_id>:<request_id>)

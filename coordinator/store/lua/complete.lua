@@ -6,6 +6,7 @@
 -- ARGV[10] payment_ref   ARGV[11] mode: "self" | "begin"   ARGV[12] completing window in ms
 -- ARGV[13] store config JSON defaults
 --
+-- Returns, by mode:
 -- mode self  (an ERP terminal completing its own payment: it is the ERP) checks and marks the
 --            order paid in this one step → {"ok":1,"paid":true,"order"}.
 -- mode begin (an H5 payment: the ERP must confirm over RPC) checks and marks the lock
@@ -67,7 +68,7 @@ lock.completing = true
 lock.payment_ref = payment_ref
 lock.amount_cents = amount
 if tonumber(lock.expires_at) < NOW + window then lock.expires_at = NOW + window end
-redis.call('HSET', K_LOCKS, 'pay', cjson.encode(lock))
+redis.call('HSET', K_LOCKS, 'pay', encode(lock))
 emit('lock.renewed', lock.table_id, order_id, {lock = public(lock), reason = 'completing'})
 index_order(K_LOCKS, order_id)
 return reply({ok = 1, paid = false, lock = lock})

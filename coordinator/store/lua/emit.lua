@@ -11,7 +11,7 @@ local name, data = ARGV[6], ARGV[9]
 local table_id = ARGV[7] ~= '' and ARGV[7] or nil
 local order_id = ARGV[8] ~= '' and ARGV[8] or nil
 if ARGV[10] == 'audit' then
-  local entry = raw_field(cjson.encode({type = 'audit', seq = 0, ts = NOW, name = name, store_id = STORE,
+  local entry = raw_field(encode({type = 'audit', seq = 0, ts = NOW, name = name, store_id = STORE,
                                         table_id = table_id or cjson.null,
                                         order_id = order_id or cjson.null}), 'data', data)
   redis.call('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'e', entry, 'actor', ARGV[5])

@@ -5,6 +5,7 @@
 -- ARGV[9] code recorded when rejected (e.g. ERP_UNREACHABLE, or the ERP's own code)
 -- ARGV[10] payment_ref   ARGV[11] amount_cents (used when the lock is already gone)
 --
+-- Returns, by outcome:
 -- paid:     the order is marked paid (its locks end, reason paid; then order.paid)
 --           → {"ok":1,"paid":true,"order"}. If the order was closed meanwhile → {"err":"ORDER_CLOSED"}.
 -- rejected: the completing lock is released and payment.rejected recorded → {"ok":1,"paid":false}.

@@ -22,7 +22,7 @@ for _, slot in ipairs({'edit', 'pay'}) do
       changed = changed + 1
     elseif NOW + grace < tonumber(lock.expires_at) then
       lock.expires_at = NOW + grace
-      redis.call('HSET', K_LOCKS, slot, cjson.encode(lock))
+      redis.call('HSET', K_LOCKS, slot, encode(lock))
       emit('lock.renewed', lock.table_id, order_id, {lock = public(lock), reason = 'holder_offline'})
       changed = changed + 1
     end

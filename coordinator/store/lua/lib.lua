@@ -22,6 +22,27 @@ local K_SEQ, K_EVENTS, K_AUDIT, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- Redis' cjson writes numbers with 14 significant digits (a version of 2^53 would come back as
+-- 9.007199254741e+15), so every table a script stores or replies goes through encode, which
+-- writes integral numbers exactly; strings, booleans and cjson.null are left to cjson.
+-- A table with a [1] is an array; an empty table is written {} (leave empty arrays out).
+local function encode(value)
+  local t = type(value)
+  if t == 'number' then
+    if value == math.floor(value) and math.abs(value) < 2^63 then return string.format('%d', value) end
+    return string.format('%.17g', value)
+  elseif t ~= 'table' then
+    return cjson.encode(value)
+  end
+  local parts = {}
+  if value[1] ~= nil then
+    for i = 1, #value do parts[i] = encode(value[i]) end
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  for k, v in pairs(value) do table.insert(parts, cjson.encode(tostring(k)) .. ':' .. encode(v)) end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
 local function holder_id(h)
   return h.role .. ':' .. tostring(h.terminal_id or h.session_id or '')
 end
@@ -35,12 +56,26 @@ local function public(lock)
   return copy
 end
 
--- Orders travel as JSON text built by Python and are never decoded and re-encoded here:
--- cjson would turn an empty items array into an object. raw_field splices such text in.
+-- Orders travel as JSON text built by Python and are never re-encoded here: Redis' cjson would
+-- write an empty items array as {}, a version above 10^14 in float notation, and reorder keys.
+-- raw_field appends a member (key + JSON text) to a JSON object text; the key must not be in it.
 local function raw_field(json, key, raw)
   if not raw then return json end
   if json == '{}' then return '{"' .. key .. '":' .. raw .. '}' end
   return string.sub(json, 1, -2) .. ',"' .. key .. '":' .. raw .. '}'
+end
+
+-- The order hash keeps the ERP's body (Python's compact JSON, without status and updated_at)
+-- and the fields the scripts change (status, updated_at) apart; its `json` field, which readers
+-- take, is always composed from them here: a status change is a field write, never a text edit.
+-- extra: more field/value pairs to write with them. Returns the composed JSON.
+local function write_order(order_key, body, status, extra)
+  local updated_at = string.format('%d', NOW)
+  local json = raw_field(raw_field(body, 'status', encode(status)), 'updated_at', updated_at)
+  local args = {'HSET', order_key, 'body', body, 'json', json, 'status', status, 'updated_at', updated_at}
+  for _, v in ipairs(extra or {}) do table.insert(args, v) end
+  redis.call(unpack(args))
+  return json
 end
 
 -- The store's configuration: the stored values (one JSON value per field) over the defaults.
@@ -62,13 +97,13 @@ local function lock_seconds(config, kind, role)
 end
 
 local function reply(tbl, order_json)
-  return raw_field(cjson.encode(tbl), 'order', order_json)
+  return raw_field(encode(tbl), 'order', order_json)
 end
 
 local function fail(code, extra, order_json)
   local r = extra or {}
   r.err = code
-  return raw_field(cjson.encode(r), 'order', order_json)
+  return raw_field(encode(r), 'order', order_json)
 end
 
 -- Append an event to the store's stream (for resume), to the audit log, and publish it live.
@@ -76,8 +111,8 @@ end
 -- data is a table, or JSON text when it carries an order.
 local function emit(name, table_id, order_id, data)
   local seq = redis.call('INCR', K_SEQ)
-  if type(data) == 'table' then data = cjson.encode(data) end
-  local ev = raw_field(cjson.encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
+  if type(data) == 'table' then data = encode(data) end
+  local ev = raw_field(encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
                                      table_id = table_id or cjson.null,
                                      order_id = order_id or cjson.null}), 'data', data)
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EV_MAXLEN, '0-' .. seq, 'e', ev)
@@ -149,17 +184,13 @@ local function release_all(locks_key, held, reason)
 end
 
 -- Mark the order paid: its locks end first (reason paid), then order.paid, in cause order.
--- The order JSON is edited as text (see raw_field); Python writes it compact, status before items.
 local function mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, amount)
   release_all(locks_key, held, 'paid')
-  local j = redis.call('HGET', order_key, 'json')
-  j = string.gsub(j, '"status":"open"', '"status":"paid"', 1)
-  j = string.gsub(j, '"updated_at":%d+', '"updated_at":' .. NOW, 1)
-  redis.call('HSET', order_key, 'json', j, 'status', 'paid', 'paid_ref', payment_ref)
+  local j = write_order(order_key, redis.call('HGET', order_key, 'body'), 'paid', {'paid_ref', payment_ref})
   redis.call('HDEL', open_key, order_id)
   local table_id = redis.call('HGET', order_key, 'table_id')
   emit('order.paid', table_id, order_id,
-       raw_field(cjson.encode({payment_ref = payment_ref, amount_cents = amount}), 'order', j))
+       raw_field(encode({payment_ref = payment_ref, amount_cents = amount}), 'order', j))
   index_order(locks_key, order_id)
   return j
 end
@@ -169,4 +200,16 @@ local function reject_payment(table_id, order_id, code, payment_ref, amount, ver
   emit('payment.rejected', table_id, order_id,
        {code = code, payment_ref = payment_ref, amount_cents = amount, version = version,
         lock = lock and public(lock) or cjson.null})
+end
+
+-- The next fence of an order: a hybrid logical clock on the Redis server clock, in milliseconds.
+-- max(last + 1, NOW) strictly increases on one server, as HINCRBY did; because it also tracks the
+-- clock, it stays above every fence issued before a failover even when the writes that issued
+-- them were lost with the old primary (docs/architecture.md, "Failover and fences").
+-- Milliseconds, not microseconds: Redis's cjson writes numbers with 14 significant digits, which
+-- is exact for a millisecond clock (13 digits) until the year 5138 and would round microseconds.
+local function next_fence(order_key)
+  local fence = math.max((tonumber(redis.call('HGET', order_key, 'fence')) or 0) + 1, NOW)
+  redis.call('HSET', order_key, 'fence', fence)
+  return fence
 end

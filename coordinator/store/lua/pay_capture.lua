@@ -85,7 +85,7 @@ if reason == nil then
   -- The sweeper must never end a lock whose money has arrived: the deadline moves a year out and
   -- only pay_confirm.lua ends it (SPEC §9: it stays completing until the ERP confirms).
   lock.expires_at = NOW + 365 * 86400 * 1000
-  redis.call('HSET', K_LOCKS, 'pay', cjson.encode(lock))
+  redis.call('HSET', K_LOCKS, 'pay', encode(lock))
   redis.call('HSET', K_PAY, 'state', 'completing', 'erp_attempts', 0)
   redis.call('HSET', K_REFS, payment_ref, order_id)
   redis.call('ZADD', K_TASKS, NOW + lease, 'outbox:' .. trade_no)

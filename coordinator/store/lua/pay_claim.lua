@@ -14,4 +14,4 @@ for _, member in ipairs(due) do
   redis.call('ZADD', K_TASKS, NOW + tonumber(ARGV[7]), member)
 end
 if #due == 0 then return '{"ok":1,"tasks":[]}' end
-return cjson.encode({ok = 1, tasks = due})
+return encode({ok = 1, tasks = due})

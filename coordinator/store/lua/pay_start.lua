@@ -48,13 +48,13 @@ lock.phase = 'in_flight'
 lock.out_trade_no = trade_no
 lock.provider = provider
 lock.expires_at = provider_expires_at + margin
-redis.call('HSET', K_LOCKS, 'pay', cjson.encode(lock))
+redis.call('HSET', K_LOCKS, 'pay', encode(lock))
 
 redis.call('HSET', K_PAY, 'out_trade_no', trade_no, 'provider', provider, 'store_id', STORE,
            'order_id', order_id, 'table_id', lock.table_id, 'version', lock.version, 'fence', lock.fence,
            'amount_cents', amount, 'state', 'in_flight', 'created_at', NOW,
            'provider_expires_at', provider_expires_at, 'lock_expires_at', lock.expires_at,
-           'lock_token', token, 'holder', cjson.encode(lock.holder))
+           'lock_token', token, 'holder', encode(lock.holder))
 redis.call('ZADD', K_INDEX, NOW, trade_no)
 redis.call('ZADD', K_TASKS, NOW + first_poll, 'poll:' .. trade_no)
 

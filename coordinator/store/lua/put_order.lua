@@ -1,8 +1,10 @@
 -- put_order.lua: store the order the ERP pushes (PUT /stores/{s}/orders/{o}).
 --
--- KEYS[1..4] common (lib.lua)   KEYS[5] order hash   KEYS[6] locks hash
+-- KEYS[1..4] common (lib.lua)   KEYS[5] order hash (body, json, status, updated_at, version, ...)
+-- KEYS[6] locks hash
 -- KEYS[7] open orders hash tl:{s}:open (order_id -> "table_id|opened_at")
--- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] order JSON, compact, without updated_at
+-- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] order JSON, compact, without status and updated_at
+--         (write_order in lib.lua stores it as the hash's body and composes the order's json)
 -- ARGV[8] content hash (table, items, total)   ARGV[9] version   ARGV[10] status   ARGV[11] table_id
 -- ARGV[12] total_cents
 --
@@ -33,9 +35,8 @@ if cur[1] then
   if cur[4] ~= 'open' and status == 'open' then return fail('ORDER_CLOSED', nil, cur[1]) end
 end
 
-local json = raw_field(body, 'updated_at', tostring(NOW))
-redis.call('HSET', K_ORDER, 'json', json, 'version', version, 'hash', hash, 'status', status,
-           'table_id', table_id, 'total', total)
+local json = write_order(K_ORDER, body, status,
+                         {'version', version, 'hash', hash, 'table_id', table_id, 'total', total})
 
 local held = reap(K_LOCKS, order_id)
 if status == 'open' then

@@ -22,6 +22,6 @@ if lock.completing then return reply({ok = 1, lock = lock, due = index_order(K_L
 
 local seconds = lock_seconds(store_config(K_CONFIG, ARGV[9]), kind, lock.holder.role)
 lock.expires_at = NOW + seconds * 1000
-redis.call('HSET', K_LOCKS, slot, cjson.encode(lock))
+redis.call('HSET', K_LOCKS, slot, encode(lock))
 emit('lock.renewed', lock.table_id, order_id, {lock = public(lock)})
 return reply({ok = 1, lock = lock, due = index_order(K_LOCKS, order_id)})

@@ -119,10 +119,14 @@ export class H5Api {
   }
 
   /** The websocket URL for this session, resuming after `since`. */
+  // The session token travels as a subprotocol (wsProtocols), never in the URL: URLs end up in logs.
   wsUrl(since) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ token: this.token || "" });
-    if (since) query.set("since", String(since));
-    return `${scheme}//${location.host}${PREFIX}/ws?${query}`;
+    const query = since ? `?${new URLSearchParams({ since: String(since) })}` : "";
+    return `${scheme}//${location.host}${PREFIX}/ws${query}`;
+  }
+
+  wsProtocols() {
+    return ["tablelock.v1", `bearer.${this.token || ""}`];
   }
 }

@@ -15,6 +15,7 @@ export class Live {
   /**
    * @param {object} o
    * @param {(since: number) => string} o.url          websocket URL resuming after `since`
+   * @param {() => string[]} [o.protocols]              subprotocols to offer (they carry the token)
    * @param {() => number} o.since                      the last seq applied
    * @param {(msg: object) => void} o.onMessage         hello, snapshot and event messages
    * @param {() => Promise<void>} o.poll                one GET /h5/table applied to the state
@@ -63,7 +64,7 @@ export class Live {
     clearTimeout(this.retryTimer);
     let ws;
     try {
-      ws = new WebSocket(this.url(this.since()));
+      ws = new WebSocket(this.url(this.since()), this.protocols ? this.protocols() : undefined);
     } catch (e) {
       this.failed();
       return;

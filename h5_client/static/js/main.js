@@ -292,6 +292,7 @@ async function boot() {
   loadMenu();
   const live = new Live({
     url: (since) => api.wsUrl(since),
+    protocols: () => api.wsProtocols(),
     since: () => ui.state.seq,
     onMessage,
     poll: refreshTable,
