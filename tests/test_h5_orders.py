@@ -375,17 +375,16 @@ async def test_items_after_a_failure_can_be_retried(client, shop, erp):
     assert status == 200 and answer["order"]["version"] == 2
 
 
-async def test_items_during_a_payment_lock_go_to_the_erp_which_refuses(client, shop, erp):
-    """Dishes added during a payment lock reach the ERP's accept_items check; its refusal is 409 PAYMENT_LOCKED in H5 words."""
+async def test_items_during_a_payment_lock_are_refused_by_the_coordinator(client, shop, erp):
+    """Dishes added during a payment lock are 409 PAYMENT_LOCKED in H5 words from the coordinator itself (SPEC §9), never sent to the ERP."""
     payer = await h5(client, shop)
     assert (await post(client, "/h5/checkout", payer))[0] == 201
-    erp.refuse["order.add_items"] = {"code": "PAYMENT_LOCKED",
-                                     "message": "订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付"}
+    # Were the ERP asked, it would accept: the refusal must not depend on it.
     status, body = await post(client, "/h5/items", await h5(client, shop),
                               {"items": [{"sku": "tea", "qty": 1}], "request_id": "r-locked"})
     assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED"
     assert body["error"]["message"] == H5_PAYMENT_LOCKED and body["error"]["force_allowed"] is False
-    assert len(erp.methods("order.add_items")) == 1
+    assert len(erp.methods("order.add_items")) == 0
 
 
 async def test_items_refused_by_the_erp_carry_the_h5_message(client, shop, erp):

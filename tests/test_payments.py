@@ -260,3 +260,30 @@ async def _erp_attempted(paying: PayingRestaurant, no: str) -> dict | None:
 
 async def _state(paying: PayingRestaurant, no: str, state: str) -> bool:
     return (await paying.record(no))["state"] == state
+
+
+async def test_h5_addon_during_a_payment_is_refused_and_the_terminals_get_the_toast(paying: PayingRestaurant) -> None:
+    """Diner A pays (lock in flight); diner B's add-on is PAYMENT_LOCKED by the coordinator itself, and the terminals get order.addon_refused with the seed's toast."""
+    shop = paying.shop
+    payer, other = await shop.diner(), await shop.diner()
+    _, started, seq = await paying.claim_and_start(payer)
+    version = shop.erp_order()["version"]
+    with pytest.raises(H5Error) as refused:
+        await other.add_items([("rice", 1)])
+    assert refused.value.status == 409 and refused.value.code == "PAYMENT_LOCKED"
+    assert refused.value.message == "订单正在其他机器/顾客端进行支付,请稍后再试"
+    assert shop.erp_order()["version"] == version
+    # The event went out on the store's stream (the audit log holds every event of it).
+    assert await _audit_toast(paying)
+    await paying.sandbox.pay(started["out_trade_no"], outcome="paid")
+    await paying.paid_in_erp()
+    assert shop.db.order(shop.order_id)["version"] == version
+
+
+async def _audit_toast(paying: PayingRestaurant) -> dict | None:
+    _, audit = await paying.admin("GET", f"/audit?order_id={paying.shop.order_id}&limit=500")
+    for entry in audit["entries"]:
+        if entry["name"] == "order.addon_refused":
+            assert entry["data"]["message"] == "订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付"
+            return entry
+    return None
