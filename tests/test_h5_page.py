@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.h5_fixtures import FIRST_TOTAL, Restaurant, coordinator_url, eventually, restaurant  # noqa: F401
+from tests.h5_fixtures import FIRST_TOTAL, Restaurant, eventually, restaurant  # noqa: F401
+from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
+from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +27,21 @@ WAIT_MS = 5000
 def redis_url(redis_single_url: str) -> str:
     """The browser tests run on the single Redis (the cluster is covered by the API tests)."""
     return redis_single_url
+
+
+@pytest.fixture(autouse=True)
+def _providers(paying: PayingRestaurant) -> PayingRestaurant:
+    """Every page test's store takes provider payments through the sandbox (SPEC §9)."""
+    return paying
+
+
+async def pay_at_provider(page: Page) -> None:
+    """确认支付 opens the provider's pay page (the sandbox's); the diner pays there, the page waits for order.paid."""
+    async with page.context.expect_page() as opened:
+        await page.get_by_test_id("confirm-pay").click()
+    provider = await opened.value
+    await provider.wait_for_url(re.compile(r"^http://127\.0\.0\.1:\d+/(?!h5/).+"), timeout=WAIT_MS)
+    await provider.locator("#pay-ok").click()
 
 
 class Phones:
@@ -158,7 +175,7 @@ async def test_server_refusal_shows_the_spec_message(phones: Phones, restaurant:
 
 
 async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: Restaurant):
-    """支付 → countdown → 确认支付 → paid screen, and the ERP holds the order as paid."""
+    """支付 → countdown → 确认支付 → the provider's page → paid screen, and the ERP holds the order as paid."""
     page = await phones.open()
     await live(page)
     await page.get_by_test_id("pay-button").click()
@@ -169,7 +186,7 @@ async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: 
     assert 13 <= seconds <= 15
     await expect(page.get_by_test_id("countdown")).to_contain_text("秒内完成支付")
     await shot(page, "05-paying-countdown")
-    await page.get_by_test_id("confirm-pay").click()
+    await pay_at_provider(page)
     await expect(page.get_by_test_id("paid-screen")).to_be_visible(timeout=WAIT_MS)
     await expect(page.get_by_test_id("paid-amount")).to_have_text("¥104.00")
     await shot(page, "06-paid")
@@ -201,7 +218,7 @@ async def test_payment_lock_expiry_is_shown_and_recovers(phones: Phones, restaur
     # Starting over works: a new lock, and this time the diner pays in time.
     await page.get_by_test_id("pay-button").click()
     await expect(page.get_by_test_id("pay-panel")).to_be_visible(timeout=WAIT_MS)
-    await page.get_by_test_id("confirm-pay").click()
+    await pay_at_provider(page)
     await expect(page.get_by_test_id("paid-screen")).to_be_visible(timeout=WAIT_MS)
     assert restaurant.erp_order()["status"] == "paid"
 
@@ -302,7 +319,7 @@ async def test_two_diners_one_pays_the_other_waits(phones: Phones, restaurant: R
     await expect(b.get_by_test_id("add-rice")).to_be_disabled()
     await expect(banner(a, "payment")).to_have_count(0)
     await shot(b, "14-other-diner-paying")
-    await a.get_by_test_id("confirm-pay").click()
+    await pay_at_provider(a)
     await expect(a.get_by_test_id("paid-screen")).to_be_visible(timeout=WAIT_MS)
     await expect(banner(b, "paid")).to_have_text("订单已支付", timeout=1000)
     await expect(b.get_by_test_id("pay-button")).to_be_disabled()

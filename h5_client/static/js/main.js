@@ -151,29 +151,31 @@ async function checkout() {
 async function confirmPayment() {
   const payment = ui.state.payment;
   if (!payment || payment.phase !== "confirm") return;
-  setState({ ...ui.state, payment: { ...payment, phase: "paying" } });
+  // Opened now, while the tap still counts as a user gesture; pointed at the provider below.
+  const payWindow = window.open("", "_blank");
+  setState({ ...ui.state, payment: { ...payment, phase: "starting" } });
   ui.busy = "pay";
   try {
-    const body = await api.pay(payment);
-    setState({ ...withOrder(ui.state, body.order), order: body.order, payment: null, paidByMe: true, lost: null });
+    // The provider's notification marks the order paid (order.paid on the socket); this page never does.
+    const started = await api.startPayment(payment.token, "wechatpay");
+    setState({ ...ui.state, payment: { ...payment, phase: "paying", out_trade_no: started.out_trade_no,
+                                       expires_at: started.expires_at } });
+    if (payWindow) payWindow.location.href = started.pay_url;
+    else location.assign(started.pay_url);
   } catch (e) {
-    if (e instanceof ApiError && e.status === 0) {
-      // Unknown outcome: let the diner confirm again; the same payment_ref makes it idempotent.
-      setState({ ...ui.state, payment: { ...payment, phase: "confirm" } });
-      sayError(e);
-    } else if (e instanceof ApiError && e.code === "LOCK_LOST") {
+    if (payWindow) payWindow.close();
+    if (e instanceof ApiError && e.code === "LOCK_LOST") {
       const now = clock.now();
       setState({ ...ui.state, payment: null, lost: now !== null && now >= payment.expires_at ? "expired" : "forced" });
-    } else if (e instanceof ApiError && e.code === "ERP_UNREACHABLE") {
+    } else if (e instanceof ApiError && (e.code === "ERP_UNREACHABLE" || e.code === "PAYMENT_UNAVAILABLE")) {
       setState({ ...ui.state, payment: null });
       ui.frontdesk = true;
     } else {
-      let next = { ...ui.state, payment: null };
+      let next = { ...ui.state, payment: e instanceof ApiError && e.status === 0 ? { ...payment, phase: "confirm" } : null };
       if (e instanceof ApiError && e.error.order) next = withOrder(next, e.error.order);
       setState(next);
       sayError(e);
     }
-    refreshTable().catch(() => {});
   } finally {
     ui.busy = null;
     redraw();

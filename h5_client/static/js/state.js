@@ -5,7 +5,7 @@
 //   order,                            the table's open order (or the one that just closed)
 //   locks,                            live locks of the table, in the H5 viewer form
 //   payment,                          my checkout: {token, fence, order_id, version, amount_cents,
-//                                     expires_at, payment_ref, phase: "confirm" | "paying"}
+//                                     expires_at, payment_ref, phase: "confirm" | "starting" | "paying", out_trade_no?}
 //   lost,                             "expired" | "forced" when my payment lock ended under me
 //   paidByMe,                         true once my payment completed (the paid screen)
 //   closed,                           the order vanished from the table while we watched (polling)
@@ -160,12 +160,23 @@ export function applyEvent(state, event, now) {
       next = withOrder(next, data.order);
       break;
     case "order.paid":
+      // My provider payment went through (SPEC §9: the provider's notification, not this page, says so).
+      if (next.payment && next.payment.phase === "paying" && next.payment.order_id === event.order_id) {
+        next = { ...next, payment: null, paidByMe: true, lost: null };
+      }
       if (data.order) {
         next = withOrder(next, data.order);
         if (next.order && next.order.order_id === data.order.order_id) {
           next.order = data.order;
           next.locks = next.locks.filter((l) => l.order_id !== data.order.order_id);
         }
+      }
+      break;
+    case "payment.failed":
+    case "payment.surplus":
+      // My provider payment did not pay the order (failed, closed, or the money is being refunded).
+      if (next.payment && next.payment.out_trade_no && next.payment.out_trade_no === data.out_trade_no) {
+        next = { ...next, payment: null };
       }
       break;
     case "config.updated":
