@@ -327,3 +327,19 @@ async def test_no_request_of_an_h5_session_marks_an_order_paid(paying: PayingRes
     assert paying.shop.erp_order()["status"] == "open"
     order, _ = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
     assert order["status"] == "open"
+
+
+async def test_a_payment_ref_that_paid_one_order_is_refused_on_another(paying: PayingRestaurant) -> None:
+    """An ERP completion reusing a payment_ref that already paid another order of the store is 409 PAYMENT_REF_REUSED and recorded."""
+    shop = paying.shop
+    await shop.master.checkout(shop.order_id)
+    await shop.master.complete_payment(shop.order_id, payment_ref="card-77")
+    second = await shop.master.open_order("T1", [{"sku": "rice", "qty": 1}])
+    await shop.master.checkout(second["order_id"])
+    with pytest.raises(Refused) as refused:
+        await shop.master.complete_payment(second["order_id"], payment_ref="card-77")
+    assert refused.value.code == "PAYMENT_REF_REUSED"
+    order, _ = await paying.services.engine.get_order(shop.store_id, second["order_id"])
+    assert order["status"] == "open"
+    _, audit = await paying.admin("GET", f"/audit?order_id={second['order_id']}&limit=100")
+    assert any(e["name"] == "payment.rejected" and e["data"]["code"] == "PAYMENT_REF_REUSED" for e in audit["entries"])
