@@ -21,7 +21,7 @@ import websockets
 from coordinator.core.models import OrderIn, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.store import keys
-from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, bearer, order_body, services
+from tests.support.app import ADMIN_TOKEN, SYSTEM, bearer, order_body, services
 
 MENU = [{"sku": "tea", "name": "茶", "unit_price_cents": 900}, {"sku": "rice", "name": "米饭", "unit_price_cents": 2000},
         {"sku": "soup", "name": "汤", "unit_price_cents": 1500}]

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from tests.app_fixtures import bearer
+from tests.support.app import bearer
 from tests.test_h5_orders import erp, h5, post  # noqa: F401  (fixture: the fake ERP master on A's socket)
 
 ORDER_LOCKED_FOR_PAYER = "订单正在其他机器修改,暂不能支付"

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from coordinator.app import build_app
-from coordinator.core.models import OrderIn
+from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.services import SERVICES, Services
-from coordinator.settings import Settings
+from coordinator.settings import Settings, load_store_defaults
+from coordinator.store.engine import LockEngine
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SYSTEM = {"role": "admin"}
@@ -42,6 +43,11 @@ async def client(aiohttp_client, settings):
 def services(client) -> Services:
     """The Services of the app behind ``client``."""
     return client.server.app[SERVICES]
+
+
+def make_engine(redis: Any) -> LockEngine:
+    """A LockEngine on ``redis`` with the default store configuration."""
+    return LockEngine(redis, defaults=StoreConfig.model_validate(load_store_defaults()))
 
 
 def bearer(token: str) -> dict[str, str]:

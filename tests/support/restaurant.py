@@ -22,7 +22,7 @@ from coordinator.app import build_app
 from erp_simulator.db import ErpDatabase
 from erp_simulator.terminal import Terminal
 from h5_client.client import H5Client
-from tests.app_fixtures import ADMIN_TOKEN
+from tests.support.app import ADMIN_TOKEN
 
 MENU = [("tea", "龙井茶", 1800), ("fish", "清蒸鲈鱼", 6800), ("rice", "米饭", 300), ("greens", "蒜蓉菜心", 2800)]
 FIRST_ORDER = [{"sku": "tea", "qty": 2}, {"sku": "fish", "qty": 1}]

@@ -23,8 +23,8 @@ from typing import Any
 from coordinator.redis_embedded import EmbeddedRedis
 from coordinator.store import keys
 from coordinator.store.redis_conn import open_redis
-from tests.history.clients import Api, Processes, Subscriber, sample_clock, seed_store
-from tests.history.recorder import Fault, History
+from tests.support.history.clients import Api, Processes, Subscriber, sample_clock, seed_store
+from tests.support.history.recorder import Fault, History
 
 KINDS = ("order", "presettle", "payment")
 
@@ -519,7 +519,7 @@ class Run:
 
 
 def _admin_token() -> str:
-    from tests.app_fixtures import ADMIN_TOKEN
+    from tests.support.app import ADMIN_TOKEN
 
     return ADMIN_TOKEN
 
