@@ -94,3 +94,16 @@ async def shop(client, uid) -> Shop:
     await svc.engine.put_order(store_id, OrderIn.model_validate(order_body()), {"role": "erp", "terminal_id": a.terminal_id, "name": a.name})
     qr = table.qr_url.split("qr=", 1)[1]
     return Shop(store_id, a.token, a.terminal_id, b.token, b.terminal_id, "T1", qr)
+
+
+async def h5(client, shop: Shop) -> dict[str, str]:
+    """The Authorization header of a new H5 session on the shop's table."""
+    resp = await client.post("/api/v1/h5/sessions", json={"qr_token": shop.qr})
+    assert resp.status == 201, await resp.text()
+    return bearer((await resp.json())["session_token"])
+
+
+async def post(client, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, dict]:
+    """POST ``path`` (under /api/v1) on the in-process app; returns (status, JSON body)."""
+    resp = await client.post("/api/v1" + path, json=body, headers=headers)
+    return resp.status, await resp.json()
