@@ -1,8 +1,9 @@
-"""Fixtures that run the real coordinator app (in-process, real sockets) on a real Redis.
+"""pytest plugin: fixtures that run the real coordinator app (in-process, real sockets) on a real Redis.
 
 ``client`` is an aiohttp test client of ``build_app``; ``shop`` seeds a store through the
 coordinator's own Directory and LockEngine: two terminals (A is the master), a table, and an
-open order ``o1`` of 2 lines, total 3,800 cents, version 1.
+open order ``o1`` of 2 lines, total 3,800 cents, version 1. The helpers (``bearer``, ``order_body``,
+``services``, ``make_engine``, ``h5``, ``post``) are plain functions to import.
 """
 
 from __future__ import annotations
