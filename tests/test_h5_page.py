@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.h5_fixtures import FIRST_TOTAL, Restaurant, coordinator_url, eventually, restaurant  # noqa: F401
+from tests.support.restaurant import FIRST_TOTAL, Restaurant
 
 pytestmark = pytest.mark.browser
 

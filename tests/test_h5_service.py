@@ -10,11 +10,17 @@ from __future__ import annotations
 import pytest
 
 from coordinator.app import build_app
-from coordinator.core.errors import AmountMismatch, Forbidden, LockConflict, Unauthenticated, ValidationFailed
+from coordinator.core.errors import (
+    AmountMismatch,
+    Forbidden,
+    LockConflict,
+    Unauthenticated,
+    ValidationFailed,
+)
 from coordinator.core.models import ItemLine, ItemsRequest, PaymentRequest
 from coordinator.h5 import Diner, H5Service
 from coordinator.services import SERVICES
-from tests.h5_fixtures import FIRST_TOTAL, MENU, Restaurant, restaurant  # noqa: F401  (fixture)
+from tests.support.restaurant import FIRST_TOTAL, MENU, Restaurant
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from tests.history.recorder import History, Op
+from tests.support.history.recorder import History, Op
 
 INF = float("inf")
 END_EVENTS = ("lock.released", "lock.expired", "lock.forced")

@@ -1,9 +1,10 @@
-"""A running restaurant for the H5 tests: the real coordinator on a real port, real Redis, the
+"""pytest plugin: a running restaurant for the H5 tests: the real coordinator on a real port, real Redis, the
 ERP simulator's master (cashier) and secondary (waiter) terminals on their websockets.
 
 ``restaurant`` seeds, through the admin API, a store with both terminals and table T1, and opens
 order ``o1`` in the ERP database (龙井茶 ×2 + 清蒸鲈鱼 = ¥104.00, version 1), pushed by the master.
-The test modules import these fixtures by name.
+Its fixtures reach every test module through ``tests/conftest.py``; ``Restaurant``, ``eventually`` and
+the menu constants are plain helpers to import.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from coordinator.app import build_app
 from erp_simulator.db import ErpDatabase
 from erp_simulator.terminal import Terminal
 from h5_client.client import H5Client
-from tests.app_fixtures import ADMIN_TOKEN
+from tests.support.app import ADMIN_TOKEN
 
 MENU = [("tea", "龙井茶", 1800), ("fish", "清蒸鲈鱼", 6800), ("rice", "米饭", 300), ("greens", "蒜蓉菜心", 2800)]
 FIRST_ORDER = [{"sku": "tea", "qty": 2}, {"sku": "fish", "qty": 1}]
