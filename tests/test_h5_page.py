@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.h5_fixtures import FIRST_TOTAL, Restaurant, eventually, restaurant  # noqa: F401
-from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.payments import PayingRestaurant
+from tests.support.restaurant import FIRST_TOTAL, Restaurant
 
 pytestmark = pytest.mark.browser
 
