@@ -4,7 +4,8 @@
 step; the ERP then confirms ``order.pay`` within ``erp_rpc_timeout_ms``; ``finish.lua`` marks the
 order paid, or releases the lock and records ``payment.rejected`` with the ERP's own code.
 Idempotent on ``payment_ref``: ``complete.lua`` replays a paid ref, and ``tl:{s}:h5pay:...``
-remembers which order a ref paid, for a replay after the ERP's own push closed the order.
+remembers which order a ref paid, and for which session, for a replay after the ERP's own push
+closed the order; another session sending the same ref is not shown that order (invariant 11).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ class Payments:
         engine = self.engine
         record_key = keys.h5_payment(diner.store_id, diner.table_id, payment.payment_ref)
         raw = await self.redis.get(record_key)
-        if raw is not None:  # this payment_ref already paid an order of this table: replay it
-            paid, _ = await engine.get_order(diner.store_id, json.loads(raw)["order_id"])
+        record = json.loads(raw) if raw is not None else None
+        if record is not None and record.get("session_id") == diner.session_id:
+            # this session's payment_ref already paid an order of this table: replay it
+            paid, _ = await engine.get_order(diner.store_id, record["order_id"])
             return Order.model_validate(paid)
 
         order_id = await order_paying_with(engine, diner, payment.token)
@@ -63,7 +66,8 @@ class Payments:
             order = begun["order"]  # a replay complete.lua recognised
         else:
             order = await self._confirm_with_erp(diner, config, order_id, payment, begun.get("lock"))
-        await self.redis.set(record_key, compact({"order_id": order_id}), ex=REPLAY_SECONDS)
+        await self.redis.set(record_key, compact({"order_id": order_id, "session_id": diner.session_id}),
+                             ex=REPLAY_SECONDS)
         return Order.model_validate(order)
 
     async def _confirm_with_erp(

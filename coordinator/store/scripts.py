@@ -28,7 +28,7 @@ LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
-STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
+STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot")
 
 
 def _read(name: str) -> str:
@@ -60,6 +60,7 @@ class Scripts:
     snapshot: AsyncScript
     ratelimit: AsyncScript
     claim_release: AsyncScript
+    ws_slot: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:
