@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from typing import Any
 
 from coordinator.core.errors import LockLost, OrderClosed, TablelockError
@@ -22,6 +23,8 @@ from coordinator.h5.table import Diner, open_order_ids, order_paying_with
 from coordinator.realtime.erp_answers import unreachable
 from coordinator.store import keys
 from coordinator.store.engine import LockEngine, compact
+
+log = logging.getLogger(__name__)
 
 #: How long a paid payment_ref is replayed.
 REPLAY_SECONDS = 86_400
@@ -89,6 +92,10 @@ class Payments:
                 raise unreachable("bad_reply", "order.pay", erp_status=confirmed.status)
         except TablelockError as refused:
             await asyncio.shield(finish(paid=False, code=refused.erp_code or refused.code))
+            if refused.erp_code == "ORDER_CLOSED":
+                closed = await self._closed_by_erp(diner, config, order_id)
+                if closed is not None:
+                    raise OrderClosed(order=closed, erp_code="ORDER_CLOSED") from refused
             raise
         except BaseException:  # Redis trouble, or the request cancelled: the payment did not complete here
             await asyncio.shield(finish(paid=False, code="ERP_UNREACHABLE"))
@@ -101,3 +108,20 @@ class Payments:
             if current is None or current["status"] != "paid":
                 raise
             return current
+
+    async def _closed_by_erp(self, diner: Diner, config: StoreConfig, order_id: str) -> dict[str, Any] | None:
+        """The ERP says the order is closed while we hold it open: fetch and store the ERP's copy.
+
+        This is how a "paid" a failover lost comes back (SPEC §12): the ERP confirmed the payment, the
+        coordinator's write of it was lost with the old primary, and the order looked open again.
+        None when the ERP cannot be asked now or still has it open (the refusal stands as it was).
+        """
+        try:
+            result = await self.erp.ask(diner, config, "order.fetch", {"order_id": order_id})
+            fetched = self.erp.order_answer(diner, "order.fetch", result, order_id)
+            if fetched.status == "open":
+                return None
+            return await self.erp.keep(diner, fetched)
+        except TablelockError as exc:
+            log.warning("order %s: the ERP says closed, and fetching it failed: %s", order_id, exc.code)
+            return None

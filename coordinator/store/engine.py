@@ -148,8 +148,13 @@ class LockEngine:
 
     # --- orders ---------------------------------------------------------------------------
 
-    async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
-        """Store the ERP's order; returns (order, changed)."""
+    async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any], *,
+                        erp_answer: bool = False) -> tuple[dict, bool]:
+        """Store the ERP's order; returns (order, changed).
+
+        ``erp_answer``: the order is the ERP's own answer to an RPC, which may close the version the
+        coordinator holds open (a "paid" a failover lost: put_order.lua).
+        """
         # The body goes without status: the script composes the stored JSON from the body and the
         # fields it changes itself (status, updated_at), so it never edits JSON text.
         body = order.model_dump(mode="json", exclude={"status"})
@@ -157,7 +162,7 @@ class LockEngine:
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
             [order.order_id, compact(body), content_hash(order), order.version, order.status,
-             order.table_id, order.total_cents],
+             order.table_id, order.total_cents, "erp" if erp_answer else ""],
             actor,
         )
         await self._raise(store_id, reply, actor, None)
