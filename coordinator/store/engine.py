@@ -71,6 +71,8 @@ class LockEngine:
         token_source: Callable[[], str] = lambda: secrets.token_urlsafe(24),
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        refusal_window_ms: int = 60_000,
+        refusals_per_table: int = 5,
     ) -> None:
         self.redis = redis
         self.defaults = defaults
@@ -81,6 +83,8 @@ class LockEngine:
         #: Every Lua script, registered once here; other layers call their scripts through it.
         self.scripts = Scripts.register(redis)
         self._wait = (wait_replicas, wait_timeout_ms)
+        #: The audit bound on refused H5 requests (lib.lua bounded_refusal): window, written per table.
+        self._refusals = (refusal_window_ms, refusals_per_table)
 
     # --- script plumbing ------------------------------------------------------------------
 
@@ -292,8 +296,9 @@ class LockEngine:
         reply = await self._run(
             "complete", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
-             keys.config(store_id)],
-            [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json],
+             keys.config(store_id), keys.h5_refusals(store_id)],
+            [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json,
+             *self._refusals],
             actor,
         )
         self._observe(Kind.PAYMENT.value, "complete", reply)
@@ -308,8 +313,10 @@ class LockEngine:
         """End a completion begun with ``complete(mode="begin")`` as the ERP answered."""
         reply = await self._run(
             "finish", store_id,
-            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id)],
-            [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents], actor,
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
+             keys.h5_refusals(store_id)],
+            [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents, *self._refusals],
+            actor,
         )
         await self._raise(store_id, reply, actor, Action.PAY)
         await self._replicated(store_id, order_id, reply)
@@ -333,6 +340,10 @@ class LockEngine:
             "emit", store_id, [], [name, table_id, order_id, compact(data), "audit" if audit_only else ""], actor
         )
         return reply["seq"]
+
+    async def flush_refusals(self, store_id: str) -> None:
+        """Write the store's counted H5 refusals to the audit log now (before the admin reads it)."""
+        await self._run("flush_refusals", store_id, [keys.h5_refusals(store_id)], [self._refusals[0]], SYSTEM)
 
     async def seq(self, store_id: str) -> int:
         """The store's last event seq."""
