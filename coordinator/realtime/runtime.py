@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from coordinator.realtime.admission import Admission, Caps
 from coordinator.realtime.hub import Connection, Hub, HubClosed
@@ -82,7 +83,11 @@ class Realtime:
                     address: str = "unknown") -> None:
         """Serve one authenticated websocket until it closes (1008 when a socket cap is full)."""
         conn = Connection(ws, principal, token, self.settings.ws_queue_size, transport)
-        places = await self.admission.admit(principal, address, conn.conn_id)
+        try:
+            places = await self.admission.admit(principal, address, conn.conn_id)
+        except (RedisError, OSError):
+            await ws.close(code=CloseCode.TRY_AGAIN_LATER, message=b"unavailable")
+            return
         if places is None:
             await ws.close(code=CloseCode.POLICY_VIOLATION, message=b"too many sockets")
             return
