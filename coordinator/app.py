@@ -47,7 +47,9 @@ async def _services(app: web.Application):
     redis = await open_redis(settings.redis_url)
     defaults = StoreConfig.model_validate(load_store_defaults(settings.store_defaults_file))
     engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention,
-                        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms)
+                        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
+                        refusal_window_ms=settings.h5_refusal_window_seconds * 1000,
+                        refusals_per_table=settings.h5_refusals_per_table)
     auth = Authenticator(
         redis,
         admin_token=settings.admin_token.get_secret_value(),

@@ -62,7 +62,9 @@ class H5Service:
             raise Unauthenticated() from None  # a code naming no store is as good as forged
         verify_qr_token(qr_token, secret)
         await self.directory.table(store_id, table_id)  # a genuine code of a table since removed
-        token, _session_id, expires_at = self.auth.new_session(store_id, table_id, await self.engine.now())
+        # The session begins at the store's current seq: what happened before is an earlier party's.
+        token, _session_id, expires_at = self.auth.new_session(
+            store_id, table_id, await self.engine.now(), await self.engine.seq(store_id))
         return SessionCreated(session_token=token, store_id=store_id, table_id=table_id, expires_at=expires_at)
 
     async def table(self, diner: Diner) -> H5TableView:

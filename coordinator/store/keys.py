@@ -2,7 +2,7 @@
 
 All keys of one store share the hash tag ``{store_id}``, so every Lua script touches a single
 Redis Cluster slot. The only global keys (``tl:stores``, ``tl:due``, the address rate limits
-``tl:rl:addr:*``) never share a script with another key.
+``tl:rl:addr:*`` / ``tl:rl:ws:*`` and socket caps ``tl:ws:addr:*``) never share a script with another key.
 """
 
 from __future__ import annotations
@@ -144,6 +144,31 @@ def rate_address(address: str) -> str:
 def rate_session(store_id: str, session_id: str) -> str:
     """Hash: sliding-window count of one H5 session's requests (ratelimit.py)."""
     return f"{_s(store_id)}:rl:h5:{session_id}"
+
+
+def rate_ws_address(address: str) -> str:
+    """Hash: sliding-window count of websocket connects from one client address (ratelimit.py)."""
+    return f"{PREFIX}:rl:ws:{address}"
+
+
+def ws_session(store_id: str, session_id: str) -> str:
+    """Sorted set: the open websockets of one H5 session, connection id -> lease end ms (admission.py)."""
+    return f"{_s(store_id)}:ws:h5:{session_id}"
+
+
+def ws_terminal(store_id: str, terminal_id: str) -> str:
+    """Sorted set: the open websockets of one ERP terminal, connection id -> lease end ms (admission.py)."""
+    return f"{_s(store_id)}:ws:erp:{terminal_id}"
+
+
+def ws_address(address: str) -> str:
+    """Sorted set: the open websockets from one client address, connection id -> lease end ms (admission.py)."""
+    return f"{PREFIX}:ws:addr:{address}"
+
+
+def h5_refusals(store_id: str) -> str:
+    """Hash: table_id -> JSON window of refused H5 requests, counted instead of audited (lua/refusals.lua)."""
+    return f"{_s(store_id)}:h5refused"
 
 
 def common(store_id: str) -> list[str]:

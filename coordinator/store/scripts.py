@@ -28,9 +28,10 @@ LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
     # provider payments (payments/ledger.py)
     "pay_start", "pay_capture", "pay_confirm", "pay_end", "pay_claim",
+    "flush_refusals",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
-STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
+STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot")
 
 
 def _read(name: str) -> str:
@@ -64,9 +65,11 @@ class Scripts:
     pay_confirm: AsyncScript
     pay_end: AsyncScript
     pay_claim: AsyncScript
+    flush_refusals: AsyncScript
     snapshot: AsyncScript
     ratelimit: AsyncScript
     claim_release: AsyncScript
+    ws_slot: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:
