@@ -29,6 +29,7 @@ from websockets.typing import Subprotocol
 from .client import CoordinatorClient, Refused
 from .db import ErpDatabase, wall_ms
 from .errors import ErpError
+from .payment_notices import payment_notice
 from .rpc import MasterRpc
 from .view import LockEnded, Resynced, StoreView
 
@@ -202,7 +203,7 @@ class Terminal:
             self._up.set()
             if self.master:
                 self._spawn(self._resync())
-        self.tell()
+        self.tell(payment_notice(message))  # surplus alerts, the add-on toast
         return kind == "hello"
 
     def _observe_fences(self, message: dict[str, Any]) -> None:

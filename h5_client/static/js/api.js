@@ -113,9 +113,9 @@ export class H5Api {
     return this.request("POST", "/h5/checkout/cancel", { token });
   }
 
-  pay(payment) {
-    const { token, amount_cents, version, payment_ref } = payment;
-    return this.request("POST", "/h5/payments", { token, amount_cents, version, payment_ref });
+  /** POST /h5/payments/start: open the provider order for my claimed lock (SPEC §9). */
+  startPayment(token, provider) {
+    return this.request("POST", "/h5/payments/start", { token, provider });
   }
 
   /** The websocket URL for this session, resuming after `since`. */
