@@ -166,7 +166,7 @@ async function startPayment(provider) {
     const reply = await api.startPayment(payment.token, provider);
     clock.observe(reply.lock && reply.lock.acquired_at);
     // Saved (sessionStorage) before leaving: the pay page sends the diner back to /h5/ in this tab.
-    setState(started(ui.state.payment || payment, reply, ui.state.seq));
+    setState({ ...ui.state, payment: started(ui.state.payment || payment, reply, ui.state.seq) });
     if (reply.pay_url) location.assign(reply.pay_url);
   } catch (e) {
     if (e instanceof ApiError && e.status === 0) {
@@ -295,6 +295,8 @@ async function boot() {
     redraw();
     return;
   }
+  // Read before the first table read: every setState writes the (still empty) payment back.
+  const saved = stored(PAYMENT_KEY);
   try {
     if (!api.token) await api.openSession();
     await refreshTable();
@@ -305,7 +307,6 @@ async function boot() {
     return;
   }
   // A checkout this tab made before a reload is still ours while its lock is.
-  const saved = stored(PAYMENT_KEY);
   if (saved && saved.out_trade_no && WAITING.has(saved.phase)) {
     // Back from the provider's pay page: wait for my trade's outcome, replaying the events
     // since the start (they may all have happened while the diner was away).

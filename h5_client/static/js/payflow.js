@@ -5,6 +5,7 @@
 //   confirm ──start──▶ starting ──201──▶ in_flight ──(leave for the provider's pay page, come back)
 //   in_flight ──lock.renewed completing──▶ completing
 //   in_flight | completing ──order.paid / lock.released paid──▶ result paid       ("支付成功")
+//                          (a force on my in-flight lock keeps me waiting: the provider decides)
 //                          ──payment.failed──────────────────▶ result failed     ("支付失败,请重试")
 //                          ──payment.surplus─────────────────▶ result surplus    ("已退款" once refunded)
 //   result surplus ──payment.refund_updated──▶ its refund_state follows
@@ -77,6 +78,8 @@ export function payEvent(state, event) {
     case "payment.failed":
       if (!mineByTrade(payment, data)) return state;
       if (data.reason === "released") return { ...state, payment: null }; // my own cancel
+      // A cashier's force closed my unpaid provider order first (SPEC §9.6).
+      if (data.reason === "forced") return { ...state, payment: null, lost: "forced" };
       return result(state, { kind: "failed", out_trade_no: payment.out_trade_no, status: data.status });
     case "payment.surplus":
       if (!mineByTrade(payment, data) && !(done && data.out_trade_no === done.out_trade_no)) return state;

@@ -152,7 +152,7 @@ export function applyEvent(state, event, now) {
     case "lock.forced":
       next.locks = withoutLock(next.locks, lock);
       if (isMyPaymentLock(next.payment, lock)) {
-        if (event.name === "lock.forced") {
+        if (event.name === "lock.forced" && CLAIMED.has(next.payment.phase)) {
           next = { ...next, payment: null, lost: "forced" };
         } else if (event.name === "lock.expired" && next.payment.phase === "confirm") {
           next = { ...next, payment: null, lost: "expired" };
