@@ -129,6 +129,7 @@ async def test_cashier_sees_the_countdown_then_a_surplus_alert_and_the_admin_see
     await page.go_back()  # the diner comes back without paying: waiting for the result
     await expect(page.get_by_test_id("pay-panel")).to_have_attribute("data-phase", "in_flight", timeout=WAIT_MS)
     await expect(page.get_by_test_id("pay-title")).to_have_text("等待支付结果…")
+    await expect(page.get_by_test_id("countdown")).to_have_text(re.compile(r"^剩余 \d+ 秒$"), timeout=WAIT_MS)
     await shot(page, "surplus-1-diner-waiting")
 
     badge = cashier.get_by_test_id("badge-T1-payment")

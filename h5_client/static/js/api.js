@@ -71,6 +71,10 @@ export class H5Api {
     } catch (e) {
       throw new ApiError(0, null);
     }
+    // The Date header (whole seconds, so a lower bound) sets the server clock after a reload,
+    // e.g. back from the provider's pay page, before any event has carried a timestamp.
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (this.onServerTime && Number.isFinite(date)) this.onServerTime(date);
     let json = null;
     try {
       json = await response.json();

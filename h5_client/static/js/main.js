@@ -64,6 +64,7 @@ const ui = {
   fatal: null,
 };
 const api = new H5Api(qr || (savedSession(null) || {}).qr || null, savedSession(qr));
+api.onServerTime = (ms) => clock.observe(ms);
 let messageTimer = null;
 // The seq to resume the socket from once, when back from the pay page (null: the state's own seq).
 let resumeFrom = null;
