@@ -3,8 +3,8 @@
     async with await H5Client.open("http://127.0.0.1:8080", qr_token) as diner:
         table = await diner.table()
         grant = await diner.checkout()                      # {"lock": {..., "token"}, "order"}
-        order = await diner.pay(grant["lock"]["token"], grant["order"]["total_cents"],
-                                grant["order"]["version"], "my-payment-ref")
+        started = await diner.start_payment(grant["lock"]["token"], "wechatpay")  # open started["pay_url"]
+        result = await diner.payment_result(started["out_trade_no"], grant["order"]["order_id"])
         async for event in diner.events():                  # resumes after drops via ``since``
             ...
 
@@ -157,13 +157,6 @@ class H5Client:
             raise H5Error(0, {"code": "DISCONNECTED", "message": "", "message_en": "events ended"})
 
         return await asyncio.wait_for(first(), timeout)
-
-    async def pay(self, token: str, amount_cents: int, version: int, payment_ref: str) -> dict[str, Any]:
-        """POST /h5/payments: complete my payment; returns the paid order (idempotent on payment_ref)."""
-        body = await self._request("POST", "/h5/payments", {
-            "token": token, "amount_cents": amount_cents, "version": version, "payment_ref": payment_ref,
-        })
-        return body["order"]
 
     # --- websocket --------------------------------------------------------------------------
 

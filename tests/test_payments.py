@@ -287,3 +287,59 @@ async def _audit_toast(paying: PayingRestaurant) -> dict | None:
             assert entry["data"]["message"] == "订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付"
             return entry
     return None
+
+
+async def test_a_wrong_amount_is_a_refunded_surplus_and_the_order_stays_open(paying: PayingRestaurant) -> None:
+    """Money that differs from the bound total never pays the order: a surplus, refunded, the ERP's order open (was the H5 wrong-amount test)."""
+    diner = await paying.shop.diner()
+    _, started, seq = await paying.claim_and_start(diner)
+    no = started["out_trade_no"]
+    headers, body = wechat_notification(paying.sandbox, out_trade_no=no, amount_cents=FIRST_TOTAL - 1,
+                                        transaction_id="4200000001" + no[-10:])
+    assert await _notify(paying, headers, body) in (200, 204)
+    event = await diner.payment_result(no, paying.shop.order_id, since=seq)
+    assert event["name"] == "payment.surplus" and event["data"]["reason"] == "amount_mismatch"
+    assert paying.shop.erp_order()["status"] == "open"
+    _, locks = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
+    assert locks == []  # the in-flight lock ended (payment_failed): the diner checks out again
+
+
+async def test_no_request_of_an_h5_session_marks_an_order_paid(paying: PayingRestaurant) -> None:
+    """Every H5 endpoint, given the live lock's token, amount, version and a payment_ref, leaves the order open."""
+    from coordinator.app import ROUTERS
+
+    diner = await paying.shop.diner()
+    grant = await diner.checkout()
+    body = {"token": grant["lock"]["token"], "amount_cents": grant["order"]["total_cents"],
+            "version": grant["order"]["version"], "payment_ref": "diner-says-paid", "provider": "wechatpay",
+            "items": [{"sku": "tea", "qty": 1}], "request_id": "r-1", "qr_token": paying.shop.qr}
+    h5_endpoints = [e for r in ROUTERS for e in r.endpoints if "h5" in e.auth]
+    assert any(e.path == "/h5/checkout" for e in h5_endpoints)
+    for endpoint in h5_endpoints:
+        try:
+            await diner._request(endpoint.method, endpoint.path, body if endpoint.method != "GET" else None)
+        except H5Error:
+            pass
+    for path in ("/h5/payments", "/h5/pay", "/h5/orders/paid"):
+        with pytest.raises(H5Error):
+            await diner._request("POST", path, body)
+    await asyncio.sleep(0.5)
+    assert paying.shop.erp_order()["status"] == "open"
+    order, _ = await paying.services.engine.get_order(paying.shop.store_id, paying.shop.order_id)
+    assert order["status"] == "open"
+
+
+async def test_a_payment_ref_that_paid_one_order_is_refused_on_another(paying: PayingRestaurant) -> None:
+    """An ERP completion reusing a payment_ref that already paid another order of the store is 409 PAYMENT_REF_REUSED and recorded."""
+    shop = paying.shop
+    await shop.master.checkout(shop.order_id)
+    await shop.master.complete_payment(shop.order_id, payment_ref="card-77")
+    second = await shop.master.open_order("T1", [{"sku": "rice", "qty": 1}])
+    await shop.master.checkout(second["order_id"])
+    with pytest.raises(Refused) as refused:
+        await shop.master.complete_payment(second["order_id"], payment_ref="card-77")
+    assert refused.value.code == "PAYMENT_REF_REUSED"
+    order, _ = await paying.services.engine.get_order(shop.store_id, second["order_id"])
+    assert order["status"] == "open"
+    _, audit = await paying.admin("GET", f"/audit?order_id={second['order_id']}&limit=100")
+    assert any(e["name"] == "payment.rejected" and e["data"]["code"] == "PAYMENT_REF_REUSED" for e in audit["entries"])

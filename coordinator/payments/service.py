@@ -68,6 +68,9 @@ class PaymentService:
     async def start(self, store_id: str, table_id: str, holder: dict[str, Any], *, token: str,
                     provider: str, client_ip: str = "127.0.0.1") -> dict[str, Any]:
         """Open the provider order for the session's claimed lock; returns StartedPayment fields."""
+        if not (await self.engine.config(store_id)).strong_link_enabled:
+            # Legacy mode stores no lock to bind a provider order to: the diner pays at the till.
+            raise PaymentUnavailable()
         found = await self.paying_order(store_id, table_id, token)
         if found is None:
             raise LockLost()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from coordinator.payments.ledger import PaymentLedger
 from coordinator.payments.providers import ProviderError, ProviderRejected, ProviderUnreachable

@@ -287,7 +287,7 @@ class LockEngine:
         reply = await self._run(
             "complete", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
-             keys.config(store_id)],
+             keys.config(store_id), keys.payment_refs(store_id)],
             [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json],
             actor,
         )
