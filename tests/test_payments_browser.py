@@ -14,7 +14,6 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
-from erp_simulator.client import Refused
 from erp_simulator.page_guard import LOGIN_PARAM, PageLogin
 from erp_simulator.pages import build_page_app
 from tests.app_fixtures import ADMIN_TOKEN
@@ -141,14 +140,18 @@ async def test_cashier_sees_the_countdown_then_a_surplus_alert_and_the_admin_see
 
     no = (await paying.admin("GET", "/payments"))[1]["payments"][-1]["out_trade_no"]
     await sandbox.control(mode="503")
-    with pytest.raises(Refused) as refused:
-        await shop.master.client.take_lock(shop.order_id, "payment", force=True)
-    assert refused.value.code == "PAYMENT_UNVERIFIED"
-    lock = await shop.master.client.take_lock(shop.order_id, "payment", force=True, force_unverified=True)
-    shop.db.observe_fence(shop.order_id, int(lock["fence"]))
-    shop.master.held[(shop.order_id, "payment")] = lock
+    # 结账 on the cashier's page: the usual force warning, then the stronger one (provider unreachable).
+    await cashier.get_by_test_id("btn-T1-pay").click()
+    await expect(cashier.get_by_test_id("confirm-text")).to_contain_text("重复支付", timeout=WAIT_MS)
+    await cashier.get_by_test_id("confirm-continue").click()
+    await expect(cashier.get_by_test_id("confirm-dialog")).to_be_visible(timeout=WAIT_MS)
+    await expect(cashier.get_by_test_id("confirm-text")).to_contain_text("暂时无法向支付平台确认支付结果", timeout=WAIT_MS)
+    await shot(cashier, "surplus-2b-cashier-unverified-warning")
+    await cashier.get_by_test_id("confirm-continue").click()
+    await expect(cashier.get_by_test_id("btn-T1-complete")).to_be_visible(timeout=WAIT_MS)
     await sandbox.control(mode="normal")
-    await shop.master.complete_payment(shop.order_id, payment_ref="cash-1")
+    await cashier.get_by_test_id("btn-T1-complete").click()  # cash at the till
+    await eventually(lambda: shop.erp_order()["status"] == "paid", timeout=10, what="cash payment in the ERP")
     await sandbox.pay(no, outcome="paid", notify="late", delay_ms=300)
 
     alert = cashier.get_by_test_id("surplus-alert")
@@ -160,7 +163,8 @@ async def test_cashier_sees_the_countdown_then_a_surplus_alert_and_the_admin_see
     await expect(page.get_by_test_id("result-panel")).to_have_attribute("data-refund", "succeeded", timeout=WAIT_MS)
     await expect(page.get_by_test_id("result-title")).to_have_text("已退款")
     await shot(page, "surplus-4-diner-refunded")
-    assert shop.erp_order()["status"] == "paid" and shop.db.payment(shop.order_id)["payment_ref"] == "cash-1"
+    assert shop.erp_order()["status"] == "paid"
+    assert not shop.db.payment(shop.order_id)["payment_ref"].startswith("wechatpay:")  # the till's payment stands
 
     admin = await browser.new_page(viewport={"width": 1280, "height": 900})
     await admin.goto(f"{shop.base_url}/admin/")

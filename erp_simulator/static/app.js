@@ -228,11 +228,17 @@ async function send(method, path, body) {
 }
 
 // Send a lock-taking action; a refusal that allows force asks the user, then repeats with force.
+// PAYMENT_UNVERIFIED (a diner's in-flight payment the provider could not be asked about) asks
+// once more with its stronger warning, then repeats with force_unverified (SPEC §9.6).
 async function lockAction(path) {
   let reply = await send("POST", path, { force: false });
   if (reply.error && reply.error.force_allowed) {
     if (!(await confirmForce(say(reply.error)))) return;
     reply = await send("POST", path, { force: true });
+  }
+  if (reply.error && reply.error.code === "PAYMENT_UNVERIFIED" && reply.error.force_allowed) {
+    if (!(await confirmForce(say(reply.error)))) return;
+    reply = await send("POST", path, { force: true, force_unverified: true });
   }
   if (reply.error) toast(say(reply.error));
 }
