@@ -16,6 +16,7 @@ from playwright.async_api import Browser, Page, expect
 
 from erp_simulator.page_guard import LOGIN_PARAM, PageLogin
 from erp_simulator.pages import build_page_app
+from h5_client.client import H5Error
 from tests.app_fixtures import ADMIN_TOKEN
 from tests.h5_fixtures import FIRST_TOTAL, eventually, restaurant  # noqa: F401
 from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.browser
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "payments"
 WAIT_MS = 10_000
+ACCEPT_REFUSED = "订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付"
 
 
 @pytest.fixture
@@ -137,6 +139,12 @@ async def test_cashier_sees_the_countdown_then_a_surplus_alert_and_the_admin_see
     await expect(countdown).to_have_text(re.compile(r"^\d+秒$"), timeout=WAIT_MS)
     assert int((await countdown.text_content() or "0").rstrip("秒")) > 60  # the provider's window, not the claim
     await shot(cashier, "surplus-2-cashier-countdown")
+    # Another diner's add-on meanwhile: refused by the coordinator, and the cashier gets the seed's toast.
+    other = await shop.diner()
+    with pytest.raises(H5Error) as refused:
+        await other.add_items([("rice", 1)])
+    assert refused.value.code == "PAYMENT_LOCKED"
+    await expect(cashier.get_by_test_id("toast").filter(has_text=ACCEPT_REFUSED)).to_be_visible(timeout=WAIT_MS)
 
     no = (await paying.admin("GET", "/payments"))[1]["payments"][-1]["out_trade_no"]
     await sandbox.control(mode="503")
