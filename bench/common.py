@@ -1,5 +1,7 @@
 """What every bench shares: coordinator and etcd child processes, /proc readings, seeding, statistics.
 
+Coordinators start through the product's launcher (``coordinator/launcher.py``), as in the tests.
+
 The benches start their own servers on 127.0.0.1 under a temp dir and stop them on exit; nothing
 here sends traffic anywhere else. CPU and memory are read from ``/proc`` (Linux), so the benches
 need no extra package.
@@ -12,7 +14,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from coordinator.launcher import ServeProcess, start_serve, wait_ready  # noqa: E402
 from coordinator.redis_embedded import EmbeddedRedis, free_port  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"
@@ -126,37 +128,8 @@ def raise_nofile(wanted: int) -> int:
 # --- child processes ------------------------------------------------------------------------
 
 
-@dataclass
-class Coordinator:
-    """One ``tablelock serve`` child process."""
-
-    port: int
-    proc: subprocess.Popen
-    data_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        """SIGTERM, wait (bounded), then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
-#: ``tablelock serve`` under uvloop, without touching the product: the policy is set before the
-#: CLI creates its loop.
-_UVLOOP_SERVE = ("import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-                 "from coordinator.cli import main; sys.exit(main(['serve']))")
+#: One ``tablelock serve`` child process (or the bare server): the product launcher's type.
+Coordinator = ServeProcess
 
 
 def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | None = None,
@@ -166,50 +139,31 @@ def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | N
     ``loop="uvloop"`` runs the same command under uvloop; ``source`` runs the ``coordinator``
     package found in that directory instead of this repository's (both for bench/ab.py).
     """
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    child_env = {
-        **os.environ, "TABLELOCK_REDIS_URL": redis_url, "TABLELOCK_PORT": str(port),
-        "TABLELOCK_HOST": "127.0.0.1", "TABLELOCK_DATA_DIR": str(data_dir),
-        "TABLELOCK_ADMIN_TOKEN": ADMIN_TOKEN, "TABLELOCK_SECRET_KEY": SECRET_KEY,
-        "TABLELOCK_PUBLIC_URL": f"http://127.0.0.1:{port}", "TABLELOCK_LOG_LEVEL": "WARNING",
-        # The benches create thousands of H5 sessions from one address: rate limits out of the way.
-        "TABLELOCK_SESSION_RATE_PER_MINUTE": "100000000", "TABLELOCK_H5_RATE_PER_MINUTE": "100000000",
-        **(env or {}),
-    }
-    log = (data_dir / f"coordinator-{port}.log").open("wb")
-    command = ["-c", _UVLOOP_SERVE] if loop == "uvloop" else ["-m", "coordinator.cli", "serve"]
-    if source is not None:
-        child_env["PYTHONPATH"] = str(source)
-    proc = subprocess.Popen([sys.executable, *command], env=child_env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=source or REPO)
-    return _wait_ready(Coordinator(port, proc, data_dir), "coordinator", log.name, timeout)
-
-
-def _wait_ready(child: "Coordinator", what: str, log_name: str, timeout: float) -> "Coordinator":
-    """Return ``child`` once its /readyz answers 200; stop it and raise if it dies or never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.proc.poll() is not None:
-            raise RuntimeError(f"{what} exited early: see {log_name}")
-        try:
-            with urllib.request.urlopen(f"{child.url}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return child
-        except OSError:
-            time.sleep(0.1)
-    child.stop()
-    raise RuntimeError(f"{what} not ready in {timeout:g} s: see {log_name}")
+    return start_serve(redis_url, data_dir, admin_token=ADMIN_TOKEN, secret_key=SECRET_KEY, log_level="WARNING",
+                       loop=loop, source=source, cwd=REPO, timeout=timeout, env={
+                           # The benches create thousands of H5 sessions from one address: rate limits out of the way.
+                           "TABLELOCK_SESSION_RATE_PER_MINUTE": "100000000",
+                           "TABLELOCK_H5_RATE_PER_MINUTE": "100000000",
+                           **(env or {}),
+                       })
 
 
 def start_bare_server(redis_url: str, work: Path, timeout: float = 30.0) -> Coordinator:
     """Start bench/bare_server.py (the HTTP floor) on a free loopback port; wait until it answers."""
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
-    log = (work / f"bare-{port}.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_server.py"), str(port), redis_url],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-    return _wait_ready(Coordinator(port, proc, work), "bare server", log.name, timeout)
+    log = work / f"bare-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_server.py"), str(port), redis_url],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                                start_new_session=True)
+    child = Coordinator(port, proc, work, log)
+    try:
+        wait_ready(proc, child.url, timeout=timeout, what="bare server", log=log)
+    except BaseException:
+        child.stop()
+        raise
+    return child
 
 
 def start_redis(work: Path, *, tcp: bool = False) -> EmbeddedRedis:

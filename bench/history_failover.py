@@ -1,5 +1,5 @@
 """Repeated Redis failovers under the randomized history workload: a primary, a replica and three
-sentinels (tests/sentinel_fixtures.py), two coordinator processes on the sentinel URL, the primary
+sentinels (tests/support/sentinel.py), two coordinator processes on the sentinel URL, the primary
 SIGKILLed ``--failovers`` times (the dead node comes back as the new replica each time), then every
 SPEC §3 invariant checked over the whole run (SPEC §12).
 
@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.history.checker import check  # noqa: E402
-from tests.history.recorder import History  # noqa: E402
-from tests.history.workload import Plan, run_workload  # noqa: E402
-from tests.sentinel_fixtures import SentinelGroup  # noqa: E402
+from tests.support.history.checker import check  # noqa: E402
+from tests.support.history.recorder import History  # noqa: E402
+from tests.support.history.workload import Plan, run_workload  # noqa: E402
+from tests.support.sentinel import SentinelGroup  # noqa: E402
 
 GRANT_PATHS = ("/locks", "/h5/checkout")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coordinator.redis_embedded import EmbeddedRedis  # noqa: E402
-from tests.history.checker import check, expiry_lags  # noqa: E402
-from tests.history.workload import Plan, run_workload  # noqa: E402
+from tests.support.history.checker import check, expiry_lags  # noqa: E402
+from tests.support.history.workload import Plan, run_workload  # noqa: E402
 
 
 def faults_for(kills: int, restarts: int) -> list[tuple[float, str]]:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/p6_wait_cost.py                 # 3 rounds of 6 s windows, each setting
     .venv/bin/python bench/p6_wait_cost.py --rounds 5 --seconds 8
 
-A primary with one replica and three sentinels on loopback (tests/sentinel_fixtures.py), the
+A primary with one replica and three sentinels on loopback (tests/support/sentinel.py), the
 LockEngine in this process on the sentinel URL, 32 tasks each cycling over its own orders (every
 acquire is granted). Rounds alternate WAIT off / WAIT 1 (timeout 100 ms) so machine noise hits both.
 Prints cycles/s and p50/p99 per cycle for each, then the medians. The engine alone, without HTTP:
@@ -26,8 +26,8 @@ from coordinator.core.models import OrderIn, StoreConfig  # noqa: E402
 from coordinator.core.rules import Kind  # noqa: E402
 from coordinator.store.engine import LockEngine  # noqa: E402
 from coordinator.store.redis_conn import open_redis  # noqa: E402
-from tests.app_fixtures import order_body  # noqa: E402
-from tests.sentinel_fixtures import SentinelGroup  # noqa: E402
+from tests.support.app import order_body  # noqa: E402
+from tests.support.sentinel import SentinelGroup  # noqa: E402
 
 TASKS, ORDERS_PER_TASK = 32, 8
 ACTOR = {"role": "erp", "terminal_id": "TP6", "name": "bench"}

@@ -316,10 +316,12 @@ class ErpDatabase:
     def _open(self, db: sqlite3.Connection, table_id: str, order_id: str | None) -> str:
         if db.execute("SELECT 1 FROM tables WHERE table_id = ?", (table_id,)).fetchone() is None:
             db.execute("INSERT INTO tables VALUES (?, ?)", (table_id, table_id))
-        if order_id is None:
+        # Counted ids skip any taken by an order opened under an explicit id.
+        while order_id is None:
             db.execute("INSERT INTO counters VALUES ('order', 1) ON CONFLICT (name) DO UPDATE SET value = value + 1")
             n = db.execute("SELECT value FROM counters WHERE name = 'order'").fetchone()[0]
-            order_id = f"{self._prefix}{n}"
+            taken = db.execute("SELECT 1 FROM orders WHERE order_id = ?", (f"{self._prefix}{n}",)).fetchone()
+            order_id = None if taken else f"{self._prefix}{n}"
         now = self._clock()
         db.execute(
             "INSERT INTO orders (order_id, table_id, version, status, opened_at, updated_at)"

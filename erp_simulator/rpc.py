@@ -5,10 +5,15 @@ asking the coordinator ``accept_items`` (refused: the SPEC toast on the cashier'
 ``rpc_error``), then pushes the new version; ``order.pay`` records a diner's payment after the
 fence, version and amount checks. Refusals become ``rpc_error`` with the codes of
 docs/protocol.md §6 (``STALE_FENCE``, ``STALE_VERSION``, ``PAYMENT_LOCKED``…).
+
+``received`` keeps every RPC in the order it came; ``behaviour`` makes the master act like a slow,
+hung, eager or refusing ERP, for tests of how the coordinator copes (all off by default).
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .client import Refused
@@ -19,16 +24,46 @@ if TYPE_CHECKING:
     from .terminal import Terminal
 
 
+@dataclass
+class Behaviour:
+    """How a real ERP may behave towards the coordinator's RPCs; the defaults are a prompt, well-behaved ERP."""
+
+    #: A slow ERP: seconds to wait before handling each RPC.
+    delay: float = 0.0
+    #: A hung ERP: RPCs arrive (and are journalled) but are neither acted on nor answered.
+    silent: bool = False
+    #: An ERP that closes a paid order itself: ``order.pay`` records the payment as a new version
+    #: and pushes it to the coordinator before answering.
+    push_paid_before_answering: bool = False
+    #: An ERP that turns a request down for reasons of its own: method -> the refusal to answer
+    #: with, e.g. ``{"order.pay": AmountMismatch("the card terminal disagrees")}`` (nothing is changed).
+    refuse: dict[str, ErpError] = field(default_factory=dict)
+
+
 class MasterRpc:
     """Answers RPCs for one terminal (a terminal that is not the master refuses them)."""
 
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.db = terminal.db
+        self.behaviour = Behaviour()
+        self.received: list[tuple[str, dict[str, Any]]] = []  # (method, params) of every RPC, oldest first
 
-    async def answer(self, message: dict[str, Any]) -> dict[str, Any]:
-        """The ``rpc_result`` or ``rpc_error`` reply to one ``rpc`` message."""
+    def calls_of(self, method: str) -> list[dict[str, Any]]:
+        """The params of every ``method`` RPC received so far."""
+        return [params for name, params in self.received if name == method]
+
+    async def answer(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``rpc_result`` or ``rpc_error`` reply to one ``rpc`` message (None: a hung ERP stays silent)."""
         rpc_id, method, params = message.get("id"), message.get("method"), message.get("params") or {}
+        self.received.append((str(method), params))
+        if self.behaviour.delay:
+            await asyncio.sleep(self.behaviour.delay)
+        if self.behaviour.silent:
+            return None
+        refusal = self.behaviour.refuse.get(str(method))
+        if refusal is not None:
+            return {"type": "rpc_error", "id": rpc_id, "error": refusal.wire()}
         try:
             if not self.terminal.master:
                 raise Refused("NOT_MASTER", "此终端不是主收银机", "This terminal is not the master")
@@ -82,9 +117,12 @@ class MasterRpc:
     async def pay(self, params: dict[str, Any]) -> dict[str, Any]:
         """``order.pay``: record a diner's payment if its fence, version and amount hold (no push)."""
         fence = params.get("fence")
+        pushes = self.behaviour.push_paid_before_answering
         order = self.db.mark_paid(params["order_id"], version=int(params["version"]),
                                   amount_cents=int(params["amount_cents"]), payment_ref=str(params["payment_ref"]),
-                                  fence=None if fence is None else int(fence))
+                                  fence=None if fence is None else int(fence), new_version=pushes)
+        if pushes:
+            await self.terminal.push(order)
         self.terminal.tell(None)
         return order
 

@@ -252,7 +252,7 @@ class Terminal:
     async def _answer(self, message: dict[str, Any], ws: Any) -> None:
         """Answer one RPC on the socket it came on (requests may overlap: each has its own task)."""
         reply = await self.rpc.answer(message)
-        if ws is not None:
+        if reply is not None and ws is not None:
             try:
                 await ws.send(json.dumps(reply, ensure_ascii=False))
             except ConnectionClosed:

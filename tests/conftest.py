@@ -1,3 +1,17 @@
-"""Shared pytest configuration."""
+"""Shared pytest configuration: the fixtures of ``tests/support/`` registered as plugins.
 
-pytest_plugins = ["tests.redis_fixtures", "tests.app_fixtures", "tests.process_fixtures", "tests.browser_fixtures"]
+Test modules take fixtures by name from these plugins and import plain helpers from
+``tests.support.*``; no test module imports another (``tests/test_architecture.py`` checks it).
+"""
+
+pytest_plugins = [
+    "tests.support.redis_servers",   # real redis-server: one node, a 3-master cluster, private ones
+    "tests.support.app",             # the coordinator app in-process, a seeded shop
+    "tests.support.processes",       # `tablelock serve` child processes
+    "tests.support.browser",         # headless Chromium
+    "tests.support.restaurant",      # coordinator on a real port + the ERP simulator's terminals
+    "tests.support.erp_master",      # the ERP simulator's master terminal on a shop's socket
+    "tests.support.sandbox",         # the sandbox payment provider process, a notify receiver
+    "tests.support.payments",        # a restaurant taking provider payments through the sandbox
+    "tests.support.sentinel",        # a primary, a replica and three sentinels
+]

@@ -30,7 +30,7 @@ from coordinator.core.rules import Kind
 from coordinator.redis_embedded import free_port
 from coordinator.services import SERVICES, Services
 from coordinator.settings import Settings
-from tests.app_fixtures import ADMIN_TOKEN, order_body
+from tests.support.app import ADMIN_TOKEN, order_body
 
 pytestmark = pytest.mark.browser
 

@@ -16,7 +16,7 @@ from coordinator.core.models import OrderIn
 from coordinator.core.rules import Kind
 from coordinator.realtime import liveness as presence
 from coordinator.store.auth import verify_qr_token
-from tests.app_fixtures import ADMIN_TOKEN, bearer, order_body, services
+from tests.support.app import ADMIN_TOKEN, bearer, order_body, services
 
 API = "/api/v1"
 H5_HOLDER = {"role": "h5", "session_id": "diner1"}

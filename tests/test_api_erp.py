@@ -18,7 +18,7 @@ from coordinator.core import views
 from coordinator.core.errors import Forbidden, LockConflict
 from coordinator.core.models import StoreConfigPatch
 from coordinator.core.rules import Kind
-from tests.app_fixtures import SYSTEM, bearer, order_body, services
+from tests.support.app import SYSTEM, bearer, order_body, services
 
 FORCE_ORDER = "此订单正在其他机器修改,是否强制解锁并继续?"
 FORCE_PAYMENT = "此订单正在其他机器/顾客端进行结账,现在结账可能导致重复支付,是否确定继续结账?"

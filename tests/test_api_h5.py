@@ -10,7 +10,7 @@ import pytest
 from coordinator.core.models import OrderIn, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.store.auth import Authenticator, qr_token
-from tests.app_fixtures import SYSTEM, bearer, order_body, services
+from tests.support.app import SYSTEM, bearer, order_body, services
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from coordinator.app import ROUTERS
 from coordinator.core.models import SessionRequest, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.store.auth import Authenticator
-from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, bearer, services
+from tests.support.app import ADMIN_TOKEN, SYSTEM, bearer, services
 
 ENDPOINTS = [endpoint for router in ROUTERS for endpoint in router.endpoints]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_fixtures import free_port
+from tests.support.redis_servers import free_port
 
 TABLELOCK = Path(sys.executable).parent / "tablelock"
 

@@ -17,7 +17,7 @@ import pytest
 from coordinator.core.errors import LockConflict
 from coordinator.core.rules import Kind
 from coordinator.store import keys
-from tests.app_fixtures import SYSTEM, bearer, services
+from tests.support.app import SYSTEM, bearer, services
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 
 from coordinator.core.errors import (
     LockConflict,
-    LockLost,
     NotFound,
     OrderClosed,
     StaleVersion,
@@ -24,7 +23,7 @@ from coordinator.core.rules import Kind
 from coordinator.store import keys
 from coordinator.store.engine import LockEngine
 from coordinator.store.redis_conn import AnyRedis
-from tests.app_fixtures import order_body
+from tests.support.app import order_body
 
 A = {"role": "erp", "terminal_id": "TA", "name": "收银台"}
 B = {"role": "erp", "terminal_id": "TB", "name": "服务员B"}

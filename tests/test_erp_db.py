@@ -38,6 +38,14 @@ def test_open_order_has_version_1_and_wire_shape(db):
     }
 
 
+def test_counted_order_ids_skip_an_id_opened_explicitly(db):
+    """An order opened as ``o1`` by name does not make the next counted order collide with it."""
+    db.open_order("T1", [{"sku": "tea", "qty": 1}], order_id="o1")
+    order, changed = db.accept_items(None, "T2", [{"sku": "rice", "qty": 1}], "r-1")
+    assert changed and order["order_id"] == "o2" and order["table_id"] == "T2"
+    assert db.order("o1")["items"][0]["sku"] == "tea"
+
+
 def test_every_change_bumps_the_version(db):
     """Adding, removing and cancelling each bump the version by one; reads do not."""
     order_id = db.open_order("T1", [{"sku": "tea", "qty": 1}])["order_id"]

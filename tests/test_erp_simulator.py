@@ -6,7 +6,6 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,12 +15,12 @@ from erp_simulator.db import ErpDatabase
 from erp_simulator.errors import AcceptRefused, FenceRejected
 from erp_simulator.scenario import run_scenario
 from erp_simulator.seed import seed
-from erp_simulator.simulator import Simulator, TerminalSpec
+from erp_simulator.simulator import Simulator
 from erp_simulator.view import LockEnded, Resynced, StoreView
 from h5_client.client import H5Client, H5Error
-from tests.app_fixtures import ADMIN_TOKEN, bearer
-from tests.payments_fixtures import wechat_notification
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.app import ADMIN_TOKEN, bearer
+from tests.support.erp_store import Store, make_store
+from tests.support.payments import wechat_notification
 
 # --- the pure view ---------------------------------------------------------------------------
 
@@ -116,33 +115,6 @@ ACCEPT_REFUSED = "订单正在其他机器/顾客端进行支付,暂不能接单
 def redis_url(redis_single_url: str) -> str:
     """These tests exercise the ERP side: one Redis node is enough (the coordinator tests cover the cluster)."""
     return redis_single_url
-
-
-@dataclass
-class Store:
-    """A store made through the admin API: terminal specs (master first), T1's QR token, the base URL."""
-
-    store_id: str
-    base_url: str
-    terminals: list[TerminalSpec]
-    qr: str
-
-
-async def make_store(client: Any, store_id: str) -> Store:
-    """Create a store, tables T1–T4 and three terminals (收银台 master, 服务员A, 服务员B) via the admin API."""
-    admin = bearer(ADMIN_TOKEN)
-    api = "/api/v1/admin/stores/" + store_id
-    assert (await client.put(api, json={"name": "测试店"}, headers=admin)).status == 200
-    qr = ""
-    for table_id in ("T1", "T2", "T3", "T4"):
-        table = await (await client.put(f"{api}/tables/{table_id}", json={"name": table_id}, headers=admin)).json()
-        qr = qr or table["qr_url"].split("qr=", 1)[1]
-    specs = []
-    for name, master in (("收银台", True), ("服务员A", False), ("服务员B", False)):
-        created = await (await client.post(f"{api}/terminals", json={"name": name, "master": master},
-                                           headers=admin)).json()
-        specs.append(TerminalSpec(created["token"], name, master))
-    return Store(store_id, str(client.make_url("")).rstrip("/"), specs, qr)
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from coordinator.core.rules import Kind
 from coordinator.store.engine import LockEngine
 from coordinator.store.redis_conn import open_redis
 from coordinator.store.sentinel import current_primary_url, parse_sentinel_url
-from tests.app_fixtures import order_body
-from tests.history.checker import check
-from tests.history.workload import Plan, run_workload
-from tests.sentinel_fixtures import SentinelGroup, sentinel_group  # noqa: F401 - the fixture
+from tests.support.app import order_body
+from tests.support.history.checker import check
+from tests.support.history.workload import Plan, run_workload
+from tests.support.sentinel import SentinelGroup
 
 A = {"role": "erp", "terminal_id": "TA", "name": "收银台"}
 B = {"role": "erp", "terminal_id": "TB", "name": "服务员B"}

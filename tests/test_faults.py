@@ -14,13 +14,12 @@ import aiohttp
 
 from coordinator.store import keys
 from coordinator.store.redis_conn import open_redis
-from tests.app_fixtures import ADMIN_TOKEN
-from tests.history.checker import check
-from tests.history.clients import Api, Processes, Subscriber, seed_store
-from tests.history.recorder import History
-from tests.history.workload import order_body
-from tests.payments_fixtures import wechat_notification
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.app import ADMIN_TOKEN
+from tests.support.history.checker import check
+from tests.support.history.clients import Api, Processes, Subscriber, seed_store
+from tests.support.history.recorder import History
+from tests.support.history.workload import order_body
+from tests.support.payments import wechat_notification
 
 #: SPEC (issue): Redis unreachable must turn into 503 within a second.
 UNAVAILABLE_WITHIN = 1.0

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from h5_client.client import H5Client, H5Error
-from tests.h5_fixtures import FIRST_TOTAL, Restaurant, coordinator_url, eventually, restaurant  # noqa: F401
+from tests.support.restaurant import FIRST_TOTAL, Restaurant, eventually
 
 ORDER_LOCKED_H5 = "订单正在其他机器修改,暂不能支付"
 PAYMENT_LOCKED_H5 = "订单正在其他机器/顾客端进行支付,请稍后再试"

@@ -1,204 +1,36 @@
-"""The RPC-backed H5 endpoints end to end: real app, real Redis, a fake ERP master on a real websocket.
+"""The RPC-backed H5 endpoints end to end: real app, real Redis, the ERP simulator's master on a real websocket.
 
-``FakeErp`` is the ERP's database and answers (orders, menu, fences); ``ErpSocket`` is a master
-terminal speaking the wire protocol with the ``websockets`` library: it connects to
-``/api/v1/ws?token=<master token>`` and answers every ``rpc`` from its FakeErp — or stays silent,
-or refuses — and records what it was asked.
+The ``erp`` fixture (``tests/support/erp_master.py``) is the simulator's ERP database with its master
+terminal: it answers every ``rpc`` from that database, journals what it was asked, and can be
+made slow or hung (``erp.behaviour``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import Any
 
 import aiohttp
-import pytest
-import websockets
 
-from coordinator.core.models import OrderIn, StoreConfigPatch
+from coordinator.core.models import StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.store import keys
-from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, bearer, order_body, services
-from tests.payments_fixtures import wechat_notification
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from erp_simulator.errors import AmountMismatch
+from tests.support.app import (
+    ADMIN_TOKEN,
+    SYSTEM,
+    bearer,
+    h5,
+    order_body,
+    post,
+    services,
+)
+from tests.support.erp_master import MENU, erp_database, start_master, until
+from tests.support.payments import wechat_notification
 
-MENU = [{"sku": "tea", "name": "茶", "unit_price_cents": 900}, {"sku": "rice", "name": "米饭", "unit_price_cents": 2000},
-        {"sku": "soup", "name": "汤", "unit_price_cents": 1500}]
-PRICES = {m["sku"]: m for m in MENU}
 H5_PAYMENT_LOCKED = "订单正在其他机器/顾客端进行支付,请稍后再试"
-
-
-class FakeErp:
-    """The ERP's side of the RPCs: its orders and menu, the highest fence seen, and every call received."""
-
-    def __init__(self, orders: list[dict[str, Any]]) -> None:
-        self.orders = {o["order_id"]: json.loads(json.dumps(o)) for o in orders}
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.accepted: dict[str, dict[str, Any]] = {}
-        self.fences: dict[str, int] = {}
-        self.silent = False
-        self.refuse: dict[str, dict[str, str]] = {}
-        self.delay = 0.0
-        self.opened = 0
-        self.before_answer = None  # async hook run before answering (e.g. push the order first)
-
-    def methods(self, name: str) -> list[dict[str, Any]]:
-        """The params of every call of ``name`` received so far."""
-        return [params for method, params in self.calls if method == name]
-
-    async def answer(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """The ERP's reply to one ``rpc`` message (None: stay silent)."""
-        method, params = message["method"], message["params"]
-        self.calls.append((method, params))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.before_answer is not None:
-            await self.before_answer(method, params)
-        if self.silent:
-            return None
-        try:
-            if method in self.refuse:
-                raise Refusal(**self.refuse[method])
-            result = getattr(self, "rpc_" + method.replace(".", "_"))(params)
-        except Refusal as refusal:
-            return {"type": "rpc_error", "id": message["id"], "error": {"code": refusal.code, "message": refusal.message}}
-        return {"type": "rpc_result", "id": message["id"], "result": result}
-
-    def rpc_order_fetch(self, params: dict[str, Any]) -> dict[str, Any]:
-        if params["order_id"] not in self.orders:
-            raise Refusal("NOT_FOUND", "未找到")
-        return self.orders[params["order_id"]]
-
-    def rpc_menu_list(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"items": MENU}
-
-    def rpc_order_add_items(self, params: dict[str, Any]) -> dict[str, Any]:
-        if params["request_id"] in self.accepted:
-            return self.accepted[params["request_id"]]
-        order_id = params["order_id"]
-        if order_id is None:
-            self.opened += 1
-            order_id = f"n{self.opened}"
-            self.orders[order_id] = order_body(order_id, params["table_id"], version=1, items=[])
-        order = self.orders[order_id]
-        for i, line in enumerate(params["items"]):
-            dish = PRICES[line["sku"]]
-            order["items"].append({"line_id": f"h{len(order['items'])}-{i}", "sku": dish["sku"], "name": dish["name"],
-                                   "qty": line["qty"], "unit_price_cents": dish["unit_price_cents"], "source": "h5"})
-        order["version"] += 1
-        order["total_cents"] = sum(i["qty"] * i["unit_price_cents"] for i in order["items"])
-        self.accepted[params["request_id"]] = json.loads(json.dumps(order))
-        return order
-
-    def rpc_order_pay(self, params: dict[str, Any]) -> dict[str, Any]:
-        order = self.orders[params["order_id"]]
-        fence = params["fence"]
-        if fence is not None:
-            if fence < self.fences.get(order["order_id"], 0):
-                raise Refusal("STALE_FENCE", "锁已失效")
-            self.fences[order["order_id"]] = fence
-        if params["version"] != order["version"]:
-            raise Refusal("STALE_VERSION", "订单已更新")
-        if params["amount_cents"] != order["total_cents"]:
-            raise Refusal("AMOUNT_MISMATCH", "金额不符")
-        order["status"] = "paid"
-        return order
-
-
-class Refusal(Exception):
-    """An ERP refusal: the ``error`` of an ``rpc_error``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code)
-        self.code, self.message = code, message
-
-
-class ErpSocket:
-    """A master terminal on a real websocket that answers RPCs from a FakeErp."""
-
-    def __init__(self, erp: FakeErp, ws_url: str, token: str) -> None:
-        self.erp, self.url, self.token = erp, ws_url, token
-        self.hello: dict[str, Any] | None = None
-        self._task: asyncio.Task | None = None
-        self._replies: set[asyncio.Task] = set()
-        self._ws: Any = None
-
-    async def __aenter__(self) -> "ErpSocket":
-        self._ws = await websockets.connect(f"{self.url}?token={self.token}", open_timeout=5)
-        self.hello = json.loads(await asyncio.wait_for(self._ws.recv(), 5))
-        assert self.hello["type"] == "hello", self.hello
-        self._task = asyncio.create_task(self._serve())
-        return self
-
-    async def _serve(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in self._ws:
-                message = json.loads(raw)
-                if message.get("type") == "rpc":
-                    task = asyncio.create_task(self._reply(message))
-                    self._replies.add(task)
-                    task.add_done_callback(self._replies.discard)
-
-    async def _reply(self, message: dict[str, Any]) -> None:
-        reply = await self.erp.answer(message)
-        if reply is not None:
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await self._ws.send(json.dumps(reply, ensure_ascii=False))
-
-    async def __aexit__(self, *exc: Any) -> None:
-        for task in (self._task, *self._replies):
-            task.cancel()
-        await self._ws.close()
-        await asyncio.gather(self._task, *self._replies, return_exceptions=True)
-
-
-def ws_url(client) -> str:
-    """The websocket URL of the in-process test server."""
-    return str(client.make_url("/api/v1/ws")).replace("http://", "ws://")
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    """Wait (bounded) until ``predicate()`` is true."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-async def master_registered(client, shop) -> None:
-    """Wait until the shop's master socket is in the RPC registry (its socket opened)."""
-    svc = services(client)
-
-    async def registered() -> bool:
-        return bool(await svc.rpc.masters.live(shop.store_id))
-
-    await until(registered)
-
-
-@pytest.fixture
-async def erp(client, shop):
-    """The shop's ERP (order o1 at version 1, as the coordinator knows it) with its master socket connected."""
-    fake = FakeErp([order_body()])
-    async with ErpSocket(fake, ws_url(client), shop.a) as socket:
-        await master_registered(client, shop)
-        fake.socket = socket
-        yield fake
-
-
-async def h5(client, shop) -> dict[str, str]:
-    """The Authorization header of a new H5 session on the shop's table."""
-    resp = await client.post("/api/v1/h5/sessions", json={"qr_token": shop.qr})
-    assert resp.status == 201, await resp.text()
-    return bearer((await resp.json())["session_token"])
-
-
-async def post(client, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, dict]:
-    """POST ``path`` (under /api/v1); returns (status, JSON body)."""
-    resp = await client.post("/api/v1" + path, json=body, headers=headers)
-    return resp.status, await resp.json()
 
 
 async def set_config(client, shop, **changes: Any) -> None:
@@ -218,10 +50,8 @@ async def events(client, shop, name: str) -> list[dict[str, Any]]:
 
 async def test_checkout_pulls_the_order_and_binds_its_version(client, shop, erp):
     """Checkout asks the ERP for the order, stores the newer version it pulled and binds the lock to it."""
-    erp.orders["o1"]["version"] = 2
-    erp.orders["o1"]["items"].append({"line_id": "l3", "sku": "soup", "name": "汤", "qty": 1,
-                                      "unit_price_cents": 1500, "source": "erp"})
-    erp.orders["o1"]["total_cents"] = 5300
+    erp.db.add_items("o1", [{"sku": "soup", "qty": 1}])  # a waiter's change the coordinator has not heard of
+    assert erp.db.order("o1")["version"] == 2 and erp.db.order("o1")["total_cents"] == 5300
     status, body = await post(client, "/h5/checkout", await h5(client, shop))
     assert status == 201, body
     assert erp.methods("order.fetch") == [{"order_id": "o1"}]
@@ -258,7 +88,7 @@ async def test_checkout_without_a_master_is_erp_unreachable_at_once(client, shop
 async def test_checkout_with_a_silent_master_is_erp_unreachable_at_the_timeout(client, shop, erp):
     """A master that never answers order.fetch gives 503 ERP_UNREACHABLE after erp_rpc_timeout_ms, no lock taken."""
     await set_config(client, shop, erp_rpc_timeout_ms=500)
-    erp.silent = True
+    erp.behaviour.silent = True
     headers = await h5(client, shop)
     started = time.monotonic()
     status, body = await post(client, "/h5/checkout", headers)
@@ -347,7 +177,7 @@ async def test_items_are_added_through_the_erp_and_stored(client, shop, erp):
 async def test_items_are_idempotent_on_request_id(client, shop, erp):
     """Repeating a request_id, in sequence or concurrently, returns the same order and asks the ERP once."""
     headers = await h5(client, shop)
-    erp.delay = 0.2
+    erp.behaviour.delay = 0.2
     body = {"items": [{"sku": "tea", "qty": 1}], "request_id": "dup-1"}
     results = await asyncio.gather(*(post(client, "/h5/items", headers, body) for _ in range(4)))
     results.append(await post(client, "/h5/items", headers, body))
@@ -370,9 +200,9 @@ async def test_items_after_a_failure_can_be_retried(client, shop, erp):
     await set_config(client, shop, erp_rpc_timeout_ms=300)
     headers = await h5(client, shop)
     body = {"items": [{"sku": "tea", "qty": 1}], "request_id": "retry-1"}
-    erp.silent = True
+    erp.behaviour.silent = True
     assert (await post(client, "/h5/items", headers, body))[0] == 503
-    erp.silent = False
+    erp.behaviour.silent = False
     status, answer = await post(client, "/h5/items", headers, body)
     assert status == 200 and answer["order"]["version"] == 2
 
@@ -381,7 +211,6 @@ async def test_items_during_a_payment_lock_are_refused_by_the_coordinator(client
     """Dishes added during a payment lock are 409 PAYMENT_LOCKED in H5 words from the coordinator itself (SPEC §9), never sent to the ERP."""
     payer = await h5(client, shop)
     assert (await post(client, "/h5/checkout", payer))[0] == 201
-    # Were the ERP asked, it would accept: the refusal must not depend on it.
     status, body = await post(client, "/h5/items", await h5(client, shop),
                               {"items": [{"sku": "tea", "qty": 1}], "request_id": "r-locked"})
     assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED"
@@ -391,7 +220,9 @@ async def test_items_during_a_payment_lock_are_refused_by_the_coordinator(client
 
 async def test_items_refused_by_the_erp_carry_the_h5_message(client, shop, erp):
     """An ERP that refuses the dishes with PRESETTLED makes the request 409 PRESETTLED."""
-    erp.refuse["order.add_items"] = {"code": "PRESETTLED", "message": "订单已预结"}
+    # The bill is printed (a waiter's presettle lock): the ERP's accept_items check refuses the dishes.
+    await services(client).engine.acquire(shop.store_id, "o1", {"role": "erp", "terminal_id": shop.b_id,
+                                                                "name": "服务员B"}, Kind.PRESETTLE)
     status, body = await post(client, "/h5/items", await h5(client, shop),
                               {"items": [{"sku": "tea", "qty": 1}], "request_id": "r-pre"})
     assert status == 409 and body["error"]["code"] == "PRESETTLED"
@@ -415,15 +246,14 @@ async def test_items_on_a_table_without_order_ask_the_erp_to_open_one(client, sh
 #
 # The H5 payment tests below pinned the completion path; they now pay through the sandbox
 # provider: the diner starts the payment, and a notification signed as the provider signs it
-# (tests/payments_fixtures.py) is posted to the notify endpoint.
+# (tests/support/payments.py) is posted to the notify endpoint.
 
 
 async def pay(client, headers, grant: dict[str, Any], sandbox, shop, *, amount: int | None = None,
               tx: str = "4200000000001") -> tuple[int, str]:
     """Start a provider payment for a checkout grant and notify it paid; returns (notify status, out_trade_no)."""
-    admin = bearer(ADMIN_TOKEN)
     resp = await client.put(f"/api/v1/admin/stores/{shop.store_id}/payments/providers/wechatpay",
-                            json=sandbox.credentials["wechatpay"], headers=admin)
+                            json=sandbox.credentials["wechatpay"], headers=bearer(ADMIN_TOKEN))
     assert resp.status == 200, await resp.text()
     status, started = await post(client, "/h5/payments/start", headers,
                                  {"token": grant["lock"]["token"], "provider": "wechatpay"})
@@ -439,6 +269,15 @@ async def pay(client, headers, grant: dict[str, Any], sandbox, shop, *, amount: 
 async def record(client, shop, no: str) -> dict[str, Any]:
     """The payment record of ``no``."""
     return (await services(client).payments.ledger.get(shop.store_id, no)).model_dump()
+
+
+async def _paid(client, shop) -> bool:
+    order, _ = await services(client).engine.get_order(shop.store_id, "o1")
+    return order["status"] == "paid"
+
+
+async def _state(client, shop, no: str, state: str) -> bool:
+    return (await record(client, shop, no))["state"] == state
 
 
 async def test_h5_payment_is_confirmed_by_the_erp_with_the_fence(client, shop, erp, sandbox):
@@ -460,21 +299,10 @@ async def test_h5_payment_is_confirmed_by_the_erp_with_the_fence(client, shop, e
     assert len(erp.methods("order.pay")) == 1
 
 
-async def _paid(client, shop) -> bool:
-    order, _ = await services(client).engine.get_order(shop.store_id, "o1")
-    return order["status"] == "paid"
-
-
 async def test_h5_payment_succeeds_when_the_erp_pushes_the_paid_order_before_answering(client, shop, erp, sandbox):
     """If the ERP's own push of the paid order closes it before order.pay is answered, the payment is still paid."""
     svc = services(client)
-
-    async def push_paid_first(method: str, params: dict[str, Any]) -> None:
-        if method == "order.pay":
-            paid = {**order_body(version=2), "status": "paid"}
-            await svc.engine.put_order(shop.store_id, OrderIn.model_validate(paid), {"role": "erp", "terminal_id": shop.a_id})
-
-    erp.before_answer = push_paid_first
+    erp.behaviour.push_paid_before_answering = True  # the ERP closes the order as version 2, paid
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
     _, no = await pay(client, headers, grant, sandbox, shop)
@@ -485,13 +313,9 @@ async def test_h5_payment_succeeds_when_the_erp_pushes_the_paid_order_before_ans
     assert await events(client, shop, "payment.rejected") == []
 
 
-async def _state(client, shop, no: str, state: str) -> bool:
-    return (await record(client, shop, no))["state"] == state
-
-
 async def test_h5_payment_refused_by_the_erp_is_recorded_and_releases_the_lock(client, shop, erp, sandbox):
     """An ERP refusing order.pay ends in payment.rejected, the lock released, the money a surplus to refund."""
-    erp.refuse["order.pay"] = {"code": "AMOUNT_MISMATCH", "message": "金额不符"}
+    erp.behaviour.refuse["order.pay"] = AmountMismatch("the ERP's own total differs")
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
     _, no = await pay(client, headers, grant, sandbox, shop)
@@ -509,8 +333,9 @@ async def test_h5_payment_with_a_silent_erp_stays_completing_and_is_retried(clie
     await set_config(client, shop, erp_rpc_timeout_ms=400)
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
-    erp.silent = True
+    erp.behaviour.silent = True
     _, no = await pay(client, headers, grant, sandbox, shop)
+
     async def retried() -> bool:
         return len(erp.methods("order.pay")) >= 2
 
@@ -553,7 +378,8 @@ async def test_h5_payment_in_legacy_mode_sends_the_diner_to_the_front_desk(clien
 # --- across coordinator processes ---------------------------------------------------------
 
 
-async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinators(coordinators, redis_client, uid, sandbox):
+async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinators(coordinators, redis_client, uid,
+                                                                                   tmp_path, sandbox):
     """The master's socket on process A answers the checkout, dishes and payment a diner sends to process B."""
     a, b = coordinators(2)
     store = f"s-{uid}"
@@ -573,8 +399,9 @@ async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinato
         master_auth = bearer(master_terminal["token"])
         assert (await call("PUT", f"{api_a}/stores/{store}/orders/o1", master_auth, order_body()))[0] == 200
 
-        fake = FakeErp([order_body()])
-        async with ErpSocket(fake, a.ws_url, master_terminal["token"]):
+        db = erp_database(tmp_path / "erp.sqlite")
+        master = await start_master(a.url, store, master_terminal["token"], db)
+        try:
             async def registered() -> bool:
                 return await redis_client.zcard(keys.erp_masters(store)) > 0
 
@@ -605,5 +432,8 @@ async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinato
                 return await redis_client.hget(keys.order(store, "o1"), "status") == b"paid"
 
             await until(paid)
-        assert [m for m, _ in fake.calls] == ["order.add_items", "order.fetch", "order.pay"]
-        assert fake.methods("order.pay")[0]["fence"] == grant["lock"]["fence"]
+        finally:
+            await asyncio.wait_for(master.stop(), 10)
+            db.close()
+        assert [m for m, _ in master.rpc.received] == ["order.add_items", "order.fetch", "order.pay"]
+        assert master.rpc.calls_of("order.pay")[0]["fence"] == grant["lock"]["fence"]

@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from tests.h5_fixtures import FIRST_TOTAL, Restaurant, eventually, restaurant  # noqa: F401
-# The coordinator on a port that is also its public URL, so the sandbox provider's notifications
-# and the pay page's return_url reach it (SPEC §9: the page pays through a provider).
-from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.payments import PayingRestaurant
+from tests.support.restaurant import FIRST_TOTAL, Restaurant
 
 pytestmark = pytest.mark.browser
 
@@ -89,7 +86,7 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-async def pay_on_sandbox(page: Page, paying: PayingRestaurant) -> None:  # noqa: F811
+async def pay_on_sandbox(page: Page, paying: PayingRestaurant) -> None:
     """From the open pay sheet: 微信支付 → the sandbox provider's page → 支付 → back on the H5 page."""
     await page.get_by_test_id("pay-wechatpay").click()
     await page.wait_for_url(re.compile("^" + re.escape(paying.sandbox.url) + "/pay/"), timeout=WAIT_MS)
@@ -170,7 +167,7 @@ async def test_server_refusal_shows_the_spec_message(phones: Phones, restaurant:
 
 
 async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: Restaurant,
-                                                    paying: PayingRestaurant):  # noqa: F811
+                                                    paying: PayingRestaurant):
     """支付 → countdown → 微信支付 on the provider's page → paid screen, and the ERP holds the order as paid."""
     page = await phones.open()
     await live(page)
@@ -192,7 +189,7 @@ async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: 
 
 
 async def test_payment_lock_expiry_is_shown_and_recovers(phones: Phones, restaurant: Restaurant,
-                                                         paying: PayingRestaurant):  # noqa: F811
+                                                         paying: PayingRestaurant):
     """With h5_payment_lock_seconds = 2 the lock runs out, the page says so, and one tap starts over."""
     config = await restaurant.patch_config(h5_payment_lock_seconds=2)
     assert config["h5_payment_lock_seconds"] == 2
@@ -304,7 +301,7 @@ async def test_reconnects_and_resumes_with_since(phones: Phones, restaurant: Res
 
 
 async def test_two_diners_one_pays_the_other_waits(phones: Phones, restaurant: Restaurant,
-                                                   paying: PayingRestaurant):  # noqa: F811
+                                                   paying: PayingRestaurant):
     """While diner A pays, diner B sees someone paying and cannot pay; then B sees the order paid."""
     a = await phones.open()
     b = await phones.open()

@@ -14,7 +14,7 @@ from coordinator.core.errors import Forbidden, LockConflict, Unauthenticated, Va
 from coordinator.core.models import ItemLine, ItemsRequest
 from coordinator.h5 import Diner, H5Service
 from coordinator.services import SERVICES
-from tests.h5_fixtures import FIRST_TOTAL, MENU, Restaurant, restaurant  # noqa: F401  (fixture)
+from tests.support.restaurant import FIRST_TOTAL, MENU, Restaurant
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.history.checker import check
-from tests.history.recorder import Connection, History, Op, Received
-from tests.history.workload import Plan, run_workload
+from tests.support.history.checker import check
+from tests.support.history.recorder import Connection, History, Op, Received
+from tests.support.history.workload import Plan, run_workload
 
 TERMINAL = "Tabcdef01"
 TOKENS = {"erp-order": "tok-erp-order-0123456789abcdef", "erp-pay": "tok-erp-pay-0123456789abcdef",

@@ -28,10 +28,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from coordinator.launcher import ServeProcess
 from erp_simulator.db import ErpDatabase
 from erp_simulator.terminal import Terminal
-from tests.app_fixtures import ADMIN_TOKEN
-from tests.process_fixtures import CoordinatorProcess, start_coordinator
+from tests.support.app import ADMIN_TOKEN
+from tests.support.processes import start_coordinator
 
 #: Examples per operation and generation mode; 29 operations x 2 modes x 20 take about 50 s.
 MAX_EXAMPLES = 20
@@ -43,7 +44,7 @@ ERROR_KEYS = {"code", "message", "message_en", "force_allowed", "lock", "order",
 class Live:
     """A seeded coordinator process and the tokens that reach each area of the API."""
 
-    proc: CoordinatorProcess
+    proc: ServeProcess
     store_id: str
     admin: str
     terminal: str

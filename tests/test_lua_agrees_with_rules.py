@@ -20,11 +20,19 @@ from typing import Any
 
 from coordinator.core.errors import LockConflict, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
-from coordinator.core.rules import ACTION_KIND, SLOT, Action, Code, Decision, Kind, decide
+from coordinator.core.rules import (
+    ACTION_KIND,
+    SLOT,
+    Action,
+    Code,
+    Decision,
+    Kind,
+    decide,
+)
 from coordinator.store import keys
 from coordinator.store.engine import LockEngine, compact, held_lock, rules_actor
 from coordinator.store.redis_conn import AnyRedis
-from tests.app_fixtures import order_body
+from tests.support.app import order_body
 
 HOLDERS: tuple[dict[str, Any], ...] = (
     {"role": "erp", "terminal_id": "TA", "name": "收银台"},

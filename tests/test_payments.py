@@ -12,11 +12,8 @@ import pytest
 from erp_simulator.client import Refused
 from erp_simulator.terminal import Terminal
 from h5_client.client import H5Error
-from tests.h5_fixtures import FIRST_TOTAL, eventually, restaurant  # noqa: F401
-from tests.payments_fixtures import (  # noqa: F401
-    PayingRestaurant, coordinator_app, coordinator_url, paying, wechat_notification,
-)
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.payments import PayingRestaurant, wechat_notification
+from tests.support.restaurant import FIRST_TOTAL, eventually
 
 
 @pytest.mark.parametrize("provider", ["wechatpay", "alipay"])

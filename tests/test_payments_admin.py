@@ -6,9 +6,8 @@ from __future__ import annotations
 import csv
 import io
 
-from tests.h5_fixtures import FIRST_TOTAL, restaurant  # noqa: F401
-from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.payments import PayingRestaurant
+from tests.support.restaurant import FIRST_TOTAL, eventually
 
 
 async def test_provider_secrets_are_write_only_and_kept_encrypted(paying: PayingRestaurant) -> None:
@@ -51,8 +50,6 @@ async def test_summary_and_csv_count_a_paid_order(paying: PayingRestaurant) -> N
     _, started, _ = await paying.claim_and_start(diner)
     await paying.sandbox.pay(started["out_trade_no"], outcome="paid")
     await paying.paid_in_erp()
-    from tests.h5_fixtures import eventually
-
     async def confirmed() -> bool:
         return (await paying.record(started["out_trade_no"]))["state"] == "paid"
 

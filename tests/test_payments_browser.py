@@ -17,10 +17,9 @@ from playwright.async_api import Browser, Page, expect
 from erp_simulator.page_guard import LOGIN_PARAM, PageLogin
 from erp_simulator.pages import build_page_app
 from h5_client.client import H5Error
-from tests.app_fixtures import ADMIN_TOKEN
-from tests.h5_fixtures import FIRST_TOTAL, eventually, restaurant  # noqa: F401
-from tests.payments_fixtures import PayingRestaurant, coordinator_app, coordinator_url, paying  # noqa: F401
-from tests.sandbox_fixtures import sandbox, sandbox_process  # noqa: F401
+from tests.support.app import ADMIN_TOKEN
+from tests.support.payments import PayingRestaurant
+from tests.support.restaurant import FIRST_TOTAL, eventually
 
 pytestmark = pytest.mark.browser
 
@@ -49,7 +48,7 @@ async def phone(browser: Browser) -> Page:
 
 
 @pytest.fixture
-async def cashier_page_url(paying: PayingRestaurant) -> AsyncIterator[str]:  # noqa: F811
+async def cashier_page_url(paying: PayingRestaurant) -> AsyncIterator[str]:
     """The master terminal's waiter page on a free port; yields its login link."""
     master = paying.shop.master
     login = PageLogin(master.terminal_id)
@@ -64,7 +63,7 @@ async def cashier_page_url(paying: PayingRestaurant) -> AsyncIterator[str]:  # n
 
 
 @pytest.mark.parametrize("provider", ["wechatpay", "alipay"])
-async def test_diner_pays_on_the_sandbox_page_and_sees_paid(browser: Browser, paying: PayingRestaurant,  # noqa: F811
+async def test_diner_pays_on_the_sandbox_page_and_sees_paid(browser: Browser, paying: PayingRestaurant,
                                                             provider: str) -> None:
     """支付 → 微信支付/支付宝 → the provider's page (支付) → back on the H5 page in the same session → 支付成功."""
     page = await phone(browser)
@@ -91,7 +90,7 @@ async def test_diner_pays_on_the_sandbox_page_and_sees_paid(browser: Browser, pa
     await page.context.close()
 
 
-async def test_failed_payment_is_shown_and_can_be_retried(browser: Browser, paying: PayingRestaurant) -> None:  # noqa: F811
+async def test_failed_payment_is_shown_and_can_be_retried(browser: Browser, paying: PayingRestaurant) -> None:
     """支付失败 on the sandbox page: back on the H5 page the diner reads 支付失败,请重试 and can pay again."""
     page = await phone(browser)
     await page.goto(paying.shop.page_url)
@@ -112,7 +111,7 @@ async def test_failed_payment_is_shown_and_can_be_retried(browser: Browser, payi
 
 
 async def test_cashier_sees_the_countdown_then_a_surplus_alert_and_the_admin_sees_the_refund(
-        browser: Browser, paying: PayingRestaurant, cashier_page_url: str) -> None:  # noqa: F811
+        browser: Browser, paying: PayingRestaurant, cashier_page_url: str) -> None:
     """In flight: 顾客支付中 with a countdown past the 15 s claim; a force (provider unreachable), cash at the
     till, then the diner's late payment: the waiter page shows a surplus alert that reaches 已退款, the diner
     reads 已退款, and the admin console lists the surplus with its refund and draws the chart."""
@@ -197,7 +196,7 @@ async def test_cashier_sees_the_countdown_then_a_surplus_alert_and_the_admin_see
     await page.context.close()
 
 
-async def test_admin_payment_settings_show_secrets_only_as_set(browser: Browser, paying: PayingRestaurant) -> None:  # noqa: F811
+async def test_admin_payment_settings_show_secrets_only_as_set(browser: Browser, paying: PayingRestaurant) -> None:
     """支付设置: the configured providers show "已设置" for each secret (never a value), and 测试连接 succeeds."""
     shop = paying.shop
     admin = await browser.new_page(viewport={"width": 1280, "height": 1200})
@@ -251,7 +250,7 @@ async () => {
 """
 
 
-async def test_payflow_rules(browser: Browser, coordinator_url: str) -> None:  # noqa: F811
+async def test_payflow_rules(browser: Browser, coordinator_url: str) -> None:
     """The page's pure payment reducer: only my trade's events count, the till's own payment is not mine, a refund follows its surplus."""
     page = await browser.new_page()
     try:

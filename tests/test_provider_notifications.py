@@ -25,13 +25,10 @@ from coordinator.payments.providers import (
     build_provider,
 )
 from coordinator.payments.providers.alipay import fen_to_yuan, yuan_to_fen
-from tests.sandbox_fixtures import (  # noqa: F401
+from tests.support.sandbox import (
     NotifyServer,
     Received,
     SandboxProcess,
-    notify_server,
-    sandbox,
-    sandbox_process,
     start_sandbox,
     stop_sandbox,
 )

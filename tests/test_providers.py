@@ -24,12 +24,9 @@ from coordinator.payments.providers import (
     WechatPayConfig,
     build_provider,
 )
-from tests.sandbox_fixtures import (  # noqa: F401
+from tests.support.sandbox import (
     NotifyServer,
     SandboxProcess,
-    notify_server,
-    sandbox,
-    sandbox_process,
 )
 
 TIMEOUT = 1.0

@@ -14,7 +14,7 @@ from coordinator.core.errors import RateLimited
 from coordinator.store import keys
 from coordinator.store.ratelimit import RateLimiter
 from coordinator.store.scripts import Scripts
-from tests.app_fixtures import ADMIN_TOKEN, bearer, services
+from tests.support.app import ADMIN_TOKEN, bearer, services
 
 SESSION_RATE = 3
 H5_RATE = 4

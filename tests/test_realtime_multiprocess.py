@@ -18,10 +18,9 @@ from coordinator.realtime import liveness as presence
 from coordinator.store import keys
 from coordinator.store.auth import Authenticator
 from coordinator.store.directory import Directory
-from tests.app_fixtures import ADMIN_TOKEN, SYSTEM, order_body
-from tests.process_fixtures import SECRET_KEY
-from tests.test_sweeper import make_engine
-from tests.test_ws import Socket, open_socket
+from tests.support.app import ADMIN_TOKEN, SYSTEM, make_engine, order_body
+from tests.support.processes import SECRET_KEY
+from tests.support.ws_socket import Socket, open_socket
 
 
 @dataclass

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError, RedisClusterException
 
 from coordinator.redis_embedded import EmbeddedRedis
 from coordinator.store.redis_conn import AnyRedis, is_cluster, open_redis
-from tests.redis_fixtures import free_port
+from tests.support.redis_servers import free_port
 
 # KEYS[1], KEYS[2]: two keys of one store (same hash tag); ARGV[1]: a value.
 # Returns {old value of KEYS[1] or false, new counter in KEYS[2]}.

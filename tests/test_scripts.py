@@ -17,7 +17,7 @@ from coordinator.store.ratelimit import RateLimiter
 from coordinator.store.redis_conn import AnyRedis
 from coordinator.store.scripts import LOCK_SCRIPTS, STANDALONE_SCRIPTS, Scripts, source
 from coordinator.store.snapshot import read_snapshot
-from tests.app_fixtures import order_body
+from tests.support.app import order_body
 
 A = {"role": "erp", "terminal_id": "TA", "name": "收银台"}
 B = {"role": "erp", "terminal_id": "TB", "name": "服务员B"}

@@ -11,14 +11,18 @@ import asyncio
 import json
 import logging
 import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from coordinator.log_redaction import RedactingAccessLogger, RedactionFilter, install_redaction, redact
-from tests.app_fixtures import ADMIN_TOKEN, bearer
-from tests.process_fixtures import SECRET_KEY, start_coordinator
+from coordinator.log_redaction import (
+    RedactingAccessLogger,
+    RedactionFilter,
+    install_redaction,
+    redact,
+)
+from tests.support.app import ADMIN_TOKEN, bearer
+from tests.support.processes import SECRET_KEY, start_coordinator
 
 pytestmark = pytest.mark.security
 

@@ -18,9 +18,21 @@ from erp_simulator.db import ErpDatabase
 from erp_simulator.seed import seed
 from erp_simulator.simulator import Simulator
 from h5_client.client import H5Client, H5Error
-from tests.test_erp_simulator import redis_url, store  # noqa: F401  (fixtures: one Redis node, a fresh store)
+from tests.support.erp_store import Store, make_store
 
 pytestmark = pytest.mark.security
+
+
+@pytest.fixture
+def redis_url(redis_single_url: str) -> str:
+    """The waiter pages need one Redis node (the coordinator tests cover the cluster)."""
+    return redis_single_url
+
+
+@pytest.fixture
+async def store(client, uid) -> Store:
+    """A fresh store on the in-process coordinator."""
+    return await make_store(client, f"s-{uid}")
 
 
 @pytest.fixture

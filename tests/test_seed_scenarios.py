@@ -13,8 +13,7 @@ import json
 import time
 from typing import Any
 
-from tests.app_fixtures import bearer
-from tests.test_h5_orders import erp, h5, post  # noqa: F401  (fixture: the fake ERP master on A's socket)
+from tests.support.app import bearer, h5, post
 
 ORDER_LOCKED_FOR_PAYER = "订单正在其他机器修改,暂不能支付"
 ORDER_LOCKED_FORCE_CONFIRM = "此订单正在其他机器修改,是否强制解锁并继续?"
@@ -57,7 +56,7 @@ async def listen(client, token: str) -> Listener:
     return Listener(ws)
 
 
-async def test_waiter_edits_diner_adds_cashier_forces_and_the_waiter_is_told(client, shop, erp):  # noqa: F811
+async def test_waiter_edits_diner_adds_cashier_forces_and_the_waiter_is_told(client, shop, erp):
     """Waiter edits → H5 sees it, cannot pay, can add dishes → cashier warned, forces → waiter gets lock.forced."""
     waiter, waiter_id, cashier, cashier_id = shop.b, shop.b_id, shop.a, shop.a_id
     diner = await h5(client, shop)

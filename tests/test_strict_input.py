@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from coordinator.core.models import Body, ItemLine, LockRequest, OrderIn, PaymentRequest
 from coordinator.realtime.erp_answers import ErpOrder
-from tests.app_fixtures import ADMIN_TOKEN, bearer, order_body, services
+from tests.support.app import ADMIN_TOKEN, bearer, order_body, services
 
 pytestmark = pytest.mark.security
 

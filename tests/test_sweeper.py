@@ -10,22 +10,16 @@ from typing import Any
 
 import pytest
 
-from coordinator.core.models import OrderIn, StoreConfig, StoreConfigPatch
+from coordinator.core.models import OrderIn, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.realtime import liveness as presence
 from coordinator.realtime.liveness import Liveness, MasterRegistry
 from coordinator.realtime.sweeper import RedisClock, Sweeper
-from coordinator.settings import load_store_defaults
 from coordinator.store import keys
 from coordinator.store.directory import Directory
 from coordinator.store.engine import LockEngine
 from coordinator.store.redis_conn import open_redis
-from tests.app_fixtures import SYSTEM, order_body, services
-
-
-def make_engine(redis: Any) -> LockEngine:
-    """A LockEngine on ``redis`` with the default store configuration."""
-    return LockEngine(redis, defaults=StoreConfig.model_validate(load_store_defaults()))
+from tests.support.app import SYSTEM, make_engine, order_body, services
 
 
 async def seed(engine: LockEngine, store_id: str, orders: int, h5_seconds: int = 1) -> list[str]:

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from coordinator.core.rules import Action, Actor, Code, Decision, HeldLock, Kind, Role, decide
+from coordinator.core.rules import (
+    Action,
+    Actor,
+    Code,
+    Decision,
+    HeldLock,
+    Kind,
+    Role,
+    decide,
+)
 
 NOW = 1_700_000_000_000
 LIVE = NOW + 60_000

@@ -17,7 +17,7 @@ from erp_simulator.db import ErpDatabase
 from erp_simulator.seed import seed
 from erp_simulator.simulator import Simulator
 from h5_client.client import H5Client, H5Error
-from tests.test_erp_simulator import redis_url, store  # noqa: F401  (fixtures: one Redis node, a fresh store)
+from tests.support.erp_store import Store, make_store
 
 pytestmark = pytest.mark.browser
 
@@ -29,7 +29,19 @@ ACCEPT_REFUSED = "订单正在其他机器/顾客端进行支付,暂不能接单
 
 
 @pytest.fixture
-async def sim(store, tmp_path):  # noqa: F811
+def redis_url(redis_single_url: str) -> str:
+    """These tests exercise the ERP's pages: one Redis node is enough (the coordinator tests cover the cluster)."""
+    return redis_single_url
+
+
+@pytest.fixture
+async def store(client, uid) -> Store:
+    """A fresh store on the in-process coordinator."""
+    return await make_store(client, f"s-{uid}")
+
+
+@pytest.fixture
+async def sim(store, tmp_path):
     """The store's ERP with its three terminals connected, each with a waiter page on a free port."""
     db = ErpDatabase(tmp_path / "erp.sqlite")
     seed(db)

@@ -1,7 +1,7 @@
 """Recorded clients of a set of coordinator processes: HTTP calls, websocket subscribers that resume
 with ``since``, and a stand-in ERP master answering RPCs. Every wait and retry is bounded.
 
-Only 127.0.0.1 is ever contacted: the URLs come from ``tests.process_fixtures`` processes.
+Only 127.0.0.1 is ever contacted: the URLs come from ``tests.support.processes`` processes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from tests.history.recorder import Connection, Fault, History, Op, Received
-from tests.process_fixtures import CoordinatorProcess, start_coordinator
+from coordinator.launcher import ServeProcess
+from tests.support.history.recorder import Connection, Fault, History, Op, Received
+from tests.support.processes import start_coordinator
 
 API = "/api/v1"
 
@@ -30,11 +31,11 @@ class Processes:
         self.redis_url = redis_url
         self.data_dir = data_dir
         self.env = env
-        self.slots: list[CoordinatorProcess | None] = []
-        self.started: list[CoordinatorProcess] = []
+        self.slots: list[ServeProcess | None] = []
+        self.started: list[ServeProcess] = []
 
     @classmethod
-    def of(cls, procs: list[CoordinatorProcess]) -> Processes:
+    def of(cls, procs: list[ServeProcess]) -> Processes:
         """Wrap processes started elsewhere (the ``coordinators`` fixture); refill is not available."""
         self = cls.__new__(cls)
         self.redis_url, self.data_dir, self.env = "", Path("."), {}
@@ -46,7 +47,7 @@ class Processes:
         for _ in range(n):
             self.slots.append(self._new())
 
-    def _new(self) -> CoordinatorProcess:
+    def _new(self) -> ServeProcess:
         proc = start_coordinator(self.redis_url, self.data_dir / f"proc-{len(self.started)}", env=self.env)
         self.started.append(proc)
         return proc
@@ -284,7 +285,7 @@ class Subscriber:
 async def seed_store(api: Api, store_id: str, *, tables: list[str], terminals: list[tuple[str, bool]],
                      config: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Create a store, its tables and terminals through the admin API; (terminals, table -> qr token)."""
-    from tests.app_fixtures import ADMIN_TOKEN
+    from tests.support.app import ADMIN_TOKEN
 
     async def ok(method: str, path: str, body: Any, expect: int) -> Any:
         for _ in range(50):

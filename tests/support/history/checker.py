@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from coordinator.core.views import STAFF_ONLY_EVENTS
 
-from tests.history.recorder import History, Op
+from tests.support.history.recorder import History, Op
 
 INF = float("inf")
 END_EVENTS = ("lock.released", "lock.expired", "lock.forced")

@@ -1,55 +1,26 @@
-"""A restaurant that takes provider payments: the coordinator on a known port (so the sandbox's
-notifications reach it), the sandbox provider process, and the store's provider settings set
-through the admin API from the sandbox's credentials.
-
-Test modules import these fixtures by name, with ``restaurant`` from ``tests.h5_fixtures`` and
-``sandbox`` / ``sandbox_process`` from ``tests.sandbox_fixtures``.
+"""Plugin: a restaurant that takes provider payments (``paying``): the restaurant's coordinator
+(whose public URL is its own port, so the sandbox's notifications reach it), the sandbox provider
+process, and the store's provider settings set through the admin API from the sandbox's
+credentials. Helper: ``wechat_notification`` builds a notification signed as the provider signs it.
 """
 
 from __future__ import annotations
 
-import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
-from coordinator.app import build_app
+from coordinator.payments.sandbox import crypto
+from coordinator.payments.sandbox.keys import SandboxKeys
+from coordinator.payments.sandbox.state import Trade
+from coordinator.payments.sandbox.wechat import WechatWire
 from coordinator.services import SERVICES
 from h5_client.client import H5Client
-from tests.h5_fixtures import Restaurant, eventually
-from tests.sandbox_fixtures import SandboxProcess
-
-#: The first provider query of an in-flight payment, shortened so the poller test runs in seconds.
-FIRST_QUERY_MS = 2_500
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-async def coordinator_app(aiohttp_server, settings):
-    """The coordinator app on a real loopback port that is also its public URL (notify_url)."""
-    port = _free_port()
-    settings = settings.model_copy(update={
-        "public_url": f"http://127.0.0.1:{port}", "session_rate_per_minute": 100_000,
-        "h5_rate_per_minute": 100_000, "payment_first_query_ms": FIRST_QUERY_MS,
-        "payment_provider_timeout_seconds": 1.0,
-    })
-    app = build_app(settings)
-    server = await aiohttp_server(app, host="127.0.0.1", port=port)
-    return server
-
-
-@pytest.fixture
-async def coordinator_url(coordinator_app) -> str:
-    """The URL of ``coordinator_app`` (overrides the H5 fixtures' coordinator)."""
-    return str(coordinator_app.make_url("")).rstrip("/")
-
+from tests.support.restaurant import Restaurant, eventually
+from tests.support.sandbox import SandboxProcess
 
 @dataclass
 class PayingRestaurant:
@@ -95,9 +66,9 @@ class PayingRestaurant:
 
 
 @pytest.fixture
-async def paying(restaurant: Restaurant, sandbox: SandboxProcess, coordinator_app) -> PayingRestaurant:
+async def paying(restaurant: Restaurant, sandbox: SandboxProcess, coordinator_server: Any) -> PayingRestaurant:
     """The restaurant with both sandbox providers configured through the admin API."""
-    shop = PayingRestaurant(restaurant, sandbox, coordinator_app)
+    shop = PayingRestaurant(restaurant, sandbox, coordinator_server)
     for name in ("wechatpay", "alipay"):
         status, body = await shop.admin("PUT", f"/payments/providers/{name}", sandbox.credentials[name])
         assert status == 200, body
@@ -111,13 +82,6 @@ def wechat_notification(sandbox: SandboxProcess, *, out_trade_no: str, amount_ce
     With ``keys_dir`` the sandbox's keys of another data dir sign it (a forgery); with
     ``signed_at`` the signature carries that time (a captured notification replayed later).
     """
-    import time
-
-    from coordinator.payments.sandbox import crypto
-    from coordinator.payments.sandbox.keys import SandboxKeys
-    from coordinator.payments.sandbox.state import Trade
-    from coordinator.payments.sandbox.wechat import WechatWire
-
     wire = WechatWire(SandboxKeys.load_or_create(keys_dir or sandbox.data_dir))
     now_ms = int(time.time() * 1000)
     trade = Trade(provider="wechatpay", out_trade_no=out_trade_no, amount_cents=amount_cents, description="x",

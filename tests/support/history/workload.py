@@ -23,8 +23,14 @@ from typing import Any
 from coordinator.redis_embedded import EmbeddedRedis
 from coordinator.store import keys
 from coordinator.store.redis_conn import open_redis
-from tests.history.clients import Api, Processes, Subscriber, sample_clock, seed_store
-from tests.history.recorder import Fault, History
+from tests.support.history.clients import (
+    Api,
+    Processes,
+    Subscriber,
+    sample_clock,
+    seed_store,
+)
+from tests.support.history.recorder import Fault, History
 
 KINDS = ("order", "presettle", "payment")
 
@@ -434,7 +440,7 @@ class Run:
                 await asyncio.sleep(self.plan.redis_down_seconds)
                 await asyncio.to_thread(self.redis.start)
                 fault.detail = f"redis stopped for {self.plan.redis_down_seconds}s and restarted (AOF)"
-            elif kind == "failover":  # self.redis is a tests.sentinel_fixtures.SentinelGroup
+            elif kind == "failover":  # self.redis is a tests.support.sentinel.SentinelGroup
                 seconds = await asyncio.to_thread(self.redis.fail_over)
                 fault.detail = f"primary SIGKILLed, replica promoted after {seconds:.2f}s"
             fault.t1 = time.monotonic()
@@ -523,7 +529,7 @@ class Run:
 
 
 def _admin_token() -> str:
-    from tests.app_fixtures import ADMIN_TOKEN
+    from tests.support.app import ADMIN_TOKEN
 
     return ADMIN_TOKEN
 

@@ -1,8 +1,9 @@
-"""Fixtures that run the real coordinator app (in-process, real sockets) on a real Redis.
+"""pytest plugin: fixtures that run the real coordinator app (in-process, real sockets) on a real Redis.
 
 ``client`` is an aiohttp test client of ``build_app``; ``shop`` seeds a store through the
 coordinator's own Directory and LockEngine: two terminals (A is the master), a table, and an
-open order ``o1`` of 2 lines, total 3,800 cents, version 1.
+open order ``o1`` of 2 lines, total 3,800 cents, version 1. The helpers (``bearer``, ``order_body``,
+``services``, ``make_engine``, ``h5``, ``post``) are plain functions to import.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 
 from coordinator.app import build_app
-from coordinator.core.models import OrderIn
+from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.services import SERVICES, Services
-from coordinator.settings import Settings
+from coordinator.settings import Settings, load_store_defaults
+from coordinator.store.engine import LockEngine
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SYSTEM = {"role": "admin"}
@@ -42,6 +44,11 @@ async def client(aiohttp_client, settings):
 def services(client) -> Services:
     """The Services of the app behind ``client``."""
     return client.server.app[SERVICES]
+
+
+def make_engine(redis: Any) -> LockEngine:
+    """A LockEngine on ``redis`` with the default store configuration."""
+    return LockEngine(redis, defaults=StoreConfig.model_validate(load_store_defaults()))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -88,3 +95,16 @@ async def shop(client, uid) -> Shop:
     await svc.engine.put_order(store_id, OrderIn.model_validate(order_body()), {"role": "erp", "terminal_id": a.terminal_id, "name": a.name})
     qr = table.qr_url.split("qr=", 1)[1]
     return Shop(store_id, a.token, a.terminal_id, b.token, b.terminal_id, "T1", qr)
+
+
+async def h5(client, shop: Shop) -> dict[str, str]:
+    """The Authorization header of a new H5 session on the shop's table."""
+    resp = await client.post("/api/v1/h5/sessions", json={"qr_token": shop.qr})
+    assert resp.status == 201, await resp.text()
+    return bearer((await resp.json())["session_token"])
+
+
+async def post(client, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, dict]:
+    """POST ``path`` (under /api/v1) on the in-process app; returns (status, JSON body)."""
+    resp = await client.post("/api/v1" + path, json=body, headers=headers)
+    return resp.status, await resp.json()
