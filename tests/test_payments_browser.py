@@ -245,13 +245,16 @@ async () => {
   out.surplus = surplus.payResult.refund_state;
   out.refunded = f.payEvent(surplus, ev("payment.refund_updated", {out_trade_no: "TL1", refund_state: "succeeded"})).payResult.refund_state;
   out.waiting = [f.waitingSeconds(s, 190000), f.waitingSeconds(s, null), f.waitingSeconds(base, 0)];
+  out.resyncKeeps = f.afterResync({...s, locks: [lock(7)]}) === null ? "x" : f.afterResync({...s, locks: [lock(7)]}).payment.phase;
+  out.resyncUnknown = f.afterResync({...s, locks: []}).payResult.kind;
   return out;
 }
 """
 
 
 async def test_payflow_rules(browser: Browser, coordinator_url: str) -> None:
-    """The page's pure payment reducer: only my trade's events count, the till's own payment is not mine, a refund follows its surplus."""
+    """The page's pure payment reducer: only my trade's events count, the till's own payment is not mine, a refund
+    follows its surplus, and a resync that lost my trade's events says the outcome is unknown."""
     page = await browser.new_page()
     try:
         await page.goto(f"{coordinator_url}/h5/static/app.css")
@@ -261,5 +264,5 @@ async def test_payflow_rules(browser: Browser, coordinator_url: str) -> None:
     assert result == {
         "phase": "in_flight", "since": 40, "otherTrade": True, "failed": "failed", "cancelled": None,
         "completing": "completing", "tillPaid": True, "paid": ["paid", True, None], "surplus": "pending",
-        "refunded": "succeeded", "waiting": [10, None, None],
+        "refunded": "succeeded", "waiting": [10, None, None], "resyncKeeps": "in_flight", "resyncUnknown": "unknown",
     }

@@ -16,7 +16,7 @@ import { Live } from "./live.js";
 import {
   applyEvent, checkedOut, derive, emptyState, expireLocally, fromTable, withLock, withOrder,
 } from "./state.js";
-import { payEvent, started, WAITING, waitingSeconds } from "./payflow.js";
+import { afterResync, payEvent, started, WAITING, waitingSeconds } from "./payflow.js";
 import { render, translateStatic } from "./view.js";
 
 const params = new URLSearchParams(location.search);
@@ -123,8 +123,9 @@ function onMessage(msg) {
     return;
   }
   if (msg.type === "snapshot") {
-    // The events since our seq are gone: read the whole table again.
-    refreshTable().catch(() => {});
+    // The events since our seq are gone: read the whole table again (and stop waiting for a
+    // payment outcome that was among them).
+    refreshTable().then(() => setState(afterResync(ui.state)), () => {});
     return;
   }
   if (msg.type === "event") {

@@ -9,6 +9,7 @@
 //                          ──payment.failed──────────────────▶ result failed     ("支付失败,请重试")
 //                          ──payment.surplus─────────────────▶ result surplus    ("已退款" once refunded)
 //   result surplus ──payment.refund_updated──▶ its refund_state follows
+//   in_flight | completing, lock gone after a resync with no event ──▶ result unknown (ask staff)
 //
 // Events about my trade are applied whatever their seq: after a round trip to the pay page the
 // table is read afresh and the socket resumes from the seq saved at the start, so the outcome may
@@ -93,6 +94,18 @@ export function payEvent(state, event) {
     default:
       return state;
   }
+}
+
+/**
+ * The state after a resync (a snapshot instead of the replay, then a table read): when my trade's
+ * lock is gone and no event told how it ended, the outcome is unknown to this page — say so
+ * rather than wait for events that will never come.
+ */
+export function afterResync(state) {
+  const payment = state.payment;
+  if (!payment || !WAITING.has(payment.phase) || payment.phase === "starting") return state;
+  if (state.locks.some((l) => mineByLock(payment, l))) return state;
+  return result(state, { kind: "unknown", out_trade_no: payment.out_trade_no, amount_cents: payment.amount_cents });
 }
 
 /** Seconds left of my in-flight payment (null when there is none or the clock is unknown). */

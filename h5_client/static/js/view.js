@@ -198,7 +198,10 @@ function renderResult(root, m) {
   panel.dataset.refund = r.refund_state || "";
   let title = t("result_failed_title");
   let body = t("result_failed_body");
-  if (r.kind === "surplus") {
+  if (r.kind === "unknown") {
+    title = t("result_unknown_title");
+    body = t("result_unknown_body");
+  } else if (r.kind === "surplus") {
     title = r.refund_state === "succeeded" ? t("result_refunded_title")
       : r.refund_state === "manual" || r.refund_state === "failed" ? t("result_refund_manual_title")
         : t("result_refunding_title");
