@@ -198,6 +198,8 @@ async def run(args: argparse.Namespace) -> int:
             control = {"Authorization": f"Bearer {sandbox.control_token_file.read_text().strip()}"}
             latencies: list[float] = []
             upper: list[float] = []
+            first: list[float] = []  # per payment: the first socket's receipt (the path before the fan-out)
+            spread: list[float] = []  # per payment: last - first receipt (the fan-out to every socket)
             missing = 0
             done = 0
             deadline = time.monotonic() + args.budget
@@ -225,6 +227,9 @@ async def run(args: argparse.Namespace) -> int:
                     raise RuntimeError(f"sandbox trade {no} has no paid_at_ms: {trade}")
                 missing += listeners.connected - len(receipts)
                 latencies += [at - paid_at for at in receipts]
+                if receipts:
+                    first.append(min(receipts) - paid_at)
+                    spread.append(max(receipts) - min(receipts))
                 upper += [at - asked for at in receipts]
                 done += 1
             cpu.stop()
@@ -237,6 +242,9 @@ async def run(args: argparse.Namespace) -> int:
                       f"(target p99 <= 50 ms: {'yes' if percentile(latencies, 99) <= 50 else 'no'})")
                 print(f"from the pay request (upper bound): p50 {fmt(percentile(upper, 50))} ms, "
                       f"p99 {fmt(percentile(upper, 99))} ms")
+                print(f"first socket (verify + order.pay + publish): p50 {fmt(percentile(first, 50))} ms, "
+                      f"p99 {fmt(percentile(first, 99))} ms; fan-out first -> last socket: "
+                      f"p50 {fmt(percentile(spread, 50))} ms, p99 {fmt(percentile(spread, 99))} ms")
             print(f"cpu: {usage}")
             return 0 if missing == 0 and latencies else 1
     finally:
