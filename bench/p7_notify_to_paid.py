@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import queue
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     ADMIN_TOKEN,
     Api,
     CpuWindow,
@@ -52,9 +53,9 @@ from common import (  # noqa: E402
     start_redis,
 )
 
-from erp_simulator.db import ErpDatabase  # noqa: E402
-from erp_simulator.demo_sandbox import SandboxProvider  # noqa: E402
-from erp_simulator.terminal import Terminal  # noqa: E402
+from erp_simulator.db import ErpDatabase
+from erp_simulator.demo_sandbox import SandboxProvider
+from erp_simulator.terminal import Terminal
 
 STORE = "p7"
 ITEMS = [{"sku": "tea", "qty": 2}]
@@ -129,7 +130,7 @@ class Listeners:
     def _get(self, timeout: float) -> Any:
         try:
             return self.queue.get(timeout=timeout)
-        except Exception:  # queue.Empty
+        except queue.Empty:
             return None
 
     async def wait_all(self, order_id: str, timeout: float) -> list[float]:

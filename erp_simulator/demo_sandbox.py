@@ -54,7 +54,7 @@ class SandboxProvider:
     async def start(self, timeout: float = 30.0) -> SandboxProvider:
         """Start the process and wait (bounded) until it listens and hands out its credentials."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "sandbox.log", "ab")  # noqa: SIM115 - the child keeps its own copy
+        log = (self.data_dir / "sandbox.log").open("ab")  # the child keeps its own copy of the fd
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "coordinator.payments.sandbox", "--port", str(self.port),
@@ -69,10 +69,10 @@ class SandboxProvider:
             if not line.startswith(_READY):
                 raise RuntimeError(f"sandbox-pay did not start (see {self.data_dir / 'sandbox.log'}): {line!r}")
             self.url = line[len(_READY):].rstrip("/")
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-                async with http.get(f"{self.url}/sandbox/credentials") as response:
-                    response.raise_for_status()
-                    self.credentials = await response.json()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+                    http.get(f"{self.url}/sandbox/credentials") as response:
+                response.raise_for_status()
+                self.credentials = await response.json()
         except BaseException:
             await self.stop()
             raise
