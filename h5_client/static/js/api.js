@@ -71,6 +71,10 @@ export class H5Api {
     } catch (e) {
       throw new ApiError(0, null);
     }
+    // The Date header (whole seconds, so a lower bound) sets the server clock after a reload,
+    // e.g. back from the provider's pay page, before any event has carried a timestamp.
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (this.onServerTime && Number.isFinite(date)) this.onServerTime(date);
     let json = null;
     try {
       json = await response.json();
@@ -113,7 +117,7 @@ export class H5Api {
     return this.request("POST", "/h5/checkout/cancel", { token });
   }
 
-  /** Open the provider order for my claimed lock (SPEC §9); the phone then pays at `pay_url`. */
+  /** POST /h5/payments/start: open the provider order for my claimed lock (SPEC §9). */
   startPayment(token, provider) {
     return this.request("POST", "/h5/payments/start", { token, provider });
   }
