@@ -9,6 +9,7 @@ the suite already pins on the cluster too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from coordinator.core import models
 from coordinator.core.rules import Action, Role
 from coordinator.realtime import messages
 from tests.support.app import ADMIN_TOKEN, Shop, h5
-from tests.support.doc_examples import Bindings, Block, blocks, exchange, json_values, match
+from tests.support.doc_examples import Bindings, Block, Exchange, blocks, exchange, json_values, match
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -46,37 +47,86 @@ async def bindings_for(client: Any, shop: Shop) -> Bindings:
     })
 
 
-async def replay(client: Any, block: Block, bindings: Bindings) -> list[str]:
-    """Run one replay block; the differences between the answer and the page (empty: it matches)."""
-    ex = exchange(block)
-    where = f"docs/protocol.md:{ex.line} ({ex.name})"
-    headers = {k: bindings.fill(v, where) for k, v in ex.headers.items()}
-    body = bindings.fill(ex.body, where) if ex.body else None
-    if body is not None:
-        headers.setdefault("Content-Type", "application/json")
-    resp = await client.request(ex.method, bindings.fill(ex.path, where), data=body, headers=headers)
-    text = await resp.text()
-    problems = [] if resp.status == ex.status else [f"status: expected {ex.status}, got {resp.status}"]
-    for name, value in ex.response_headers.items():
-        problems += match(value, resp.headers.get(name, "<absent>"), bindings, f"header {name}")
-    if ex.expected:
-        (expected,) = json_values(ex.expected)
-        try:
-            actual = json.loads(text)
-        except ValueError:
-            actual = text
-        problems += match(expected, actual, bindings)
-    return [f"{where}: {p}" for p in problems] + ([f"  answer was: {text[:600]}"] if problems else [])
+class Player:
+    """Replays the page's exchanges in order on one app, keeping the variables and open websockets."""
+
+    def __init__(self, client: Any, bindings: Bindings) -> None:
+        self.client, self.bindings, self.sockets = client, bindings, {}
+
+    async def play(self, block: Block) -> list[str]:
+        """Run one replay or receive block; the differences from the page (empty: it matches)."""
+        if block.mark == "receive":
+            return await self.receive(block.arg, json_values(block.text), f"docs/protocol.md:{block.line}")
+        ex = exchange(block)
+        where = f"docs/protocol.md:{ex.line} ({ex.name})"
+        headers = {k: self.bindings.fill(v, where) for k, v in ex.headers.items()}
+        path = self.bindings.fill(ex.path, where)
+        if ex.status == 101:
+            return await self.connect(ex, path, headers, where)
+        body = self.bindings.fill(ex.body, where) if ex.body else None
+        if body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        resp = await self.client.request(ex.method, path, data=body, headers=headers)
+        text = await resp.text()
+        problems = [] if resp.status == ex.status else [f"status: expected {ex.status}, got {resp.status}"]
+        for name, value in ex.response_headers.items():
+            problems += match(value, resp.headers.get(name, "<absent>"), self.bindings, f"header {name}")
+        if ex.expected:
+            (expected,) = json_values(ex.expected)
+            try:
+                actual = json.loads(text)
+            except ValueError:
+                actual = text
+            problems += match(expected, actual, self.bindings)
+        return [f"{where}: {p}" for p in problems] + ([f"  answer was: {text[:600]}"] if problems else [])
+
+    async def connect(self, ex: Exchange, path: str, headers: dict[str, str], where: str) -> list[str]:
+        """Open the websocket of a 101 replay (kept under its name) and match its first messages."""
+        offered = tuple(p.strip() for p in headers.pop("Sec-WebSocket-Protocol", "").split(",") if p.strip())
+        ws = await self.client.ws_connect(path, protocols=offered, headers=headers)
+        self.sockets[ex.name] = ws
+        problems = []
+        for header, value in ex.response_headers.items():
+            assert header == "Sec-WebSocket-Protocol", f"{where}: only the subprotocol is checked on a 101"
+            problems += [f"{where}: {p}" for p in match(value, ws.protocol, self.bindings, f"header {header}")]
+        return problems + await self.receive(ex.name, json_values(ex.expected), where, skip=False)
+
+    async def receive(self, name: str, expected: list[Any], where: str, skip: bool = True) -> list[str]:
+        """Match the next messages of socket ``name`` (with ``skip``, events of other names are passed over)."""
+        ws, seen = self.sockets[name], []
+        for want in expected:
+            while True:
+                try:
+                    got = await ws.receive_json(timeout=5)
+                except (TimeoutError, asyncio.TimeoutError):
+                    return [f"{where} ({name}): no message matching {want} within 5 s", f"  messages were: {seen}"[:1500]]
+                seen.append(got)
+                passed_over = (skip and got.get("type") == "event" and isinstance(want, dict)
+                               and want.get("type") == "event" and got.get("name") != want.get("name"))
+                if not passed_over:
+                    break
+            problems = match(want, got, self.bindings)
+            if problems:
+                return [f"{where} ({name}): {p}" for p in problems] + [f"  messages were: {seen}"[:1500]]
+        return []
+
+    async def close(self) -> None:
+        """Close every websocket the replay opened."""
+        for ws in self.sockets.values():
+            await ws.close()
 
 
 async def test_replayed_examples_match_the_coordinator(client, shop, erp):
-    """Every ``<!-- replay -->`` exchange of the page, run in order, gets the documented status and JSON."""
-    bindings = await bindings_for(client, shop)
-    replays = [b for b in page_blocks() if b.mark == "replay"]
-    assert len(replays) >= 20, "the page has lost its replayable examples"
-    for block in replays:
-        problems = await replay(client, block, bindings)
-        assert not problems, "\n".join(problems)
+    """Every ``<!-- replay -->``/``<!-- receive -->`` block of the page, run in order, gets the documented answer."""
+    player = Player(client, await bindings_for(client, shop))
+    played = [b for b in page_blocks() if b.mark in ("replay", "receive")]
+    assert len(played) >= 20, "the page has lost its replayable examples"
+    try:
+        for block in played:
+            problems = await player.play(block)
+            assert not problems, "\n".join(problems)
+    finally:
+        await player.close()
 
 
 def _model(name: str) -> Any:

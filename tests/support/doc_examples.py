@@ -8,6 +8,9 @@ Conventions of the page (its "How to read the examples" section says the same to
   against the pydantic models; ``<!-- not-json -->`` a ```json block that is not JSON on purpose.
 - A replay block is a request (``METHOD /path``, header lines, a blank line, an optional JSON body)
   followed by the answer (``HTTP/1.1 <status> ...``, header lines, a blank line, the expected JSON).
+  ``GET /api/v1/ws`` answered ``HTTP/1.1 101`` opens a websocket kept under the replay's name; the
+  JSON values after it are its first messages. ``<!-- receive: name -->`` before a ```json block:
+  the next messages of that socket (events of other names in between are passed over).
 - ``$NAME`` is a variable: bound by the test (``$STORE``, ``$CASH``…) or, the first time a
   response string is exactly ``"$NAME"``, captured from the actual answer for later blocks.
 - ``…`` outside a string is any value; as an object member (``{"a": 1, …}``) it only tells the
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ELLIPSIS = "…"
-_MARK = re.compile(r"^<!--\s*(replay|shape|not-json)\s*(?::\s*(.*?))?\s*-->\s*$")
+_MARK = re.compile(r"^<!--\s*(replay|receive|shape|not-json)\s*(?::\s*(.*?))?\s*-->\s*$")
 _FENCE = re.compile(r"^(`{3,})\s*([\w-]*)\s*$")
 _VAR = re.compile(r"\$([A-Z][A-Z0-9_]*)")
 _STATUS = re.compile(r"^HTTP/1\.1 (\d{3})\b")
@@ -37,7 +40,7 @@ class Block:
     lang: str
     text: str
     line: int                       # 1-based line of the opening fence
-    mark: str | None = None         # "replay" | "shape" | "not-json"
+    mark: str | None = None         # "replay" | "receive" | "shape" | "not-json"
     arg: str = ""                   # the replay name or the shape
 
 
