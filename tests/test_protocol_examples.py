@@ -200,11 +200,11 @@ def coordinator_texts() -> set[str]:
 
 
 def test_documented_messages_are_the_coordinators():
-    """Each row of the page's messages table quotes a text the coordinator really sends, verbatim."""
+    """Each row of the page's messages tables (ERP and H5) quotes a text the coordinator really sends, verbatim."""
     page = PAGE.read_text(encoding="utf-8")
-    section = page.split("<!-- messages -->", 1)[1].split("<!-- /messages -->", 1)[0]
-    quoted = [row.split("|")[3].strip() for row in section.splitlines() if row.startswith("| `")]
-    assert len(quoted) >= 9
+    sections = [part.split("<!-- /messages -->", 1)[0] for part in page.split("<!-- messages -->")[1:]]
+    quoted = [row.split("|")[3].strip() for part in sections for row in part.splitlines() if row.startswith("| `")]
+    assert len(sections) == 2 and len(quoted) >= 15
     unknown = [text for text in quoted if text not in coordinator_texts()]
     assert not unknown, f"texts the coordinator never sends: {unknown}"
 
