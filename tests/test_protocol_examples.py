@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,18 @@ def test_a_wrong_example_is_caught():
     ]
     assert match({"a": [1, "…"]}, {}, bindings) == ["$.a: missing"]
     assert match("请求参数有误:…", "请求参数有误:kind: bad", bindings) == []
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_contents_links_reach_their_sections():
+    """Every in-page link (the table of contents, the cross references) names a heading of the page."""
+    page = PAGE.read_text(encoding="utf-8")
+    outside_code = re.sub(r"```.*?```", "", page, flags=re.S)
+    anchors = {github_anchor(line.lstrip("#")) for line in outside_code.splitlines() if line.startswith("#")}
+    links = re.findall(r"\]\(#([^)]+)\)", outside_code)
+    assert len(links) >= 25
+    assert sorted(set(links) - anchors) == []
