@@ -48,6 +48,13 @@ async def bindings_for(client: Any, shop: Shop) -> Bindings:
     })
 
 
+def _has_token(value: Any) -> bool:
+    """Whether a ``token`` key appears anywhere in ``value`` (events and snapshots never carry one)."""
+    if isinstance(value, dict):
+        return "token" in value or any(_has_token(v) for v in value.values())
+    return isinstance(value, list) and any(_has_token(v) for v in value)
+
+
 class Player:
     """Replays the page's exchanges in order on one app, keeping the variables and open websockets."""
 
@@ -106,7 +113,7 @@ class Player:
                                and want.get("type") == "event" and got.get("name") != want.get("name"))
                 if not passed_over:
                     break
-            problems = match(want, got, self.bindings)
+            problems = match(want, got, self.bindings) + (["a lock token in a broadcast"] if _has_token(got) else [])
             if problems:
                 return [f"{where} ({name}): {p}" for p in problems] + [f"  messages were: {seen}"[:1500]]
         return []
