@@ -10,7 +10,8 @@ Conventions of the page (its "How to read the examples" section says the same to
   followed by the answer (``HTTP/1.1 <status> ...``, header lines, a blank line, the expected JSON).
   ``GET /api/v1/ws`` answered ``HTTP/1.1 101`` opens a websocket kept under the replay's name; the
   JSON values after it are its first messages. ``<!-- receive: name -->`` before a ```json block:
-  the next messages of that socket (events of other names in between are passed over).
+  the next messages of that socket. After ``hello``, events of other names than the one expected
+  next are passed over (a ``terminal.status`` arriving in between is not the example's point).
 - ``$NAME`` is a variable: bound by the test (``$STORE``, ``$CASH``…) or, the first time a
   response string is exactly ``"$NAME"``, captured from the actual answer for later blocks.
 - ``…`` outside a string is any value; as an object member (``{"a": 1, …}``) it only tells the
