@@ -34,7 +34,7 @@ _REJECTION_REASONS = {"AMOUNT_MISMATCH": "amount_mismatch", "STALE_VERSION": "ve
 #: The order reasons are reported in.
 _REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch")
 #: Event names that can flag an order; a cheap byte test before any JSON is decoded.
-_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"')
+_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"h5.refused_counted"')
 #: Above this many flagged orders, the trail pass decodes every entry instead of byte-testing.
 _MAX_BYTE_TESTS = 32
 
@@ -154,6 +154,9 @@ def flag_reasons(entry: AuditEntry) -> list[str]:
         return ["forced_during_payment"] if isinstance(lock, dict) and lock.get("kind") == "payment" else []
     if entry.name == "payment.rejected":
         return [_REJECTION_REASONS.get(str(entry.data.get("code")), "payment_rejected")]
+    if entry.name == "h5.refused_counted":  # refusals counted, not written one by one (lib.lua)
+        codes = entry.data.get("codes")
+        return sorted({_REJECTION_REASONS.get(str(c), "payment_rejected") for c in codes}) if isinstance(codes, dict) else []
     return []
 
 
