@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter
 from coordinator.core import errors as error_texts
 from coordinator.core import models
 from coordinator.core.rules import Action, Role
+from coordinator.payments import records
 from coordinator.realtime import messages
 from tests.support.app import ADMIN_TOKEN, Shop, h5
 from tests.support.doc_examples import Bindings, Block, Exchange, blocks, exchange, json_values, match
@@ -141,7 +142,7 @@ async def test_replayed_examples_match_the_coordinator(client, shop, erp):
 
 def _model(name: str) -> Any:
     """The wire model a ``<!-- shape: name -->`` block names."""
-    found = getattr(models, name, None) or getattr(messages, name, None)
+    found = getattr(models, name, None) or getattr(messages, name, None) or getattr(records, name, None)
     assert isinstance(found, type) and issubclass(found, BaseModel), f"no model named {name}"
     return found
 
