@@ -341,6 +341,17 @@ class LockEngine:
         )
         return reply["seq"]
 
+    async def emit_refusal(
+        self, store_id: str, name: str, data: dict[str, Any], actor: dict[str, Any], *,
+        table_id: str, order_id: str, code: str,
+    ) -> bool:
+        """Record an H5 session's refused request (its event ``name``) under the audit bound; False: only counted."""
+        reply = await self._run(
+            "emit", store_id, [keys.h5_refusals(store_id)],
+            [name, table_id, order_id, compact(data), "refusal", *self._refusals, code], actor,
+        )
+        return bool(reply["written"])
+
     async def flush_refusals(self, store_id: str) -> None:
         """Write the store's counted H5 refusals to the audit log now (before the admin reads it)."""
         await self._run("flush_refusals", store_id, [keys.h5_refusals(store_id)], [self._refusals[0]], SYSTEM)
