@@ -101,10 +101,16 @@ ERP = {"role": "erp", "terminal_id": "A", "name": "收银台"}
 DINER = {"role": "h5", "session_id": "diner-1"}
 
 
-async def _refuse(engine: LockEngine, store_id: str, actor: dict, mode: str = "begin") -> None:
+async def _refuse_addon(engine: LockEngine, store_id: str, actor: dict) -> None:
+    """A diner's add-on refused during a payment, recorded as h5/addons.py records it (under the bound)."""
+    await engine.emit_refusal(store_id, "order.addon_refused", {"code": "PAYMENT_LOCKED", **ADDON}, actor,
+                              table_id="T1", order_id="o1", code="PAYMENT_LOCKED")
+
+
+async def _refuse_completion(engine: LockEngine, store_id: str, actor: dict) -> None:
+    """A terminal's own completion refused (no lock held): payment.rejected."""
     with pytest.raises(LockLost):
-        await engine.complete(store_id, "o1", actor, token="bad", amount_cents=3800, version=1,
-                              payment_ref="x", mode=mode, window_ms=1000)
+        await engine.complete(store_id, "o1", actor, token="bad", amount_cents=3800, version=1, payment_ref="x")
 
 
 async def test_staff_entries_survive_a_flood_of_a_capped_log(redis_client, uid):
@@ -117,7 +123,7 @@ async def test_staff_entries_survive_a_flood_of_a_capped_log(redis_client, uid):
     staff = [e["seq"] for e, actor in await _audit(redis_client, store_id) if actor.get("role") == "erp"]
     assert len(staff) == 20
     for _ in range(500):
-        await _refuse(engine, store_id, DINER)
+        await _refuse_addon(engine, store_id, DINER)
     entries = await _audit(redis_client, store_id)
     assert [e["seq"] for e, actor in entries if actor.get("role") == "erp"] == staff
     events = await redis_client.xrange(keys.events(store_id))
@@ -129,7 +135,7 @@ async def test_erp_refusals_are_written_one_by_one(redis_client, uid):
     engine = _engine(redis_client)
     store_id = await _store(engine, uid)
     for _ in range(12):
-        await _refuse(engine, store_id, ERP, mode="self")
+        await _refuse_completion(engine, store_id, ERP)
     entries = await _audit(redis_client, store_id)
     assert len([e for e, a in entries if e["name"] == "payment.rejected" and a["role"] == "erp"]) == 12
     assert not [e for e, _ in entries if e["name"] == "h5.refused_counted"]
@@ -140,10 +146,10 @@ async def test_the_count_is_written_when_the_window_rolls(redis_client, uid):
     engine = _engine(redis_client, refusal_window_ms=300)
     store_id = await _store(engine, uid)
     for _ in range(4):
-        await _refuse(engine, store_id, DINER)
+        await _refuse_addon(engine, store_id, DINER)
     await asyncio.sleep(0.35)
-    await _refuse(engine, store_id, DINER)
+    await _refuse_addon(engine, store_id, DINER)
     names = [e["name"] for e, _ in await _audit(redis_client, store_id) if e["name"] != "order.updated"]
-    assert names == ["payment.rejected", "h5.refused_counted", "payment.rejected"]
+    assert names == ["order.addon_refused", "h5.refused_counted", "order.addon_refused"]
     counted = [e for e, _ in await _audit(redis_client, store_id) if e["name"] == "h5.refused_counted"]
     assert counted[0]["data"]["count"] == 3
