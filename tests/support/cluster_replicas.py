@@ -62,7 +62,7 @@ class ReplicatedCluster:
 
     @property
     def url(self) -> str:
-        """A URL of one node; the cluster client discovers the rest."""
+        """The URL of node 0 (a master at start); the cluster client discovers the rest."""
         return self.nodes[0].url
 
     def client(self, index: int) -> redis.Redis:
