@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
 from coordinator.api import admin, erp, h5
+from coordinator.api import service_requests, tableops
 from coordinator.api.middleware import errors_middleware, security_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import websocket
@@ -32,6 +33,8 @@ from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
 ROUTERS = (admin.router, erp.router, h5.router)
+#: SPEC §11 (stuck locks, table operations, service requests).
+ROUTERS += (tableops.router, service_requests.router)
 SETTINGS = web.AppKey("settings", Settings)
 #: Whether the app runs its expiry sweeper (a test of the scripts' own expiry turns it off).
 SWEEPER = web.AppKey("sweeper", bool)

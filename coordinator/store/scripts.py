@@ -26,6 +26,8 @@ from coordinator.core.rules import lua_rules_table
 #: Scripts that start with lib.lua and the rules table (the common KEYS[1..4] / ARGV[1..5]).
 LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
+    # table operations, stuck locks, service requests (SPEC §11: store/tableops.py, store/service_desk.py)
+    "admin_release", "service",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
 STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
@@ -60,6 +62,8 @@ class Scripts:
     snapshot: AsyncScript
     ratelimit: AsyncScript
     claim_release: AsyncScript
+    admin_release: AsyncScript
+    service: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:

@@ -1,0 +1,65 @@
+"""TableOps: an admin ending stuck locks, and the table operations of SPEC §11, in Redis.
+
+Each operation is one Lua step (``lua/admin_release.lua``, ``lua/table_op.lua``) over the
+order(s) and their locks, with its events in cause order and the admin or terminal as the
+audit actor.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from coordinator.core.errors import BY_CODE, LockConflict
+from coordinator.core.rules import Action, Role
+from coordinator.store import keys
+from coordinator.store.engine import LockEngine, compact
+
+
+class TableOps:
+    """Admin releases and table operations of one Redis (single node or cluster)."""
+
+    def __init__(self, engine: LockEngine) -> None:
+        self.engine = engine
+
+    async def _run(self, name: str, store_id: str, extra_keys: list[str], args: list[Any],
+                   actor: dict[str, Any]) -> dict[str, Any]:
+        engine = self.engine
+        raw = await engine.scripts.by_name(name)(
+            keys=[*keys.common(store_id), *extra_keys],
+            args=[store_id, keys.EVENTS_CHANNEL, engine._event_retention, engine._audit_retention,
+                  compact(actor), *args],
+        )
+        reply = json.loads(raw)
+        due = reply.get("due", -1)
+        if due is not None and due >= 0:
+            await engine.redis.zadd(keys.DUE, {store_id: due}, lt=True)
+        return reply
+
+    async def admin_release(self, store_id: str, order_ids: list[str], kind: str, reason: str,
+                            admin: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+        """End the orders' locks of ``kind`` ("" = all) as the admin; returns (released, kept)."""
+        if not order_ids:
+            return [], []
+        reply = await self._run(
+            "admin_release", store_id, [keys.locks(store_id, o) for o in order_ids],
+            [kind, reason, *order_ids], admin,
+        )
+        return reply.get("released") or [], reply.get("kept") or []
+
+    async def orders_at(self, store_id: str, table_id: str) -> list[str]:
+        """The open orders of a table, plus any order with a live lock on it (a stuck table)."""
+        opened = await self.engine.open_orders(store_id)
+        ids = {o for o, (t, _) in opened.items() if t == table_id}
+        ids.update(lock["order_id"] for lock in await self.engine.locks(store_id) if lock.get("table_id") == table_id)
+        return sorted(ids)
+
+    @staticmethod
+    def _raise(reply: dict[str, Any], action: Action = Action.MODIFY) -> None:
+        code = reply.get("err")
+        if code is None:
+            return
+        extra = {"order": reply.get("order"), "lock": reply.get("lock")}
+        if code in ("ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"):
+            raise LockConflict(code, Role.ERP, action, force_allowed=reply.get("force_allowed", False), **extra)
+        raise BY_CODE[code](force_allowed=reply.get("force_allowed", False), **extra)
