@@ -68,7 +68,8 @@ class MasterRpc:
             if not self.terminal.master:
                 raise Refused("NOT_MASTER", "此终端不是主收银机", "This terminal is not the master")
             handler = {"order.fetch": self.fetch, "order.add_items": self.add_items,
-                       "order.pay": self.pay, "menu.list": self.menu}.get(method)
+                       "order.pay": self.pay, "menu.list": self.menu,
+                       "order.move": self.move, "order.merge": self.merge}.get(method)
             if handler is None:
                 raise Refused("NOT_FOUND", f"未知方法 {method}", f"Unknown method {method}")
             return {"type": "rpc_result", "id": rpc_id, "result": await handler(params)}
@@ -125,6 +126,22 @@ class MasterRpc:
             await self.terminal.push(order)
         self.terminal.tell(None)
         return order
+
+    async def move(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.move`` (SPEC §11): move the order to another table under the operation's fence."""
+        order_id = params["order_id"]
+        fence = (params.get("fences") or {}).get(order_id)
+        order = self.db.move_order(order_id, str(params["to_table_id"]), fence=None if fence is None else int(fence))
+        self.terminal.tell(None)
+        return order
+
+    async def merge(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.merge`` (SPEC §11): fold the sources into the target in one transaction."""
+        fences = {k: int(v) for k, v in (params.get("fences") or {}).items()}
+        into, sources = self.db.merge_orders(params["into_order_id"], [str(o) for o in params["from_order_ids"]],
+                                             fences=fences)
+        self.terminal.tell(None)
+        return {"into": into, "sources": sources}
 
     async def menu(self, params: dict[str, Any]) -> dict[str, Any]:
         """``menu.list``: the ERP's menu."""

@@ -114,12 +114,17 @@ async def test_every_script_touches_only_its_declared_keys(redis_client: AnyRedi
     desk = ServiceDesk(engine)
     asked = await desk.request(store, "T2", "water", H)
     await desk.take(store, asked["id"], A)
-    await TableOps(engine).admin_release(store, ["o2"], "", "stuck", {"role": "admin"})
+    ops = TableOps(engine)
+    await ops.admin_release(store, ["o2"], "", "stuck", {"role": "admin"})
+    await put("o3", table_id="T3")
+    begun = await ops.begin(store, "merge", ["o2", "o3"], B, force=True)
+    await ops.finish(store, "merge", "o2", begun["orders"], B)
     await put("o2", table_id="T2", version=2, status="cancelled")
     await RateLimiter(session_rate=1, h5_rate=1).hit(scripts, keys.rate_session(store, "h1"), 1)
     claim = keys.item_request(store, "r1")
     await redis_client.set(claim, "mine")
     assert await scripts.claim_release(keys=[claim], args=["mine"]) == 1
+    await put("o3", table_id="T3", version=2, status="cancelled")
     snap = await read_snapshot(scripts, store)
     assert snap.orders == [] and snap.locks == []
 

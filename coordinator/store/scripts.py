@@ -27,7 +27,7 @@ from coordinator.core.rules import lua_rules_table
 LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
     # table operations, stuck locks, service requests (SPEC §11: store/tableops.py, store/service_desk.py)
-    "admin_release", "service",
+    "admin_release", "service", "table_op",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
 STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
@@ -64,6 +64,7 @@ class Scripts:
     claim_release: AsyncScript
     admin_release: AsyncScript
     service: AsyncScript
+    table_op: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from coordinator.core.errors import BY_CODE, LockConflict
-from coordinator.core.rules import Action, Role
+from coordinator.core.rules import Action, Kind, Role
 from coordinator.store import keys
 from coordinator.store.engine import LockEngine, compact
 
@@ -63,3 +63,34 @@ class TableOps:
         if code in ("ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"):
             raise LockConflict(code, Role.ERP, action, force_allowed=reply.get("force_allowed", False), **extra)
         raise BY_CODE[code](force_allowed=reply.get("force_allowed", False), **extra)
+
+    # --- move and merge (SPEC §11): begin, the ERP applies it, finish -------------------------
+
+    async def begin(self, store_id: str, operation: str, order_ids: list[str], actor: dict[str, Any], *,
+                    force: bool) -> dict[str, Any]:
+        """Decide a move or merge and hold the orders for it (table_op.lua "begin"); raises the denial."""
+        engine = self.engine
+        order_keys = [k for o in order_ids for k in (keys.order(store_id, o), keys.locks(store_id, o))]
+        reply = await self._run(
+            "table_op", store_id, [keys.config(store_id), *order_keys],
+            ["begin", "1" if force else "0", engine._token(), engine._defaults_json, operation, *order_ids], actor,
+        )
+        self._raise(reply)
+        return reply
+
+    async def finish(self, store_id: str, operation: str, into: str, held: list[dict[str, Any]],
+                     actor: dict[str, Any]) -> None:
+        """After the ERP's orders are stored: locks follow, the operation's locks end, old tables are told."""
+        extra_keys: list[str] = []
+        args: list[Any] = ["finish", operation, into]
+        for h in held:
+            extra_keys += [keys.order(store_id, h["order_id"]), keys.locks(store_id, h["order_id"]),
+                           keys.table_follow(store_id, h["table_id"])]
+            args += [h["order_id"], h["token"], "1" if h["reused"] else "0", h["table_id"]]
+        await self._run("table_op", store_id, extra_keys, args, actor)
+
+    async def abort(self, store_id: str, held: list[dict[str, Any]], actor: dict[str, Any]) -> None:
+        """The ERP refused or did not answer: give back the locks the operation took."""
+        for h in held:
+            if not h["reused"]:
+                await self.engine.release(store_id, h["order_id"], Kind.ORDER, h["token"], actor)
