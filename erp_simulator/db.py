@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS lines (
     source           TEXT NOT NULL CHECK (source IN ('erp', 'h5')),
     PRIMARY KEY (order_id, line_id)
 );
+-- Payments of orders reopened afterwards (反结账): the books keep them (SPEC §11).
+CREATE TABLE IF NOT EXISTS reopened_payments (
+    order_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    payment_ref TEXT,
+    paid_cents  INTEGER,
+    paid_at     INTEGER,
+    reopened_at INTEGER NOT NULL
+);
 -- H5 add-ons already accepted, by the coordinator's request_id (order.add_items is idempotent).
 CREATE TABLE IF NOT EXISTS accepted_requests (
     request_id TEXT PRIMARY KEY,
@@ -282,6 +291,28 @@ class ErpDatabase:
                 self._bump(db, source)
             self._bump(db, into)
             return self._wire(db, into), [self._wire(db, source) for source in sources]
+
+    def reopen(self, order_id: str) -> dict[str, Any]:
+        """Reopen a paid or cancelled order (反结账, version + 1); its payment moves to ``reopened_payments``."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, version, payment_ref, paid_cents, paid_at FROM orders WHERE order_id = ?",
+                             (order_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"order {order_id}")
+            if row["status"] == "open":
+                return self._wire(db, order_id)
+            if row["payment_ref"] is not None:
+                db.execute("INSERT INTO reopened_payments VALUES (?, ?, ?, ?, ?, ?)",
+                           (order_id, row["version"], row["payment_ref"], row["paid_cents"], row["paid_at"], self._clock()))
+            db.execute("UPDATE orders SET status = 'open', payment_ref = NULL, paid_cents = NULL, paid_at = NULL"
+                       " WHERE order_id = ?", (order_id,))
+            self._bump(db, order_id)
+            return self._wire(db, order_id)
+
+    def reopened_payments(self, order_id: str) -> list[dict[str, Any]]:
+        """The payments of ``order_id`` made before it was reopened, oldest first."""
+        rows = self._conn.execute("SELECT * FROM reopened_payments WHERE order_id = ? ORDER BY reopened_at", (order_id,))
+        return [dict(r) for r in rows]
 
     def accepted_order(self, request_id: str) -> dict[str, Any] | None:
         """The order an already accepted H5 request went into, or None."""

@@ -69,7 +69,8 @@ class MasterRpc:
                 raise Refused("NOT_MASTER", "此终端不是主收银机", "This terminal is not the master")
             handler = {"order.fetch": self.fetch, "order.add_items": self.add_items,
                        "order.pay": self.pay, "menu.list": self.menu,
-                       "order.move": self.move, "order.merge": self.merge}.get(method)
+                       "order.move": self.move, "order.merge": self.merge,
+                       "order.cancel": self.cancel, "order.reopen": self.reopen}.get(method)
             if handler is None:
                 raise Refused("NOT_FOUND", f"未知方法 {method}", f"Unknown method {method}")
             return {"type": "rpc_result", "id": rpc_id, "result": await handler(params)}
@@ -142,6 +143,20 @@ class MasterRpc:
                                              fences=fences)
         self.terminal.tell(None)
         return {"into": into, "sources": sources}
+
+    async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.cancel`` (SPEC §11): cancel the order under the operation's fence."""
+        order_id = params["order_id"]
+        fence = (params.get("fences") or {}).get(order_id)
+        order = self.db.cancel(order_id, fence=None if fence is None else int(fence))
+        self.terminal.tell(None)
+        return order
+
+    async def reopen(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.reopen`` (反结账): open a paid order again at a new version; its payment stays on record."""
+        order = self.db.reopen(params["order_id"])
+        self.terminal.tell(None)
+        return order
 
     async def menu(self, params: dict[str, Any]) -> dict[str, Any]:
         """``menu.list``: the ERP's menu."""

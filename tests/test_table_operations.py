@@ -280,3 +280,65 @@ async def test_a_merge_racing_an_add_on_loses_no_line(client, shop, erp):
     stored, _ = await svc.engine.get_order(shop.store_id, "o1")
     assert stored["total_cents"] == o1["total_cents"] and stored["version"] == o1["version"]
     assert sum(i["qty"] for i in stored["items"]) == sum(i["qty"] for i in o1["items"])
+
+
+async def test_a_forced_move_of_a_paid_share_is_a_reconciliation_case(client, shop, erp):
+    """Forcing a move over a paid share opens a refund task that the admin's reconciliation report lists."""
+    await second_table(client, shop, erp, order=False)
+    await share_paid(client, shop, "o1", 900)
+    status, body = await move(client, shop, shop.b, force=True)
+    assert status == 200 and body["refund_tasks"] == [{"order_id": "o1", "reason": "share_paid", "paid_cents": 900}]
+    resp = await client.get(f"/api/v1/admin/stores/{shop.store_id}/reconciliation", headers=bearer(ADMIN_TOKEN))
+    cases = (await resp.json())["cases"]
+    assert [(c["order_id"], c["reasons"]) for c in cases] == [("o1", ["refund_needed"])]
+
+
+async def pay_o1(client, shop: Shop, erp) -> dict:
+    """Terminal A takes the payment lock and completes its own cash payment of o1 (the ERP records it too)."""
+    engine = services(client).engine
+    lock, _ = await engine.acquire(shop.store_id, "o1", holder(shop, "a"), Kind.PAYMENT)
+    await engine.complete(shop.store_id, "o1", holder(shop, "a"), token=lock["token"], amount_cents=3800, version=1,
+                          payment_ref="cash-1", mode="self")
+    erp.db.mark_paid("o1", version=1, amount_cents=3800, payment_ref="cash-1")
+    return lock
+
+
+async def test_reopen_gives_a_new_version_and_keeps_the_payment_in_the_books(client, shop, erp):
+    """A paid order reopened (反结账) is open at version 2, can be paid again, and the first payment stays on record."""
+    await pay_o1(client, shop, erp)
+    status, body = await post(client, f"/stores/{shop.store_id}/orders/o1/reopen", bearer(shop.a))
+    assert status == 200, body
+    assert body["order"]["status"] == "open" and body["order"]["version"] == 2
+    reopened = [e for e in await events(client, shop) if e["name"] == "order.reopened"]
+    assert reopened[0]["data"]["previous"]["paid_ref"] == "cash-1"
+    assert reopened[0]["data"]["previous"]["version"] == 1 and reopened[0]["data"]["previous"]["status"] == "paid"
+    assert [p["payment_ref"] for p in erp.db.reopened_payments("o1")] == ["cash-1"]
+    paid = [e for e in await events(client, shop) if e["name"] == "order.paid"]
+    assert paid[0]["data"]["payment_ref"] == "cash-1"  # the event log keeps the first payment
+    engine = services(client).engine
+    history = json.loads(await services(client).redis.hget(keys.order(shop.store_id, "o1"), "history"))
+    assert history[0]["paid_ref"] == "cash-1" and history[0]["total_cents"] == 3800
+    resp = await client.get(f"/api/v1/admin/stores/{shop.store_id}/reconciliation", headers=bearer(ADMIN_TOKEN))
+    case = (await resp.json())["cases"][0]
+    assert case["reasons"] == ["reopened"] and "order.paid" in [e["name"] for e in case["trail"]]
+    again, _ = await engine.acquire(shop.store_id, "o1", holder(shop, "a"), Kind.PAYMENT)
+    order = await engine.complete(shop.store_id, "o1", holder(shop, "a"), token=again["token"], amount_cents=3800,
+                                  version=2, payment_ref="cash-2", mode="self")
+    assert order["order"]["status"] == "paid"
+
+
+async def test_reopen_of_an_open_order_is_refused(client, shop, erp):
+    """Reopening an order that is open is 409 ORDER_OPEN and the ERP is not asked."""
+    status, body = await post(client, f"/stores/{shop.store_id}/orders/o1/reopen", bearer(shop.a))
+    assert status == 409 and body["error"]["code"] == "ORDER_OPEN" and erp.methods("order.reopen") == []
+
+
+async def test_cancel_follows_the_move_rules_and_closes_the_order(client, shop, erp):
+    """Cancel under another terminal's order lock is ORDER_LOCKED; forced, the ERP cancels it and its locks end."""
+    await services(client).engine.acquire(shop.store_id, "o1", holder(shop, "a"), Kind.ORDER)
+    status, body = await post(client, f"/stores/{shop.store_id}/orders/o1/cancel", bearer(shop.b))
+    assert status == 409 and body["error"]["code"] == "ORDER_LOCKED" and body["error"]["force_allowed"] is True
+    status, body = await post(client, f"/stores/{shop.store_id}/orders/o1/cancel", bearer(shop.b), {"force": True})
+    assert status == 200 and body["order"]["status"] == "cancelled" and body["locks"] == []
+    assert erp.db.order("o1")["status"] == "cancelled"
+    assert await services(client).engine.locks(shop.store_id) == []

@@ -24,7 +24,7 @@ from coordinator.api.routing import Call, Reply, Router
 from coordinator.core import views
 from coordinator.core.models import LockView
 from coordinator.core.models import Order
-from coordinator.core.models.tableops import AdminRelease, AdminReleased, MergeRequest, MoveRequest, TableOpReply
+from coordinator.core.models.tableops import AdminRelease, AdminReleased, ForceBody, MergeRequest, MoveRequest, TableOpReply
 from coordinator.store.tableops import TableOps
 from coordinator.tableops import TableOperations
 
@@ -98,3 +98,21 @@ async def merge_orders(call: Call) -> Reply:
         store_id, order_id, list(request.from_order_ids), call.principal.holder(), force=request.force,
     )
     return await _order_reply(call, store_id, order, refunds)
+
+
+@router.route("POST", "/stores/{store_id}/orders/{order_id}/cancel", auth=("erp",), body=ForceBody,
+              responses={200: TableOpReply}, errors=(404, 409, 503))
+async def cancel_order(call: Call) -> Reply:
+    """Cancel the order through the ERP, under the same rules as a move (force for ERP)."""
+    store_id, order_id = call.path["store_id"], call.path["order_id"]
+    order, refunds = await _operations(call).cancel(store_id, order_id, call.principal.holder(), force=call.body.force)
+    return await _order_reply(call, store_id, order, refunds)
+
+
+@router.route("POST", "/stores/{store_id}/orders/{order_id}/reopen", auth=("erp",),
+              responses={200: TableOpReply}, errors=(404, 409, 503))
+async def reopen_order(call: Call) -> Reply:
+    """Reopen a paid or cancelled order (反结账): a new version; what was paid stays in the books."""
+    store_id, order_id = call.path["store_id"], call.path["order_id"]
+    order = await _operations(call).reopen(store_id, order_id, call.principal.holder())
+    return await _order_reply(call, store_id, order, [])

@@ -56,6 +56,8 @@ RESULTS: dict[str, type[BaseModel]] = {
     # SPEC §11 table operations (coordinator/tableops/service.py)
     "order.move": ErpOrder,
     "order.merge": ErpMerge,
+    "order.cancel": ErpOrder,
+    "order.reopen": ErpOrder,
 }
 
 #: The lock action behind a method, so a lock refusal carries the H5 text for that action.

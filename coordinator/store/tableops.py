@@ -13,7 +13,8 @@ from typing import Any
 from coordinator.core.errors import BY_CODE, LockConflict
 from coordinator.core.rules import Action, Kind, Role
 from coordinator.store import keys
-from coordinator.store.engine import LockEngine, compact
+from coordinator.core.models import OrderIn
+from coordinator.store.engine import LockEngine, compact, content_hash
 
 
 class TableOps:
@@ -94,3 +95,14 @@ class TableOps:
         for h in held:
             if not h["reused"]:
                 await self.engine.release(store_id, h["order_id"], Kind.ORDER, h["token"], actor)
+
+    async def reopen(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
+        """Store the ERP's reopened order over the paid one, keeping the payment in its history."""
+        body = order.model_dump(mode="json", exclude={"status"})
+        reply = await self._run(
+            "table_op", store_id, [keys.order(store_id, order.order_id), keys.open_orders(store_id)],
+            ["reopen", order.order_id, compact(body), content_hash(order), order.version, order.table_id,
+             order.total_cents], actor,
+        )
+        self._raise(reply)
+        return reply["order"], reply["changed"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.core.errors import StaleVersion, ValidationFailed
+from coordinator.core.errors import NotFound, OrderOpen, StaleVersion, ValidationFailed
 from coordinator.realtime.erp_answers import ErpMerge, ErpOrder, unreachable
 from coordinator.store.engine import LockEngine
 from coordinator.store.tableops import TableOps
@@ -93,3 +93,26 @@ class TableOperations:
             await self._keep(store_id, source)
         await self.ops.finish(store_id, "merge", into, begun["orders"], actor)
         return stored, begun.get("refunds") or []
+
+    async def cancel(self, store_id: str, order_id: str, actor: dict[str, Any], *,
+                     force: bool = False) -> tuple[dict, list[dict]]:
+        """Cancel the order through the ERP under the same rules as a move; returns (order, refunds)."""
+        result, begun = await self._run(store_id, "cancel", [order_id], actor, force, "order.cancel",
+                                        {"order_id": order_id})
+        order = ErpOrder.model_validate(result)
+        if order.order_id != order_id or order.status != "cancelled":
+            raise unreachable("bad_reply", "order.cancel")
+        return await self._keep(store_id, order), begun.get("refunds") or []
+
+    async def reopen(self, store_id: str, order_id: str, actor: dict[str, Any]) -> dict:
+        """Reopen a paid or cancelled order (反结账): the ERP opens it at a new version; the books keep the payment."""
+        current, _ = await self.engine.get_order(store_id, order_id)
+        if current is None:
+            raise NotFound()
+        if current["status"] == "open":
+            raise OrderOpen(order=current)
+        order = ErpOrder.model_validate(await self._ask(store_id, "order.reopen", {"order_id": order_id}))
+        if order.order_id != order_id or order.status != "open":
+            raise unreachable("bad_reply", "order.reopen")
+        stored, _ = await self.ops.reopen(store_id, order.order_in(), actor)
+        return stored

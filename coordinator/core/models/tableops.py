@@ -92,6 +92,12 @@ class MergeRequest(Body):
     force: bool = False
 
 
+class ForceBody(Body):
+    """POST /stores/{s}/orders/{o}/cancel: ``force`` after the user confirmed (the body may be absent)."""
+
+    force: bool = False
+
+
 class TableOpReply(BaseModel):
     """The order after a move, merge, reopen or cancel, with the locks it now has."""
 

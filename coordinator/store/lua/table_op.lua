@@ -25,7 +25,36 @@
 --   to_table_id, order} on the old table, or order.merged {into, from, into_table_id, order} on each
 --   source order's table.
 
+-- op "reopen" (反结账): store the ERP's reopened order (open again, a newer version) over a paid or
+-- cancelled one, keeping what was paid in the order's `history` (the books keep it).
+--   KEYS[1..4] common   KEYS[5] order hash   KEYS[6] open orders hash tl:{s}:open
+--   ARGV[6] "reopen"   ARGV[7] order_id   ARGV[8] order JSON without status   ARGV[9] content hash
+--   ARGV[10] version   ARGV[11] table_id   ARGV[12] total_cents
+--   Returns {"ok":1,"changed":bool,"order"} | {"err":"NOT_FOUND"} | {"err":"STALE_VERSION","order"}
+--   Emits order.reopened {previous: {version, status, paid_ref, total_cents}, history, order}.
+
 local op = ARGV[6]
+
+if op == 'reopen' then
+  local K_ORDER, K_OPEN = KEYS[5], KEYS[6]
+  local order_id, body, hash, version, table_id, total =
+    ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12])
+  local cur = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'paid_ref', 'total', 'history')
+  if not cur[1] then return fail('NOT_FOUND') end
+  if cur[2] == 'open' and tonumber(cur[3]) == version then return reply({ok = 1, changed = false}, cur[1]) end
+  if tonumber(cur[3]) >= version or cur[2] == 'open' then return fail('STALE_VERSION', nil, cur[1]) end
+  local previous = {version = tonumber(cur[3]), status = cur[2], paid_ref = cur[4] or cjson.null,
+                    total_cents = tonumber(cur[5]), reopened_at = NOW}
+  local history = cur[6] and cjson.decode(cur[6]) or {}
+  table.insert(history, previous)
+  local json = write_order(K_ORDER, body, 'open', {'version', version, 'hash', hash, 'table_id', table_id,
+                                                     'total', total, 'history', encode(history)})
+  redis.call('HDEL', K_ORDER, 'paid_ref')
+  redis.call('HSET', K_OPEN, order_id, table_id .. '|' .. string.format('%d', NOW))
+  emit('order.reopened', table_id, order_id,
+       raw_field(encode({previous = previous, history = history}), 'order', json))
+  return reply({ok = 1, changed = true}, json)
+end
 
 -- Split bill (SPEC §10): cents already paid on shares of the order (0 without split bill).
 local function paid_cents(order_json) return tonumber(cjson.decode(order_json).paid_cents or 0) or 0 end
