@@ -58,9 +58,11 @@ const ui = {
   frontdesk: false,
   conn: "connecting",
   fatal: null,
+  service: null,
 };
 const api = new H5Api(qr || (savedSession(null) || {}).qr || null, savedSession(qr));
 let messageTimer = null;
+let live = null;
 
 function redraw() {
   const t = translator(ui.lang);
@@ -120,7 +122,32 @@ function onMessage(msg) {
     return;
   }
   if (msg.type === "event") {
+    const fresh = typeof msg.seq !== "number" || msg.seq > ui.state.seq;
     setState(applyEvent(ui.state, msg, clock.now()));
+    if (fresh) onTableEvent(msg);
+  }
+}
+
+// SPEC §11: the party moved (or its order was merged): this session now belongs to the new table;
+// a waiter took a service request of this table.
+function onTableEvent(msg) {
+  if (msg.name === "order.moved" || msg.name === "order.merged") {
+    say({ key: "order_moved" });
+    refreshTable().catch(() => {});
+    if (live) live.resubscribe();
+  } else if (msg.name === "service.taken") {
+    ui.service = "taken";
+    say({ key: "service_taken" });
+  }
+}
+
+async function askService(kind) {
+  try {
+    await api.serviceRequest(kind);
+    ui.service = "sent";
+    say({ key: "service_sent" });
+  } catch (e) {
+    sayError(e);
   }
 }
 
@@ -253,6 +280,7 @@ root.addEventListener("click", (e) => {
   else if (id === "cancel-pay") cancelPayment();
   else if (id === "refetch") refetch();
   else if (id === "submit-items") submitItems();
+  else if (target.dataset.action === "service") askService(target.dataset.kind);
   else if (id === "lang-toggle") setLang(ui.lang === "en" ? "zh-CN" : "en");
   else if (id === "frontdesk-close") {
     ui.frontdesk = false;
@@ -290,7 +318,7 @@ async function boot() {
     else store(PAYMENT_KEY, null);
   }
   loadMenu();
-  const live = new Live({
+  live = new Live({
     url: (since) => api.wsUrl(since),
     protocols: () => api.wsProtocols(),
     since: () => ui.state.seq,
