@@ -89,10 +89,12 @@ async def test_a_free_order_moves_and_everyone_is_told(client, shop, erp):
     assert await services(client).engine.table_order(shop.store_id, "T1") is None
 
 
-async def test_moving_to_an_unknown_table_is_404_and_changes_nothing(client, shop, erp):
-    """An unknown target table is 404 before any lock is taken or the ERP is asked."""
+async def test_moving_to_an_unknown_or_the_same_table_changes_nothing(client, shop, erp):
+    """An unknown target table is 404, the order's own table 400, before any lock is taken or the ERP is asked."""
     status, _ = await move(client, shop, shop.b, to="T9")
     assert status == 404 and erp.methods("order.move") == []
+    status, body = await move(client, shop, shop.b, to="T1")
+    assert status == 400 and body["error"]["code"] == "VALIDATION_ERROR" and erp.methods("order.move") == []
     assert await services(client).engine.locks(shop.store_id) == []
 
 

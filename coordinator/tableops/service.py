@@ -68,6 +68,10 @@ class TableOperations:
                    force: bool = False) -> tuple[dict, list[dict]]:
         """Move the order to ``to_table_id``; returns (order, refund tasks opened)."""
         await self.directory.table(store_id, to_table_id)  # NotFound for an unknown table
+        current, _ = await self.engine.get_order(store_id, order_id)
+        if current is not None and current["table_id"] == to_table_id:
+            raise ValidationFailed(details=[{"loc": ["body", "to_table_id"], "msg": "the order is at that table already",
+                                             "type": "value_error"}])
         result, begun = await self._run(store_id, "move", [order_id], actor, force, "order.move",
                                        {"order_id": order_id, "to_table_id": to_table_id})
         order = ErpOrder.model_validate(result)
