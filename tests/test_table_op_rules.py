@@ -124,3 +124,13 @@ def test_the_twin_by_hand():
     forced = decide_table_op([paid], actor, now=0, force=True)
     assert forced.allowed and forced.refunds == (("o1", "share_paid"),)
     assert decide_table_op([free], rules_actor(H), now=0).code == "FORBIDDEN"
+
+
+def test_legacy_mode_ignores_locks_but_not_a_paid_share():
+    """With strong linking off a lock refuses nothing, while a paid share still does."""
+    actor = rules_actor(A)
+    other = held_lock(stored_lock("order", B, "o1", 0, False, 1))
+    assert decide_table_op([OrderState("o1", (other,))], actor, now=0, enforced=False).allowed
+    assert not decide_table_op([OrderState("o1", (other,))], actor, now=0).allowed
+    paid = decide_table_op([OrderState("o1", (other,), paid_cents=5)], actor, now=0, enforced=False)
+    assert (paid.allowed, paid.code) == (False, "SHARE_PAID")

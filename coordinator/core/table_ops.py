@@ -94,10 +94,17 @@ def _one(order: OrderState, actor: Actor, now: int, force: bool) -> tuple[tuple 
     return denial, TableOpDecision(True, breaks=breaks, refunds=tuple(refunds) if force else (), reuse=reuse)
 
 
-def decide_table_op(orders: list[OrderState], actor: Actor, *, now: int, force: bool = False) -> TableOpDecision:
-    """Decide a move or merge of ``orders`` by ``actor`` at ``now`` (see the module docstring)."""
+def decide_table_op(orders: list[OrderState], actor: Actor, *, now: int, force: bool = False,
+                    enforced: bool = True) -> TableOpDecision:
+    """Decide a move or merge of ``orders`` by ``actor`` at ``now`` (see the module docstring).
+
+    ``enforced`` false (legacy mode, SPEC §2 "Feature switch"): locks neither refuse nor are taken;
+    a paid share still refuses (money, not a lock).
+    """
     if actor.role is not Role.ERP:
         return TableOpDecision(False, code=Code.FORBIDDEN.value)
+    if not enforced:
+        orders = [OrderState(o.order_id, (), None, o.paid_cents) for o in orders]
     denials = []
     grants = []
     for order in orders:

@@ -113,7 +113,7 @@ if op == 'begin' then
     end
     table.insert(orders, entry)
   end
-  if config.strong_link_enabled and #denials > 0 and not (force and forceable) then
+  if #denials > 0 and not (force and forceable) then
     local d = denials[1]
     return fail(d.code, {force_allowed = forceable, lock = d.lock and public(d.lock) or nil, order_id = d.order_id})
   end
