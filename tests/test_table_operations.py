@@ -9,9 +9,11 @@ import json
 
 import pytest
 
+from coordinator.core.errors import TablelockError
 from coordinator.core.models import OrderIn
 from coordinator.core.rules import Kind
 from coordinator.store import keys
+from erp_simulator.errors import OrderClosed
 from tests.support.app import ADMIN_TOKEN, Shop, bearer, post, services
 from tests.support.ws_socket import open_socket
 
@@ -200,8 +202,6 @@ async def test_merge_refuses_the_target_among_its_sources(client, shop, erp):
 
 async def test_the_erp_refusing_gives_the_locks_back(client, shop, erp):
     """When the ERP refuses the move, the operation's lock is released and the order stays where it was."""
-    from erp_simulator.errors import OrderClosed
-
     await second_table(client, shop, erp, order=False)
     erp.behaviour.refuse["order.move"] = OrderClosed("closed at the till")
     status, body = await move(client, shop, shop.b)
@@ -344,3 +344,20 @@ async def test_cancel_follows_the_move_rules_and_closes_the_order(client, shop, 
     assert status == 200 and body["order"]["status"] == "cancelled" and body["locks"] == []
     assert erp.db.order("o1")["status"] == "cancelled"
     assert await services(client).engine.locks(shop.store_id) == []
+
+
+async def test_no_payment_against_the_pre_merge_total(client, shop, erp):
+    """A diner's payment lock on o1 (v1, 3,800) refuses the merge; forced, that lock can no longer complete the old total."""
+    await second_table(client, shop, erp)
+    engine = services(client).engine
+    diner = {"role": "h5", "session_id": "d1"}
+    paying, _ = await engine.acquire(shop.store_id, "o1", diner, Kind.PAYMENT, expected_version=1)
+    status, body = await merge(client, shop, shop.b)
+    assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED"
+    assert (await merge(client, shop, shop.b, force=True))[0] == 200
+    with pytest.raises(TablelockError) as refused:
+        await engine.complete(shop.store_id, "o1", diner, token=paying["token"], amount_cents=3800, version=1,
+                              payment_ref="late", mode="begin", window_ms=5_000)
+    assert refused.value.code in ("LOCK_LOST", "STALE_VERSION")
+    order, _ = await engine.get_order(shop.store_id, "o1")
+    assert order["status"] == "open" and order["total_cents"] == 5300
