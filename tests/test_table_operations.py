@@ -112,7 +112,7 @@ async def lock_state(client, shop: Shop, state: str) -> None:
         await engine.acquire(shop.store_id, "o1", diner, Kind.PAYMENT)
     elif state == "in_flight":
         await engine.acquire(shop.store_id, "o1", diner, Kind.PAYMENT)
-        await set_lock_field(client, shop, "o1", "pay", phase="in_flight")
+        await set_lock_field(client, shop, "o1", "pay", phase="in_flight", out_trade_no="TLnotrade")
     elif state == "share_paid":
         await share_paid(client, shop, "o1", 900)
 

@@ -63,7 +63,15 @@ async def admin_release_table(call: Call) -> Reply:
 
 
 def _operations(call: Call) -> TableOperations:
-    return TableOperations(call.services.engine, call.services.rpc, call.services.directory)
+    payments = call.services.payments
+    unverified_ok = bool(getattr(call.body, "force_unverified", False))
+
+    async def vet(store_id: str, order_id: str) -> None:
+        # A diner's in-flight provider payment is asked about before a force may break it (SPEC §9).
+        await payments.service.before_force(store_id, order_id, unverified_ok=unverified_ok)
+
+    return TableOperations(call.services.engine, call.services.rpc, call.services.directory,
+                           vet_force=vet if payments is not None else None)
 
 
 async def _order_reply(call: Call, store_id: str, order: dict, refunds: list[dict]) -> Reply:

@@ -33,11 +33,15 @@ ERP_ANSWER = {"role": "system", "source": "erp_rpc"}
 class TableOperations:
     """Move and merge for the ERP terminals of any store, over one engine and the ERP RPC."""
 
-    def __init__(self, engine: LockEngine, rpc: Any, directory: Any) -> None:
+    def __init__(self, engine: LockEngine, rpc: Any, directory: Any, *, vet_force: Any = None) -> None:
         self.engine = engine
         self.rpc = rpc
         self.directory = directory
         self.ops = TableOps(engine)
+        #: ``async (store_id, order_id) -> None`` run on each order before a forced operation: the
+        #: payments service asks the provider about a diner's in-flight payment first (docs/payments.md
+        #: "Force during in_flight"): paid → refused, unpaid → the provider order is closed.
+        self.vet_force = vet_force
 
     async def _ask(self, store_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if self.rpc is None:
@@ -54,6 +58,9 @@ class TableOperations:
 
     async def _run(self, store_id: str, operation: str, order_ids: list[str], actor: dict[str, Any],
                    force: bool, method: str, params: dict[str, Any]) -> tuple[dict, dict]:
+        if force and self.vet_force is not None:
+            for order_id in order_ids:
+                await self.vet_force(store_id, order_id)
         begun = await self.ops.begin(store_id, operation, order_ids, actor, force=force)
         held = begun["orders"]
         params["fences"] = {h["order_id"]: h["fence"] for h in held}

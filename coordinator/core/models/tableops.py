@@ -83,6 +83,8 @@ class MoveRequest(Body):
 
     to_table_id: Id
     force: bool = False
+    #: After 409 PAYMENT_UNVERIFIED: force although the provider could not be asked (docs/payments.md).
+    force_unverified: bool = False
 
 
 class MergeRequest(Body):
@@ -90,12 +92,14 @@ class MergeRequest(Body):
 
     from_order_ids: Annotated[list[Id], Field(min_length=1, max_length=20)]
     force: bool = False
+    force_unverified: bool = False
 
 
 class ForceBody(Body):
     """POST /stores/{s}/orders/{o}/cancel: ``force`` after the user confirmed (the body may be absent)."""
 
     force: bool = False
+    force_unverified: bool = False
 
 
 class TableOpReply(BaseModel):
