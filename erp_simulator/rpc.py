@@ -4,7 +4,7 @@
 asking the coordinator ``accept_items`` (refused: the SPEC toast on the cashier's page and an
 ``rpc_error``), then pushes the new version; ``order.pay`` records a diner's payment after the
 fence, version and amount checks. Refusals become ``rpc_error`` with the codes of
-docs/protocol.md §6 (``STALE_FENCE``, ``STALE_VERSION``, ``PAYMENT_LOCKED``…).
+docs/protocol.md §A7 (``STALE_FENCE``, ``STALE_VERSION``, ``PAYMENT_LOCKED``…).
 
 ``received`` keeps every RPC in the order it came; ``behaviour`` makes the master act like a slow,
 hung, eager or refusing ERP, for tests of how the coordinator copes (all off by default).

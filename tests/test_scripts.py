@@ -98,13 +98,9 @@ async def test_every_script_touches_only_its_declared_keys(redis_client: AnyRedi
     paying, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT, expected_version=1)
     snap = await read_snapshot(scripts, store)
     assert len(snap.orders) == 2 and len(snap.locks) == 1
-    await engine.complete(store, "o1", A, token=paying["token"], amount_cents=3800, version=1,
-                          payment_ref="p1", mode="self")
+    await engine.complete(store, "o1", A, token=paying["token"], amount_cents=3800, version=1, payment_ref="p1")
     h5_lock, _ = await engine.acquire(store, "o2", H, Kind.PAYMENT)
-    await engine.complete(store, "o2", H, token=h5_lock["token"], amount_cents=3800, version=1,
-                          payment_ref="p2", mode="begin", window_ms=5_000)
-    await engine.finish(store, "o2", H, token=h5_lock["token"], paid=False, code="ERP_UNREACHABLE",
-                        payment_ref="p2", amount_cents=3800)
+    await engine.release(store, "o2", Kind.PAYMENT, h5_lock["token"], H)
     edit, _ = await engine.acquire(store, "o2", A, Kind.ORDER)
     await engine.release(store, "o2", Kind.ORDER, edit["token"], A)
     await engine.acquire(store, "o2", B, Kind.PRESETTLE)

@@ -157,9 +157,10 @@ async def test_a_completing_payment_cannot_be_forced(client, shop, erp, operatio
     await second_table(client, shop, erp)
     engine = services(client).engine
     diner = {"role": "h5", "session_id": "d1"}
-    paying, _ = await engine.acquire(shop.store_id, "o1", diner, Kind.PAYMENT)
-    await engine.complete(shop.store_id, "o1", diner, token=paying["token"], amount_cents=3800, version=1,
-                          payment_ref="p1", mode="begin", window_ms=60_000)
+    await engine.acquire(shop.store_id, "o1", diner, Kind.PAYMENT)
+    # As pay_capture.lua marks it when the provider's money arrives (the ERP is being asked).
+    await set_lock_field(client, shop, "o1", "pay", completing=True, phase="completing",
+                         expires_at=await engine.now() + 86_400_000)
     run = move if operation == "move" else merge
     for force in (False, True):
         status, body = await run(client, shop, shop.b, force=force)
@@ -300,7 +301,7 @@ async def pay_o1(client, shop: Shop, erp) -> dict:
     engine = services(client).engine
     lock, _ = await engine.acquire(shop.store_id, "o1", holder(shop, "a"), Kind.PAYMENT)
     await engine.complete(shop.store_id, "o1", holder(shop, "a"), token=lock["token"], amount_cents=3800, version=1,
-                          payment_ref="cash-1", mode="self")
+                          payment_ref="cash-1")
     erp.db.mark_paid("o1", version=1, amount_cents=3800, payment_ref="cash-1")
     return lock
 
@@ -325,7 +326,7 @@ async def test_reopen_gives_a_new_version_and_keeps_the_payment_in_the_books(cli
     assert case["reasons"] == ["reopened"] and "order.paid" in [e["name"] for e in case["trail"]]
     again, _ = await engine.acquire(shop.store_id, "o1", holder(shop, "a"), Kind.PAYMENT)
     order = await engine.complete(shop.store_id, "o1", holder(shop, "a"), token=again["token"], amount_cents=3800,
-                                  version=2, payment_ref="cash-2", mode="self")
+                                  version=2, payment_ref="cash-2")
     assert order["order"]["status"] == "paid"
 
 
@@ -347,17 +348,17 @@ async def test_cancel_follows_the_move_rules_and_closes_the_order(client, shop, 
 
 
 async def test_no_payment_against_the_pre_merge_total(client, shop, erp):
-    """A diner's payment lock on o1 (v1, 3,800) refuses the merge; forced, that lock can no longer complete the old total."""
+    """A cashier's payment lock on o1 (v1, 3,800) refuses the merge; forced, that lock can no longer complete the old total."""
     await second_table(client, shop, erp)
     engine = services(client).engine
-    diner = {"role": "h5", "session_id": "d1"}
-    paying, _ = await engine.acquire(shop.store_id, "o1", diner, Kind.PAYMENT, expected_version=1)
+    cashier = holder(shop, "a")
+    paying, _ = await engine.acquire(shop.store_id, "o1", cashier, Kind.PAYMENT, expected_version=1)
     status, body = await merge(client, shop, shop.b)
     assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED"
     assert (await merge(client, shop, shop.b, force=True))[0] == 200
     with pytest.raises(TablelockError) as refused:
-        await engine.complete(shop.store_id, "o1", diner, token=paying["token"], amount_cents=3800, version=1,
-                              payment_ref="late", mode="begin", window_ms=5_000)
+        await engine.complete(shop.store_id, "o1", cashier, token=paying["token"], amount_cents=3800, version=1,
+                              payment_ref="late")
     assert refused.value.code in ("LOCK_LOST", "STALE_VERSION")
     order, _ = await engine.get_order(shop.store_id, "o1")
     assert order["status"] == "open" and order["total_cents"] == 5300

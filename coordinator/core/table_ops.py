@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from coordinator.core.rules import Action, Actor, Code, HeldLock, Kind, Role, decide
 
-#: Payment phases (docs/payments.md) in which money is on its way: a move would strand it.
+#: Payment phases (docs/protocol.md C2) in which money is on its way: a move would strand it.
 MONEY_PHASES = frozenset({"in_flight", "completing"})
 
 

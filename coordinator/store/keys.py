@@ -101,11 +101,6 @@ def menu(store_id: str) -> str:
     return f"{_s(store_id)}:menu"
 
 
-def h5_payment(store_id: str, table_id: str, payment_ref: str) -> str:
-    """String: JSON {order_id, state} of an H5 payment, for replays of its payment_ref (h5/payment.py)."""
-    return f"{_s(store_id)}:h5pay:{table_id}:{payment_ref}"
-
-
 def payment(store_id: str, out_trade_no: str) -> str:
     """Hash: one provider payment (payments/ledger.py): order, version, fence, amount, state, refund."""
     return f"{_s(store_id)}:pay:{out_trade_no}"

@@ -25,7 +25,7 @@ from coordinator.core.rules import lua_rules_table
 
 #: Scripts that start with lib.lua and the rules table (the common KEYS[1..4] / ARGV[1..5]).
 LOCK_SCRIPTS = (
-    "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
+    "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "emit",
     # provider payments (payments/ledger.py)
     "pay_start", "pay_capture", "pay_confirm", "pay_end", "pay_claim",
     "flush_refusals",
@@ -60,7 +60,6 @@ class Scripts:
     holder: AsyncScript
     put_order: AsyncScript
     complete: AsyncScript
-    finish: AsyncScript
     emit: AsyncScript
     pay_start: AsyncScript
     pay_capture: AsyncScript

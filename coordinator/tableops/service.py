@@ -39,7 +39,7 @@ class TableOperations:
         self.directory = directory
         self.ops = TableOps(engine)
         #: ``async (store_id, order_id) -> None`` run on each order before a forced operation: the
-        #: payments service asks the provider about a diner's in-flight payment first (docs/payments.md
+        #: payments service asks the provider about a diner's in-flight payment first (docs/protocol.md A5
         #: "Force during in_flight"): paid → refused, unpaid → the provider order is closed.
         self.vet_force = vet_force
 

@@ -83,7 +83,7 @@ class MoveRequest(Body):
 
     to_table_id: Id
     force: bool = False
-    #: After 409 PAYMENT_UNVERIFIED: force although the provider could not be asked (docs/payments.md).
+    #: After 409 PAYMENT_UNVERIFIED: force although the provider could not be asked (docs/protocol.md A5).
     force_unverified: bool = False
 
 

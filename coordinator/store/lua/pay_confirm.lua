@@ -6,6 +6,7 @@
 -- ARGV[1..5] common   ARGV[6] out_trade_no   ARGV[7] outcome: "paid" | "refused"
 -- ARGV[8] the ERP's code when refused   ARGV[9] store config JSON defaults
 --
+-- Returns, by outcome:
 -- paid:    the order is marked paid (its locks end, reason paid; then order.paid), the record paid,
 --          the outbox task gone → {"ok":1,"state":"paid","order"}. An order the ERP's own push
 --          closed meanwhile stays as it is (the ERP confirmed this payment: the record is paid).

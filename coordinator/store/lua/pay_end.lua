@@ -7,7 +7,7 @@
 --         about to break it, or the caller releases it itself)
 -- ARGV[9] reason of lock.released (payment_failed | released)
 --
--- Only a record still in_flight changes → {"ok":1,"ended":true,"lock_ended":bool};
+-- Returns: only a record still in_flight changes → {"ok":1,"ended":true,"lock_ended":bool};
 -- otherwise (money captured meanwhile, or already ended) → {"ok":1,"ended":false,"state":<its state>}.
 -- Emits lock.released (when the lock ends) then payment.failed {out_trade_no, status, reason}.
 

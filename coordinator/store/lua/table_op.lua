@@ -59,7 +59,7 @@ end
 -- Split bill (SPEC §10): cents already paid on shares of the order (0 without split bill).
 local function paid_cents(order_json) return tonumber(cjson.decode(order_json).paid_cents or 0) or 0 end
 
--- A payment lock with money on its way (docs/payments.md phases), and whether it is completing.
+-- A payment lock with money on its way (docs/protocol.md C2 phases), and whether it is completing.
 local function money(lock)
   local completing = lock.completing or lock.phase == 'completing'
   return completing or lock.phase == 'in_flight', completing
