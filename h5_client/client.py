@@ -131,6 +131,10 @@ class H5Client:
         """POST /h5/checkout: the latest order from the ERP and my payment lock, {lock (with token), order}."""
         return await self._request("POST", "/h5/checkout")
 
+    async def service_request(self, kind: str) -> dict[str, Any]:
+        """Call a waiter, ask for water or the bill (SPEC §11): ``POST /h5/service-requests``."""
+        return (await self._request("POST", "/h5/service-requests", {"kind": kind}))["request"]
+
     async def cancel(self, token: str) -> bool:
         """POST /h5/checkout/cancel: give my payment lock back; True when something was released."""
         return (await self._request("POST", "/h5/checkout/cancel", {"token": token}))["released"]

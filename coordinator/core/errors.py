@@ -285,3 +285,47 @@ BY_CODE: dict[str, type[TablelockError]] = {
         PaymentUnverified, PaymentRefReused, PaymentUnavailable,
     )
 }
+
+
+# --- table operations and service requests (SPEC §11) -----------------------------------------
+# Appended as a block (Conflict subclasses; the tree above gains them):
+#     Conflict 409 ── PaymentInFlight  PAYMENT_IN_FLIGHT (force_allowed for ERP: forcing opens a refund task)
+#                  ├─ SharePaid        SHARE_PAID        (force_allowed for ERP: forcing opens a refund task)
+#                  ├─ AlreadyTaken     ALREADY_TAKEN     (details: who took the service request, when)
+#                  └─ OrderOpen        ORDER_OPEN        (order: reopening an order that is open)
+
+MESSAGES.update({
+    "PAYMENT_IN_FLIGHT": ("顾客正在线上支付,暂不能换桌/并桌;强制继续将为这笔支付生成退款任务",
+                          "A diner's online payment is in progress; forcing the table change opens a refund task for it"),
+    "SHARE_PAID": ("此订单已有分单支付,暂不能换桌/并桌;强制继续将为已付款项生成退款任务",
+                   "Part of this bill is already paid; forcing the table change opens a refund task for the paid shares"),
+    "ALREADY_TAKEN": ("该呼叫已有服务员接单", "Another waiter has already taken this request"),
+    "ORDER_OPEN": ("订单未结账,无需反结账", "The order is open; there is nothing to reopen"),
+})
+
+
+class PaymentInFlight(Conflict):
+    """A move or merge while a diner's online payment is in flight (phase in_flight or completing)."""
+
+    code = "PAYMENT_IN_FLIGHT"
+
+
+class SharePaid(Conflict):
+    """A move or merge of an order of which a share is already paid (split bill, SPEC §10)."""
+
+    code = "SHARE_PAID"
+
+
+class AlreadyTaken(Conflict):
+    """A waiter taking a service request another waiter took first; ``details`` names who and when."""
+
+    code = "ALREADY_TAKEN"
+
+
+class OrderOpen(Conflict):
+    """Reopening (反结账) an order that is still open."""
+
+    code = "ORDER_OPEN"
+
+
+BY_CODE.update({cls.code: cls for cls in (PaymentInFlight, SharePaid, AlreadyTaken, OrderOpen)})

@@ -12,6 +12,8 @@ from typing import Any
 
 #: Events an H5 session never receives.
 STAFF_ONLY_EVENTS = frozenset({"payment.rejected", "terminal.status", "order.addon_refused"})
+#: SPEC §11: a refund task opened by a forced table operation is for the staff's eyes.
+STAFF_ONLY_EVENTS |= {"refund.needed"}
 
 
 def _without_token(lock: dict[str, Any]) -> dict[str, Any]:

@@ -35,9 +35,11 @@ _REJECTION_REASONS = {"AMOUNT_MISMATCH": "amount_mismatch", "STALE_VERSION": "ve
 #: ``h5.refused_counted`` entry, they are no money problem and flag no order.
 _LOCK_HELD_CODES = frozenset({"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"})
 #: The order reasons are reported in.
-_REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch")
+_REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
+                 "refund_needed", "reopened")
 #: Event names that can flag an order; a cheap byte test before any JSON is decoded.
-_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"h5.refused_counted"')
+_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"h5.refused_counted"',
+             b'"name":"refund.needed"', b'"name":"order.reopened"')
 #: Above this many flagged orders, the trail pass decodes every entry instead of byte-testing.
 _MAX_BYTE_TESTS = 32
 
@@ -162,6 +164,10 @@ def flag_reasons(entry: AuditEntry) -> list[str]:
         if not isinstance(codes, dict):
             return []
         return sorted({_REJECTION_REASONS.get(str(c), "payment_rejected") for c in codes if c not in _LOCK_HELD_CODES})
+    if entry.name == "refund.needed":  # SPEC §11: a forced move/merge stranded money (a share paid, or in flight)
+        return ["refund_needed"]
+    if entry.name == "order.reopened":  # 反结账: the earlier payment stays in the trail for the books
+        return ["reopened"]
     return []
 
 

@@ -29,6 +29,8 @@ LOCK_SCRIPTS = (
     # provider payments (payments/ledger.py)
     "pay_start", "pay_capture", "pay_confirm", "pay_end", "pay_claim",
     "flush_refusals",
+    # table operations, stuck locks, service requests (SPEC §11: store/tableops.py, store/service_desk.py)
+    "admin_release", "service", "table_op",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
 STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot")
@@ -69,6 +71,9 @@ class Scripts:
     ratelimit: AsyncScript
     claim_release: AsyncScript
     ws_slot: AsyncScript
+    admin_release: AsyncScript
+    service: AsyncScript
+    table_op: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:
