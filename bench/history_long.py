@@ -1,5 +1,6 @@
 """The long history run: >= 100,000 randomized operations across two coordinator processes on a private
-Redis, with repeated kill -9 of a coordinator and Redis restarts, then every SPEC §3 invariant checked.
+Redis, with repeated kill -9 of a coordinator and Redis restarts, then every SPEC §3 invariant checked —
+and, with diners paying through the sandbox provider (the default), SPEC §13 invariants 8 and 9.
 
     .venv/bin/python bench/history_long.py                 # 100,000 operations
     .venv/bin/python bench/history_long.py --ops 20000 --save /tmp/history.json
@@ -41,7 +42,7 @@ async def main(args: argparse.Namespace) -> int:
         try:
             plan = Plan(ops=args.ops, erp_actors=args.erp, h5_actors=args.h5, tables=args.tables,
                         faults=faults_for(args.kills, args.restarts), seed=args.seed, max_seconds=args.max_seconds,
-                        providers=args.providers)
+                        providers=args.providers)  # on unless --no-providers
             history = await run_workload(plan, redis, Path(tmp))
         finally:
             redis.stop()

@@ -316,7 +316,7 @@ async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_r
     kill -9 and a Redis restart, breaks no invariant (provider money included: I8, I9)."""
     redis = redis_factory(tcp=True)
     started = time.monotonic()
-    history = await run_workload(Plan(ops=3000, max_seconds=60, settle_seconds=15), redis, tmp_path)
+    history = await run_workload(Plan(ops=3000, max_seconds=60, providers=True, settle_seconds=15), redis, tmp_path)
     report = check(history)
     statuses = history.notes["statuses"]
     faults = [f.kind for f in history.faults]

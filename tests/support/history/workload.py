@@ -54,7 +54,7 @@ class Plan:
     max_seconds: float = 600.0
     think_ms: tuple[int, int] = (0, 15)
     #: Diners pay through the sandbox provider (SPEC §9) instead of the gone self-declared completion.
-    providers: bool = True
+    providers: bool = False
     #: Upper bound on the quiet period after the actors stop (outbox, poller, refunds settle).
     settle_seconds: float = 30.0
 
