@@ -67,6 +67,8 @@ async def main(args: argparse.Namespace) -> int:
     print(f"provider money  {len({t['out_trade_no'] for t in history.trades})} trades, {c['I9 captured']} captured: "
           f"{c['I9 paid']} paid an order, {c['I9 surplus']} surplus ({c['I9 refunded']} refunded); "
           f"{c['I9 not captured']} never paid; settled in {history.notes.get('settle_seconds')} s")
+    print(f"captured by     {dict(Counter(p.get('capture_source') for p in history.payments if p.get('capture_source')))}; "
+          f"surplus {dict(Counter(p.get('surplus_reason') for p in history.payments if p.get('surplus_reason')))}")
     print(f"checked         {dict(report.counts)}")
     print(f"violations      {len(report.violations)} {dict(report.by_invariant())}")
     for violation in report.violations[:50]:

@@ -261,10 +261,9 @@ def test_checker_accepts_a_provider_payment_and_a_refunded_surplus():
     h.payments = [{"out_trade_no": "TL1", "state": "paid"},
                   {"out_trade_no": "TL2", "state": "surplus", "refund_state": "succeeded"},
                   {"out_trade_no": "TL3", "state": "closed"}]
-    out: list = []
     counts: Counter = Counter()
-    check_payments(h, sorted(h.stream, key=lambda e: e["seq"]), out, counts)
-    assert out == [], [str(v) for v in out]
+    out = check_payments(h, sorted(h.stream, key=lambda e: e["seq"]), counts)
+    assert out == [], out
     assert (counts["I9 paid"], counts["I9 surplus"], counts["I9 refunded"], counts["I9 not captured"]) == (1, 1, 1, 1)
     assert counts["I8 orders paid"] == 1
 

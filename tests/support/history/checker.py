@@ -112,7 +112,7 @@ def check(history: History) -> Report:
     _subscribers(history, stream, out, counts)
     _expiry(stream, history, out, counts)
     _leaks(history, out, counts)
-    check_payments(history, stream, out, counts)
+    out += [Violation(invariant, detail) for invariant, detail in check_payments(history, stream, counts)]
     return Report(out, counts)
 
 

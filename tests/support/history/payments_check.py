@@ -15,9 +15,17 @@ stream is the coordinator's record; the admin payment records (``History.payment
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from tests.support.history.recorder import History
+
+
+class Flag(NamedTuple):
+    """One broken invariant (the checker turns it into its ``Violation``)."""
+
+    invariant: str
+    detail: str
+
 
 #: A refund task that is alive or done (``failed`` / ``manual`` would leave the diner's money kept).
 REFUND_OK = ("pending", "processing", "succeeded")
@@ -30,9 +38,9 @@ def erp_refs(history: History) -> set[str]:
             and isinstance(op.body, dict) and op.body.get("payment_ref")}
 
 
-def check_payments(history: History, stream: list[dict[str, Any]], out: list, counts: Counter) -> None:
-    """Append I8 and I9 violations of ``history`` (``stream`` sorted by seq) to ``out``."""
-    from tests.support.history.checker import Violation
+def check_payments(history: History, stream: list[dict[str, Any]], counts: Counter) -> list[Flag]:
+    """The I8 and I9 violations of ``history`` (``stream`` sorted by seq) ."""
+    out: list[Flag] = []
 
     paid_by_ref: dict[str, list[dict[str, Any]]] = defaultdict(list)
     surplus_by_no: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -55,7 +63,7 @@ def check_payments(history: History, stream: list[dict[str, Any]], out: list, co
         if final.get("state") != "paid":
             counts["I9 not captured"] += 1
             if surplus_by_no.get(no) or record.get("state") in ("completing", "paid", "surplus"):
-                out.append(Violation("I9", f"trade {no} was never captured by the provider ({final.get('state')}) "
+                out.append(Flag("I9", f"trade {no} was never captured by the provider ({final.get('state')}) "
                                            f"but the coordinator booked it ({record.get('state')})"))
             continue
         ref = f"{trade['provider']}:{final.get('transaction_id')}"
@@ -65,31 +73,31 @@ def check_payments(history: History, stream: list[dict[str, Any]], out: list, co
         refunds = list((final.get("refunds") or {}).values())
         refunded = sum(int(r.get("amount_cents") or 0) for r in refunds)
         if not paid and not surplus:
-            out.append(Violation("I9", f"trade {no} ({ref}, {final.get('amount_cents')} cents) was captured but "
+            out.append(Flag("I9", f"trade {no} ({ref}, {final.get('amount_cents')} cents) was captured but "
                                        f"neither paid an order nor became a surplus (record: {record.get('state')}): lost"))
             continue
         if paid and surplus:
-            out.append(Violation("I9", f"trade {no} ({ref}) both paid order {paid[0]['order_id']} (seq "
+            out.append(Flag("I9", f"trade {no} ({ref}) both paid order {paid[0]['order_id']} (seq "
                                        f"{paid[0]['seq']}) and became a surplus (seq {surplus[0]['seq']}): counted twice"))
             continue
         if len(paid) > 1 or len(surplus) > 1:
-            out.append(Violation("I9", f"trade {no} ({ref}) counted {len(paid) + len(surplus)} times: "
+            out.append(Flag("I9", f"trade {no} ({ref}) counted {len(paid) + len(surplus)} times: "
                                        f"{[(e['name'], e['seq']) for e in paid + surplus]}"))
             continue
         if paid:
             counts["I9 paid"] += 1
             event = paid[0]
             if event["order_id"] != trade["order_id"]:
-                out.append(Violation("I9", f"trade {no} was started for order {trade['order_id']} but paid "
+                out.append(Flag("I9", f"trade {no} was started for order {trade['order_id']} but paid "
                                            f"{event['order_id']} (seq {event['seq']})"))
             if int((event.get("data") or {}).get("amount_cents") or 0) != int(final.get("amount_cents") or -1):
-                out.append(Violation("I9", f"trade {no}: order.paid for {event['data'].get('amount_cents')} cents, "
+                out.append(Flag("I9", f"trade {no}: order.paid for {event['data'].get('amount_cents')} cents, "
                                            f"the provider took {final.get('amount_cents')}"))
             if refunds:
-                out.append(Violation("I9", f"trade {no} paid order {event['order_id']} and was refunded "
+                out.append(Flag("I9", f"trade {no} paid order {event['order_id']} and was refunded "
                                            f"{refunded} cents too: counted twice"))
             if record and record.get("state") != "paid":
-                out.append(Violation("I9", f"trade {no} paid its order but its record says {record.get('state')}"))
+                out.append(Flag("I9", f"trade {no} paid its order but its record says {record.get('state')}"))
             continue
         counts["I9 surplus"] += 1
         state = record.get("refund_state") if record else None
@@ -97,20 +105,21 @@ def check_payments(history: History, stream: list[dict[str, Any]], out: list, co
             updates = refund_events.get(no) or surplus
             state = (updates[-1].get("data") or {}).get("refund_state")
         if record and record.get("state") != "surplus":
-            out.append(Violation("I9", f"trade {no} became a surplus but its record says {record.get('state')}"))
+            out.append(Flag("I9", f"trade {no} became a surplus but its record says {record.get('state')}"))
         if state not in REFUND_OK and not refunds:
-            out.append(Violation("I9", f"trade {no} is a surplus without a live refund task (refund {state})"))
+            out.append(Flag("I9", f"trade {no} is a surplus without a live refund task (refund {state})"))
         if state == "succeeded":
             counts["I9 refunded"] += 1
         if refunded > int(final.get("amount_cents") or 0):
-            out.append(Violation("I9", f"trade {no}: {refunded} cents refunded of {final.get('amount_cents')} received"))
+            out.append(Flag("I9", f"trade {no}: {refunded} cents refunded of {final.get('amount_cents')} received"))
     for no in surplus_by_no:
         if no not in {t["out_trade_no"] for t in history.trades}:
-            out.append(Violation("I9", f"surplus for trade {no}, which the workload never started"))
+            out.append(Flag("I9", f"surplus for trade {no}, which the workload never started"))
     refs = erp_refs(history)
     for ref, events in paid_by_ref.items():
         counts["I8 orders paid"] += len(events)
         if ref not in refs and ref not in captured:
             for event in events:
-                out.append(Violation("I8", f"order {event['order_id']} marked paid (seq {event['seq']}) by {ref}, "
+                out.append(Flag("I8", f"order {event['order_id']} marked paid (seq {event['seq']}) by {ref}, "
                                            "neither an ERP completion nor a captured provider payment"))
+    return out

@@ -63,7 +63,7 @@ class ProviderTraffic:
         try:
             async with self.http.request(method, self.sandbox.url + path, json=body) as r:
                 return r.status, await r.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             return None, repr(exc)
 
     async def pay(self, actor: Actor, order_id: str, lock: dict[str, Any]) -> None:
@@ -85,7 +85,7 @@ class ProviderTraffic:
                 assert self.http is not None
                 async with self.http.get(started["pay_url"]) as r:
                     await r.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (aiohttp.ClientError, TimeoutError, OSError):
                 pass
         if random.random() < 0.08:
             trade["action"] = "cancel"  # the diner gives up: the provider order is closed first
