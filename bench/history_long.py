@@ -1,8 +1,10 @@
 """The long history run: >= 100,000 randomized operations across two coordinator processes on a private
-Redis, with repeated kill -9 of a coordinator and Redis restarts, then every SPEC §3 invariant checked.
+Redis, with repeated kill -9 of a coordinator and Redis restarts, then every SPEC §3 invariant checked —
+and, with diners paying through the sandbox provider (the default), SPEC §13 invariants 8 and 9.
 
     .venv/bin/python bench/history_long.py                 # 100,000 operations
     .venv/bin/python bench/history_long.py --ops 20000 --save /tmp/history.json
+    .venv/bin/python bench/history_long.py --no-providers  # diners without provider payments (SPEC §9)
 
 Prints operations, violations (must be 0), faults injected, answers by status and the expiry lag;
 exits 1 if any invariant is broken. Traffic goes to 127.0.0.1 only; the run stops by itself.
@@ -39,7 +41,8 @@ async def main(args: argparse.Namespace) -> int:
         started = time.monotonic()
         try:
             plan = Plan(ops=args.ops, erp_actors=args.erp, h5_actors=args.h5, tables=args.tables,
-                        faults=faults_for(args.kills, args.restarts), seed=args.seed, max_seconds=args.max_seconds)
+                        faults=faults_for(args.kills, args.restarts), seed=args.seed, max_seconds=args.max_seconds,
+                        providers=args.providers)  # on unless --no-providers
             history = await run_workload(plan, redis, Path(tmp))
         finally:
             redis.stop()
@@ -60,6 +63,12 @@ async def main(args: argparse.Namespace) -> int:
     q = (lambda x: calm[min(len(calm) - 1, int(x * len(calm)))]) if calm else (lambda x: float("nan"))
     print(f"expiry lag      p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms over {len(lags)} deliveries; "
           f"away from faults p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms over {len(calm)} (SPEC: p99 < 250 ms)")
+    c = report.counts
+    print(f"provider money  {len({t['out_trade_no'] for t in history.trades})} trades, {c['I9 captured']} captured: "
+          f"{c['I9 paid']} paid an order, {c['I9 surplus']} surplus ({c['I9 refunded']} refunded); "
+          f"{c['I9 not captured']} never paid; settled in {history.notes.get('settle_seconds')} s")
+    print(f"captured by     {dict(Counter(p.get('capture_source') for p in history.payments if p.get('capture_source')))}; "
+          f"surplus {dict(Counter(p.get('surplus_reason') for p in history.payments if p.get('surplus_reason')))}")
     print(f"checked         {dict(report.counts)}")
     print(f"violations      {len(report.violations)} {dict(report.by_invariant())}")
     for violation in report.violations[:50]:
@@ -77,5 +86,7 @@ if __name__ == "__main__":
     parser.add_argument("--tables", type=int, default=6)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-seconds", type=float, default=4 * 3600, help="stop issuing after this long")
+    parser.add_argument("--no-providers", dest="providers", action="store_false",
+                        help="diners do not pay through the sandbox provider")
     parser.add_argument("--save", type=Path, default=None, help="write the history as JSON")
     sys.exit(asyncio.run(main(parser.parse_args())))

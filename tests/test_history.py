@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from typing import Any, Callable
 
 import pytest
 
 from tests.support.history.checker import check
+from tests.support.history.payments_check import check_payments
 from tests.support.history.recorder import Connection, History, Op, Received
 from tests.support.history.workload import Plan, run_workload
 
@@ -222,6 +224,60 @@ def _lock_outlives_a_merge(h: History) -> None:
     h.final_seq = 9
 
 
+def _trade(no: str, order: str, tx: str, *, state: str = "paid", refunded: int = 0) -> dict[str, Any]:
+    """A provider trade the workload started, with the sandbox's final view of it."""
+    refunds = {"R" + no: {"out_refund_no": "R" + no, "amount_cents": refunded, "state": "SUCCESS"}} if refunded else {}
+    return {"out_trade_no": no, "provider": "wechatpay", "order_id": order, "amount_cents": 500,
+            "final": {"out_trade_no": no, "state": state, "transaction_id": tx if state == "paid" else None,
+                      "amount_cents": 500, "refunds": refunds}}
+
+
+def _paid_by_provider(h: History, tx: str = "42000001") -> None:
+    # o1 is paid by a captured provider payment instead of by the terminal's completion.
+    h.ops = [op for op in h.ops if op.i != 2]
+    _event_of(h, 5)["data"]["payment_ref"] = f"wechatpay:{tx}"
+    h.trades.append(_trade("TL1", "o1", tx))
+
+
+def _provider_payment_lost(h: History) -> None:
+    h.trades.append(_trade("TL9", "o2", "42000009"))  # captured, yet no order.paid and no surplus
+
+
+def _provider_payment_counted_twice(h: History) -> None:
+    _paid_by_provider(h)
+    h.stream.append(_event(9, 3500, "payment.surplus", "o1", {"out_trade_no": "TL1", "provider": "wechatpay",
+                                                              "transaction_id": "42000001", "amount_cents": 500,
+                                                              "reason": "order_closed", "refund_state": "pending"}))
+    h.final_seq = 9
+
+
+def _provider_payment_paid_and_refunded(h: History) -> None:
+    _paid_by_provider(h)
+    h.trades[-1]["final"]["refunds"] = _trade("TL1", "o1", "42000001", refunded=500)["final"]["refunds"]
+
+
+def _order_paid_by_nobody(h: History) -> None:
+    _event_of(h, 5)["data"]["payment_ref"] = "wechatpay:42000077"  # no trade, no ERP completion sent it
+
+
+def test_checker_accepts_a_provider_payment_and_a_refunded_surplus():
+    """I8/I9 hold for an order paid once by a captured trade, a refunded surplus and an uncaptured trade."""
+    h = clean_history()
+    _paid_by_provider(h)
+    h.trades += [_trade("TL2", "o2", "42000002", refunded=500), _trade("TL3", "o2", "", state="closed")]
+    h.stream.append(_event(9, 6300, "payment.surplus", "o2", {"out_trade_no": "TL2", "provider": "wechatpay",
+                                                              "transaction_id": "42000002", "amount_cents": 500,
+                                                              "reason": "lock_gone", "refund_state": "pending"}))
+    h.payments = [{"out_trade_no": "TL1", "state": "paid"},
+                  {"out_trade_no": "TL2", "state": "surplus", "refund_state": "succeeded"},
+                  {"out_trade_no": "TL3", "state": "closed"}]
+    counts: Counter = Counter()
+    out = check_payments(h, sorted(h.stream, key=lambda e: e["seq"]), counts)
+    assert out == [], out
+    assert (counts["I9 paid"], counts["I9 surplus"], counts["I9 refunded"], counts["I9 not captured"]) == (1, 1, 1, 1)
+    assert counts["I8 orders paid"] == 1
+
+
 VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "two payment locks": ("I1", _second_payment_overlaps),
     "two edit-slot locks": ("I1", _edit_slot_overlaps),
@@ -246,6 +302,10 @@ VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "denied by an expired lock": ("EX", _denied_by_expired_lock),
     "move not announced": ("TO1", _move_not_announced),
     "lock outlives a merge": ("TO3", _lock_outlives_a_merge),
+    "provider payment with neither outcome": ("I9", _provider_payment_lost),
+    "provider payment paid and surplus": ("I9", _provider_payment_counted_twice),
+    "provider payment paid and refunded": ("I9", _provider_payment_paid_and_refunded),
+    "order paid by no payment": ("I8", _order_paid_by_nobody),
 }
 
 
@@ -263,14 +323,16 @@ def test_checker_reports_each_kind_of_violation(name):
 
 
 async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_redis_restart(redis_factory, tmp_path):
-    """A randomized run of ERP terminals and diners on two processes, with kill -9 and a Redis restart, breaks no invariant."""
+    """A randomized run of ERP terminals and diners paying through the sandbox provider on two processes, with
+    kill -9 and a Redis restart, breaks no invariant (provider money included: I8, I9)."""
     redis = redis_factory(tcp=True)
     started = time.monotonic()
-    history = await run_workload(Plan(ops=3000, max_seconds=80), redis, tmp_path)
+    history = await run_workload(Plan(ops=3000, max_seconds=60, providers=True, settle_seconds=15), redis, tmp_path)
     report = check(history)
     statuses = history.notes["statuses"]
     faults = [f.kind for f in history.faults]
     summary = {"ops": len(history.ops), "events": len(history.stream), "violations": len(report.violations),
+               "trades": len(history.trades), "settled in": history.notes.get("settle_seconds"),
                "faults": faults, "statuses": statuses, "seconds": round(time.monotonic() - started, 1),
                "checked": dict(report.counts)}
     print(f"\nhistory: {summary}")
@@ -282,3 +344,5 @@ async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_r
     assert resumed, "no subscriber resumed after the kill"
     assert report.counts["I4 accepted completions"] > 0 and report.counts["I5 events expected"] > 0
     assert report.counts["TO moves"] > 0 and report.counts["TO merges"] > 0, "no move or merge went through"
+    assert report.counts["I9 captured"] >= 3, "too little provider traffic to judge invariant 9"
+    assert report.counts["I9 paid"] + report.counts["I9 surplus"] == report.counts["I9 captured"]

@@ -14,6 +14,7 @@ and what each subscriber received are checked against it and against the rules:
         sessions' ids
     EX  expiry is exact: no lock.expired before expires_at, no denial citing a lock already expired
     TO  SPEC §11 moves and merges (``moves.py``): announced, locks on the order's table, merged sources done
+    I8, I9  provider money (SPEC §13): see ``payments_check``
 
 A lock is known by (order_id, fence). Its interval is [acquired_at, end) on the Redis clock, where
 end is the ts of its release or force, the expires_at it had when it expired, or — still live at
@@ -30,6 +31,7 @@ from typing import Any, Iterator
 
 from coordinator.core.views import STAFF_ONLY_EVENTS
 from tests.support.history.moves import check_table_ops
+from tests.support.history.payments_check import check_payments
 from tests.support.history.recorder import History, Op
 
 INF = float("inf")
@@ -112,6 +114,7 @@ def check(history: History) -> Report:
     _expiry(stream, history, out, counts)
     _leaks(history, out, counts)
     check_table_ops(history, stream, locks, out, counts, Violation)
+    out += [Violation(invariant, detail) for invariant, detail in check_payments(history, stream, counts)]
     return Report(out, counts)
 
 

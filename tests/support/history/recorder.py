@@ -92,6 +92,10 @@ class History:
     #: Subscribers that are H5 sessions (actor name -> session actor), for the leak check.
     h5_subscribers: dict[str, str] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Provider trades the workload started (SPEC §9), each with ``final``: the sandbox's trade at the end.
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    #: The store's payment records at the end (admin ``GET .../payments``).
+    payments: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, path: Path | str) -> None:
         """Write the history as JSON."""

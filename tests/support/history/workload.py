@@ -30,6 +30,7 @@ from tests.support.history.clients import (
     sample_clock,
     seed_store,
 )
+from tests.support.history.provider import PROCESS_ENV, ProviderTraffic
 from tests.support.history.recorder import Fault, History
 
 KINDS = ("order", "presettle", "payment")
@@ -52,6 +53,10 @@ class Plan:
     #: Upper bound on the whole run, whatever ``ops`` says.
     max_seconds: float = 600.0
     think_ms: tuple[int, int] = (0, 15)
+    #: Diners pay through the sandbox provider (SPEC §9) instead of the gone self-declared completion.
+    providers: bool = False
+    #: Upper bound on the quiet period after the actors stop (outbox, poller, refunds settle).
+    settle_seconds: float = 30.0
 
 
 def order_body(order_id: str, table_id: str, version: int, status: str = "open") -> dict[str, Any]:
@@ -132,6 +137,8 @@ class ErpModel:
             o = self.orders[order_id]
             if method == "order.fetch":
                 return "result", self.body(order_id)
+            if method == "order.pay" and o.get("paid_ref") and o["paid_ref"] == params.get("payment_ref"):
+                return "result", self.body(order_id, "paid")  # an outbox retry of a payment already booked
             if o["status"] != "open":
                 return "error", {"code": "ORDER_CLOSED", "message": "订单已结束"}
             if method == "order.add_items":
@@ -143,6 +150,7 @@ class ErpModel:
                     return "error", {"code": "STALE_VERSION", "message": "版本不符", "order": body}
                 if params.get("amount_cents") != body["total_cents"]:
                     return "error", {"code": "AMOUNT_MISMATCH", "message": "金额不符"}
+                o["paid_ref"] = params.get("payment_ref")
                 self.closed(order_id, "paid")
                 return "result", self.body(order_id, "paid")
             if method == "order.move":
@@ -221,7 +229,9 @@ class Run:
         self.store_id = self.history.store_id
         self.processes = Processes(redis.url, data_dir, env={
             "TABLELOCK_EVENT_RETENTION": "10000000", "TABLELOCK_LOG_LEVEL": "WARNING",
+            **(PROCESS_ENV if plan.providers else {}),
         })
+        self.provider = ProviderTraffic(self, data_dir) if plan.providers else None
         self.api: Api = None  # type: ignore[assignment]
         self.erp = ErpModel(self)
         self.tokens: list[tuple[str, str, str, dict[str, Any]]] = []
@@ -246,7 +256,11 @@ class Run:
             [(f"观察{i}", False) for i in range(plan.processes)]
         config = {"h5_payment_lock_seconds": 2, "erp_payment_lock_seconds": 5, "order_lock_seconds": 5,
                   "presettle_lock_seconds": 30, "erp_disconnect_grace_seconds": 5, "erp_rpc_timeout_ms": 1000}
+        if plan.providers:
+            config.update(h5_payment_window_seconds=60, auto_refund_surplus=True)
         terminals, qrs = await seed_store(self.api, self.store_id, tables=self.tables, terminals=names, config=config)
+        if self.provider is not None:
+            await self.provider.setup()
         self.history.terminals = {t["terminal_id"]: t["token"] for t in terminals}
         master, workers, observers = terminals[0], terminals[1:1 + plan.erp_actors], terminals[1 + plan.erp_actors:]
         erp = [Actor(self, f"erp{i}", "erp", t["token"]) for i, t in enumerate(workers)]
@@ -421,7 +435,9 @@ class Run:
         if actor.held and r < 0.5:
             (order_id, kind), lock = next(iter(actor.held.items()))
             choice = random.random()
-            if choice < 0.6:
+            if choice < 0.6 and self.provider is not None:
+                await self.provider.pay(actor, order_id, lock)
+            elif choice < 0.6:
                 order = self.erp.orders.get(order_id)
                 body = order_body(order_id, order["table_id"], lock["version"]) if order else None
                 payment = {"token": lock["token"], "amount_cents": body["total_cents"] if body else 1,
@@ -536,7 +552,9 @@ class Run:
         return self.history
 
     async def finish(self) -> None:
-        """Let due expiries happen, wait for the subscribers to catch up, read the stream and the board."""
+        """Let payments settle and due expiries happen, wait for the subscribers, read the stream and the board."""
+        if self.provider is not None:
+            self.history.notes["settle_seconds"] = round(await self.provider.settle(self.plan.settle_seconds), 1)
         await asyncio.sleep(1.0)
         redis = await open_redis(self.redis.url)
         try:
@@ -571,6 +589,8 @@ class Run:
             self.history.stream = [json.loads(fields[b"e"]) for _, fields in entries]
         finally:
             await redis.aclose()
+        if self.provider is not None:
+            await self.provider.collect()
         for sub in [*self.subscribers, self.master]:
             await sub.stop()
         await self.api.close()
@@ -597,4 +617,6 @@ async def run_workload(plan: Plan, redis: EmbeddedRedis, data_dir: Path) -> Hist
             await sub.stop()  # idempotent: already stopped after a complete run
         if run.api is not None:
             await run.api.close()
+        if run.provider is not None:
+            await run.provider.close()
         await asyncio.to_thread(run.close)
