@@ -54,7 +54,10 @@ def held_lock(lock: dict[str, Any]) -> HeldLock:
 
 def content_hash(order: OrderIn) -> str:
     """Digest of what makes two pushes of one version "the same content" (status aside)."""
-    body = order.model_dump(include={"table_id", "items", "total_cents"}, mode="json")
+    # Adjustments join the digest only when present, so an order pushed before they existed keeps
+    # its digest and a repeat of it stays idempotent.
+    fields = {"table_id", "items", "total_cents"} | ({"adjustments"} if order.adjustments else set())
+    body = order.model_dump(include=fields, mode="json")
     return hashlib.sha256(compact(body).encode()).hexdigest()
 
 
@@ -152,7 +155,8 @@ class LockEngine:
         """Store the ERP's order; returns (order, changed)."""
         # The body goes without status: the script composes the stored JSON from the body and the
         # fields it changes itself (status, updated_at), so it never edits JSON text.
-        body = order.model_dump(mode="json", exclude={"status"})
+        # An order without adjustments is stored exactly as before they existed (the wire stays the same).
+        body = order.model_dump(mode="json", exclude={"status"} | (set() if order.adjustments else {"adjustments"}))
         reply = await self._run(
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
