@@ -161,3 +161,10 @@ def test_granted_shares_never_overlap_nor_exceed_the_total(claims):
     assert len(taken) == len(set(taken))
     taken_parts = [s.spec.part for s in held if s.spec.kind is ShareKind.PARTS]
     assert len(taken_parts) == len(set(taken_parts))
+
+
+def test_own_order_lock_is_converted_into_the_share_lock():
+    """An ERP terminal claiming a share while holding its own order lock ends that lock (converted)."""
+    own = lock(Kind.ORDER, WAITER)
+    decision = claim_share(ORDER, REST, WAITER, locks=[own], shares=[], now=NOW)
+    assert decision.allowed and decision.converts == own

@@ -11,7 +11,10 @@
     │   ├── StaleVersion          STALE_VERSION   (order)
     │   ├── LockLost              LOCK_LOST
     │   ├── AmountMismatch        AMOUNT_MISMATCH (order)
-    │   └── OrderClosed           ORDER_CLOSED    (order)
+    │   ├── OrderClosed           ORDER_CLOSED    (order)
+    │   ├── ShareTaken            SHARE_TAKEN     (a line or part already claimed or paid; split bill)
+    │   ├── ShareExceeds          SHARE_EXCEEDS   (a share above what remains due)
+    │   └── SharePaid             SHARE_PAID      (order; a change below what is paid, or to a paid line)
     ├── PayloadTooLarge       413 PAYLOAD_TOO_LARGE
     ├── RateLimited           429 RATE_LIMITED       (retry_after: sent as Retry-After)
     ├── InternalError         500 INTERNAL           (a coordinator bug; the body names nothing of it)
@@ -49,6 +52,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "UNAVAILABLE": ("服务暂不可用,请稍后再试", "The service is temporarily unavailable"),
     "METHOD_NOT_ALLOWED": ("不支持此请求方法", "Method not allowed"),
     "INTERNAL": ("服务内部错误", "Internal error"),
+    "SHARE_TAKEN": ("该菜品或份额已被同桌其他人选择或支付", "That dish or part is already being paid or was paid by someone else at the table"),
+    "SHARE_EXCEEDS": ("所选金额超过订单未付金额", "The share is more than what remains due on the order"),
+    "SHARE_PAID": ("订单已有部分付款,不能减少已付金额或修改已付菜品;如确需修改请强制修改并处理退款", "Part of the order is paid: the change would lower the total below what is paid or touch a paid line; only a forced change (with a refund task) may do it"),
 }
 
 #: ERP force-confirm dialog texts (SPEC §5 messages table).
@@ -244,3 +250,24 @@ BY_CODE: dict[str, type[TablelockError]] = {
         AmountMismatch, OrderClosed, PayloadTooLarge, ErpUnreachable, Unavailable,
     )
 }
+
+
+class ShareTaken(Conflict):
+    """A split-bill share names a line or part already claimed or paid (SPEC §10)."""
+
+    code = "SHARE_TAKEN"
+
+
+class ShareExceeds(Conflict):
+    """A split-bill share is above what remains due (SPEC §10, invariant 10)."""
+
+    code = "SHARE_EXCEEDS"
+
+
+class SharePaid(Conflict):
+    """An order push would take the total below what is paid, or touch a paid line (SPEC §10)."""
+
+    code = "SHARE_PAID"
+
+
+BY_CODE.update({cls.code: cls for cls in (ShareTaken, ShareExceeds, SharePaid)})

@@ -95,6 +95,9 @@ class ShareDecision:
     code: ShareCode | None = None
     reuse: HeldShare | None = None
     reported: HeldLock | None = None
+    #: The asker's own ``order`` lock, ended (reason converted) when the share lock is granted:
+    #: a payment lock never coexists with an order lock (SPEC §3 invariant 2).
+    converts: HeldLock | None = None
     detail: str = ""
 
 
@@ -156,7 +159,8 @@ def claim_share(
         return ShareDecision(False, code=ShareCode.INVALID, detail="the share is empty")
     if amount > due:
         return ShareDecision(False, code=ShareCode.EXCEEDS, detail=f"{amount} > {due} due")
-    return ShareDecision(True, amount_cents=amount)
+    converts = next((lock for lock in live_locks if lock.kind is Kind.ORDER), None)  # the asker's own
+    return ShareDecision(True, amount_cents=amount, converts=converts)
 
 
 def _resolve(order: OrderDue, spec: ShareSpec, counted: list[HeldShare], due: int) -> tuple[int, ShareDecision | None]:

@@ -49,6 +49,7 @@ def held_lock(lock: dict[str, Any]) -> HeldLock:
         expires_at=int(lock["expires_at"]),
         completing=bool(lock.get("completing")),
         version=lock.get("version"),
+        share=bool(lock.get("share")),
     )
 
 
@@ -123,6 +124,9 @@ class LockEngine:
             metrics.REPLICA_WAIT_SHORT.inc()
             log.warning("WAIT: %s of %s replicas acknowledged within %sms", acked, replicas, timeout_ms)
 
+    #: For the other store-layer books of scripts (store/share_book.py): the same plumbing.
+    run_script = _run
+
     @staticmethod
     def _observe(kind: str, op: str, reply: dict[str, Any]) -> None:
         """Count one lock operation for /metrics: its result, a denial's code, the locks it broke."""
@@ -148,6 +152,17 @@ class LockEngine:
             raise LockConflict(code, role, action, force_allowed=reply.get("force_allowed", False), **extra)
         cls: type[TablelockError] = BY_CODE[code]
         raise cls(**extra)
+
+    raise_reply = _raise
+
+    def new_token(self) -> str:
+        """A fresh lock token from the engine's token source."""
+        return self._token()
+
+    @property
+    def defaults_json(self) -> str:
+        """The store configuration defaults as the scripts take them."""
+        return self._defaults_json
 
     # --- orders ---------------------------------------------------------------------------
 

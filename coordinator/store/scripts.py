@@ -26,6 +26,7 @@ from coordinator.core.rules import lua_rules_table
 #: Scripts that start with lib.lua and the rules table (the common KEYS[1..4] / ARGV[1..5]).
 LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
+    "share_claim",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
 STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
@@ -60,6 +61,7 @@ class Scripts:
     snapshot: AsyncScript
     ratelimit: AsyncScript
     claim_release: AsyncScript
+    share_claim: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:
