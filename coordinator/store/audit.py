@@ -32,9 +32,10 @@ CLOCK_SLACK_MS = 5_000
 #: Why an order needs a human look, by payment.rejected ``data.code``; other codes: payment_rejected.
 _REJECTION_REASONS = {"AMOUNT_MISMATCH": "amount_mismatch", "STALE_VERSION": "version_mismatch"}
 #: The order reasons are reported in.
-_REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch")
+_REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
+                 "share_refund_due")
 #: Event names that can flag an order; a cheap byte test before any JSON is decoded.
-_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"')
+_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"share.refund_due"')
 #: Above this many flagged orders, the trail pass decodes every entry instead of byte-testing.
 _MAX_BYTE_TESTS = 32
 
@@ -154,6 +155,8 @@ def flag_reasons(entry: AuditEntry) -> list[str]:
         return ["forced_during_payment"] if isinstance(lock, dict) and lock.get("kind") == "payment" else []
     if entry.name == "payment.rejected":
         return [_REJECTION_REASONS.get(str(entry.data.get("code")), "payment_rejected")]
+    if entry.name == "share.refund_due":  # a forced change of a partly paid order (SPEC §10)
+        return ["share_refund_due"]
     return []
 
 

@@ -166,8 +166,10 @@ class LockEngine:
 
     # --- orders ---------------------------------------------------------------------------
 
-    async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
-        """Store the ERP's order; returns (order, changed)."""
+    async def put_order(
+        self, store_id: str, order: OrderIn, actor: dict[str, Any], *, force: bool = False
+    ) -> tuple[dict, bool]:
+        """Store the ERP's order; returns (order, changed). ``force``: past a paid share (SPEC §10)."""
         # The body goes without status: the script composes the stored JSON from the body and the
         # fields it changes itself (status, updated_at), so it never edits JSON text.
         # An order without adjustments is stored exactly as before they existed (the wire stays the same).
@@ -176,7 +178,7 @@ class LockEngine:
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
             [order.order_id, compact(body), content_hash(order), order.version, order.status,
-             order.table_id, order.total_cents],
+             order.table_id, order.total_cents, "1" if force else "0"],
             actor,
         )
         await self._raise(store_id, reply, actor, None)

@@ -26,7 +26,7 @@ from coordinator.core.rules import lua_rules_table
 #: Scripts that start with lib.lua and the rules table (the common KEYS[1..4] / ARGV[1..5]).
 LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
-    "share_claim",
+    "share_claim", "share_pay",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
 STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
@@ -62,6 +62,7 @@ class Scripts:
     ratelimit: AsyncScript
     claim_release: AsyncScript
     share_claim: AsyncScript
+    share_pay: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:

@@ -59,3 +59,20 @@ class ShareBook:
             actor,
         )
         return reply["lock"], reply["reused"]
+
+    async def end(self, store_id: str, order_id: str, actor: dict[str, Any], token: str, *,
+                  failed: bool = False) -> bool:
+        """End the actor's share lock (cancelled, or its provider payment failed); False if none was live."""
+        reply = await self._call("share_pay", store_id, order_id,
+                                 [token, "payment_failed" if failed else "release", 0, 0, "", 0, ""],
+                                 actor, with_config=False, with_open=True)
+        return reply["released"]
+
+    async def pay(
+        self, store_id: str, order_id: str, actor: dict[str, Any], *, token: str, amount_cents: int,
+        version: int, payment_ref: str, mode: str, window_ms: int = 0, code: str = "",
+    ) -> dict[str, Any]:
+        """Capture a share: ``self`` (an ERP terminal's own), ``begin`` / ``paid`` / ``rejected`` (ERP confirms)."""
+        return await self._call("share_pay", store_id, order_id,
+                                [token, mode, amount_cents, version, payment_ref, window_ms, code],
+                                actor, with_config=False, with_open=True)

@@ -106,7 +106,8 @@ class ReconciliationCase(BaseModel):
 
     order_id: str
     table_id: str | None
-    reasons: list[Literal["forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch"]]
+    reasons: list[Literal["forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
+                          "share_refund_due"]]
     trail: list[AuditEntry]
 
 

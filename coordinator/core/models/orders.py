@@ -85,8 +85,9 @@ class OrderIn(Body):
         # An order without adjustments reads exactly as before they existed: old readers and
         # vendors comparing orders field by field see no change on the wire.
         data = handler(self)
-        if not data.get("adjustments", True):
-            del data["adjustments"]
+        for name in ("adjustments", "paid_cents", "shares"):  # the additions, when empty
+            if name in data and not data[name]:
+                del data[name]
         return data
 
     def lines_cents(self) -> int:
@@ -94,10 +95,30 @@ class OrderIn(Body):
         return sum(item.qty * item.unit_price_cents for item in self.items)
 
 
+class Share(BaseModel):
+    """A split-bill share (SPEC §10): its kind, what it covers, and the amount it came to."""
+
+    kind: Literal["lines", "parts", "amount", "rest"]
+    line_ids: list[str] | None = None
+    parts: int | None = None
+    part: int | None = None
+    amount_cents: int
+
+
+class PaidShare(Share):
+    """A share paid: no payer identity (the table's diners see only that someone paid it)."""
+
+    fence: int
+    paid_at: Millis
+
+
 class Order(OrderIn):
-    """An order as the coordinator last heard it from the ERP."""
+    """An order as the coordinator last heard it from the ERP, with what its paid shares came to."""
 
     updated_at: Millis
+    #: Split bill: the sum of the paid shares and the shares themselves; absent until one is paid.
+    paid_cents: int = 0
+    shares: list[PaidShare] = []
 
 
 class OrderResponse(BaseModel):

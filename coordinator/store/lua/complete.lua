@@ -5,6 +5,7 @@
 -- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] token   ARGV[8] amount_cents   ARGV[9] version
 -- ARGV[10] payment_ref   ARGV[11] mode: "self" | "begin"   ARGV[12] completing window in ms
 -- ARGV[13] store config JSON defaults
+-- The amount must be what remains due: the total less the paid shares' paid_cents (SPEC §10).
 --
 -- Returns, by mode:
 -- mode self  (an ERP terminal completing its own payment: it is the ERP) checks and marks the
@@ -24,9 +25,11 @@ local K_ORDER, K_LOCKS, K_OPEN, K_CONFIG = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local order_id, token, amount, version = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local payment_ref, mode, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
 
-local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref', 'table_id')
+local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref', 'table_id', 'paid_cents')
 if not o[1] then return fail('NOT_FOUND') end
 local json, status, table_id = o[1], o[2], o[6]
+-- Split bill (SPEC §10): after shares are paid a whole-order payment pays what remains due.
+local due = tonumber(o[4]) - (tonumber(o[7]) or 0)
 if status == 'paid' and o[5] == payment_ref then
   return reply({ok = 1, paid = true, replay = true}, json)
 end
@@ -43,7 +46,7 @@ if status ~= 'open' then return refuse('ORDER_CLOSED', true) end
 
 if not store_config(K_CONFIG, ARGV[13]).strong_link_enabled then
   if version ~= tonumber(o[3]) then return refuse('STALE_VERSION', true) end
-  if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
+  if amount ~= due then return refuse('AMOUNT_MISMATCH', true) end
   if mode == 'self' then
     return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
   end
@@ -58,7 +61,7 @@ if lock.completing then return fail('PAYMENT_LOCKED') end
 if version ~= tonumber(lock.version) or tonumber(o[3]) ~= tonumber(lock.version) then
   return refuse('STALE_VERSION', true)
 end
-if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
+if amount ~= due then return refuse('AMOUNT_MISMATCH', true) end
 
 if mode == 'self' then
   return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
