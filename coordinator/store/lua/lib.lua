@@ -251,3 +251,39 @@ local function next_fence(order_key)
   redis.call('HSET', order_key, 'fence', fence)
   return fence
 end
+
+-- Split bill (SPEC §10): the payment lock a token holds, whole-order (slot pay) or a share's
+-- (slot share:<fence>); returns slot, lock or nil.
+local function payment_lock_by_token(held, token)
+  for _, slot in ipairs(held_slots(held)) do
+    local lock = held[slot]
+    if slot ~= 'edit' and lock.token == token then return slot, lock end
+  end
+  return nil, nil
+end
+
+-- Mark the share held in `slot` paid: it joins the order's `shares` (without its holder: the
+-- table's diners see only that someone paid it), paid_cents grows, the lock ends (reason paid),
+-- share.paid {share, paid_cents, remaining_cents, order}; when paid_cents reaches the total the
+-- order is paid (mark_paid: the other locks end, then order.paid). payment_ref is remembered
+-- (order field ref:<payment_ref>) for idempotency. Returns the order JSON and whether it is paid.
+local function mark_share_paid(order_key, locks_key, open_key, order_id, held, slot, payment_ref)
+  local lock = held[slot]
+  local o = redis.call('HMGET', order_key, 'body', 'total', 'table_id', 'paid_cents', 'shares')
+  local shares = o[5] and cjson.decode(o[5]) or {}
+  local record = {}
+  for k, v in pairs(lock.share) do record[k] = v end
+  record.fence, record.paid_at = lock.fence, NOW
+  table.insert(shares, record)
+  local paid, total = (tonumber(o[4]) or 0) + tonumber(lock.share.amount_cents), tonumber(o[2])
+  end_lock(locks_key, slot, lock, 'lock.released', {reason = 'paid'})
+  held[slot] = nil
+  local json = write_order(order_key, o[1], 'open', {'paid_cents', paid, 'shares', encode(shares),
+                                                     'ref:' .. payment_ref, lock.fence})
+  emit('share.paid', o[3], order_id,
+       raw_field(encode({share = record, paid_cents = paid, remaining_cents = total - paid}), 'order', json))
+  if paid >= total then
+    return mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, paid), true
+  end
+  return json, false
+end

@@ -85,20 +85,6 @@ if mode == 'begin' then
 end
 
 -- Mark the share paid (modes self and paid).
-local shares = o[8] and cjson.decode(o[8]) or {}
-local record = {}
-for k, v in pairs(lock.share) do record[k] = v end
-record.fence, record.paid_at = lock.fence, NOW
-table.insert(shares, record)
-local paid = (tonumber(o[7]) or 0) + tonumber(lock.share.amount_cents)
-end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'paid'})
-held[slot] = nil
-local json = write_order(K_ORDER, o[6], 'open', {'paid_cents', paid, 'shares', encode(shares),
-                                                'ref:' .. payment_ref, lock.fence})
-emit('share.paid', table_id, order_id,
-     raw_field(encode({share = record, paid_cents = paid, remaining_cents = total - paid}), 'order', json))
-if paid >= total then
-  json = mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, paid)
-  return reply({ok = 1, paid = true, order_paid = true}, json)
-end
+local json, order_paid = mark_share_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, slot, payment_ref)
+if order_paid then return reply({ok = 1, paid = true, order_paid = true}, json) end
 return reply({ok = 1, paid = true, order_paid = false, due = index_order(K_LOCKS, order_id)}, json)
