@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
-from coordinator.api import admin, erp, h5
+from coordinator.api import admin, erp, h5, shares
 from coordinator.api.middleware import errors_middleware, security_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import websocket
@@ -31,7 +31,7 @@ from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
 from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
-ROUTERS = (admin.router, erp.router, h5.router)
+ROUTERS = (admin.router, erp.router, h5.router, shares.router)
 SETTINGS = web.AppKey("settings", Settings)
 #: Whether the app runs its expiry sweeper (a test of the scripts' own expiry turns it off).
 SWEEPER = web.AppKey("sweeper", bool)

@@ -133,7 +133,8 @@ def _align(case: Any) -> None:
 
     ``PUT .../orders/{order_id}`` wants the body's ``order_id`` equal to the path's and distinct
     ``line_id``s, a ``total_cents`` that reconciles with the lines and adjustments (whose
-    ``line_id``s name lines of the order), and the audit and reconciliation windows want
+    ``line_id``s name lines of the order), a share's ``part`` at most its ``parts``, and the
+    audit and reconciliation windows want
     ``from <= to``; all are 400 otherwise, correctly.
     """
     path = case.path_parameters or {}
@@ -146,6 +147,9 @@ def _align(case: Any) -> None:
             line["line_id"] = f"{line['line_id'][:58]}-{i}"
     if isinstance(case.body, dict) and "total_cents" in case.body and isinstance(lines, list):
         _reconcile(case.body, lines)
+    share = case.body.get("share") if isinstance(case.body, dict) else None
+    if isinstance(share, dict) and isinstance(share.get("part"), (int, float)) and isinstance(share.get("parts"), (int, float)):
+        share["part"] = min(share["part"], share["parts"])  # part <= parts (400 otherwise, correctly)
     query = case.query or {}
     start, end = query.get("from"), query.get("to")
     if isinstance(start, int) and isinstance(end, int) and start > end:

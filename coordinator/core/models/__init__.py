@@ -69,7 +69,8 @@ from coordinator.core.models.locks import (
     TokenBody,
     ViewerHolder,
 )
-from coordinator.core.models.orders import Adjustment, Order, OrderIn, OrderItem, OrderResponse
+from coordinator.core.models.orders import Adjustment, Order, OrderIn, OrderItem, OrderResponse, PaidShare, Share
+from coordinator.core.models.shares import PutOrderQuery, ShareAmount, ShareClaimRequest, ShareIn, ShareLines, ShareParts, ShareRest
 
 __all__ = [
     "AuditEntry", "AuditPage", "AuditQuery", "Body", "Cents", "CheckRequest", "CheckResult", "Checkout",
@@ -81,4 +82,6 @@ __all__ = [
     "SessionRequest", "Store", "StoreConfig", "StoreConfigChange", "StoreConfigPatch", "StoreIn", "StoreList",
     "StoreRef", "StreamId", "Table", "TableIn", "TableList", "TableRef", "Terminal", "TerminalCreated",
     "TerminalIn", "TerminalList", "TimeBound", "Token", "Version", "ViewerHolder", "config_rule",
+    "PaidShare", "PutOrderQuery", "Share", "ShareAmount", "ShareClaimRequest", "ShareIn", "ShareLines",
+    "ShareParts", "ShareRest",
 ]

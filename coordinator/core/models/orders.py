@@ -104,6 +104,11 @@ class Share(BaseModel):
     part: int | None = None
     amount_cents: int
 
+    @model_serializer(mode="wrap")
+    def _only_its_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A share shows the fields of its kind only (lines: line_ids; parts: parts and part).
+        return {k: v for k, v in handler(self).items() if v is not None}
+
 
 class PaidShare(Share):
     """A share paid: no payer identity (the table's diners see only that someone paid it)."""
