@@ -39,6 +39,12 @@ async def test_cashier_takes_the_rest_pays_it_and_a_reduction_needs_force(client
     status, paid = await call(client, "POST", url(shop, "/shares/payments"), shop.a, pay)
     assert status == 200 and paid["order"]["paid_cents"] == 1800 and paid["order"]["status"] == "open"
     assert paid["order"]["shares"][0]["kind"] == "rest" and "holder" not in paid["order"]["shares"][0]
+    session = await client.post("/api/v1/h5/sessions", json={"qr_token": shop.qr})
+    h5_token = (await session.json())["session_token"]
+    status, table = await call(client, "GET", "/api/v1/h5/table", h5_token)
+    assert status == 200 and table["order"]["paid_cents"] == 1800
+    assert table["order"]["shares"] == [{"kind": "rest", "amount_cents": 1800, "fence": rest["lock"]["fence"],
+                                         "paid_at": table["order"]["shares"][0]["paid_at"]}]
     status, released = await call(client, "POST", url(shop, "/shares/release"), shop.b, {"token": diner["lock"]["token"]})
     assert (status, released) == (200, {"released": True})
 

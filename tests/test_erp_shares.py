@@ -7,6 +7,7 @@ import pytest
 from erp_simulator.db import ErpDatabase
 from erp_simulator.errors import AmountMismatch, FenceRejected, VersionMismatch
 from erp_simulator.shares import ShareLedger
+from erp_simulator.view import StoreView
 
 
 @pytest.fixture
@@ -44,3 +45,23 @@ def test_a_share_is_recorded_once_and_checked(ledger):
     with pytest.raises(VersionMismatch):
         books.pay_share(order_id, version=2, amount_cents=100, payment_ref="wx-4", fence=13, share=share)
     assert books.paid_cents(order_id) == 5000
+
+
+def test_the_terminal_view_keeps_share_locks_apart():
+    """Two share locks of one order coexist in a terminal's view, end by fence, and are never "the" payment lock."""
+    def event(seq: int, name: str, lock: dict, **data) -> dict:
+        return {"type": "event", "seq": seq, "ts": 1, "name": name, "store_id": "s", "table_id": "T1",
+                "order_id": "o1", "data": {"lock": lock, **data}}
+
+    def share_lock(fence: int, cents: int) -> dict:
+        return {"kind": "payment", "order_id": "o1", "table_id": "T1", "holder": {"role": "h5", "is_me": False},
+                "fence": fence, "version": 1, "acquired_at": 0, "expires_at": 10**13,
+                "share": {"kind": "amount", "amount_cents": cents}}
+
+    view = StoreView()
+    view.apply(event(1, "lock.acquired", share_lock(5, 100)))
+    view.apply(event(2, "lock.acquired", share_lock(6, 200)))
+    assert [l["fence"] for l in view.live_locks("o1", 1)] == [5, 6]
+    assert view.lock_of("o1", "payment", 1) is None
+    view.apply(event(3, "lock.released", share_lock(5, 100), reason="paid"))
+    assert [l["fence"] for l in view.live_locks("o1", 1)] == [6]
