@@ -91,7 +91,7 @@ def _locks(terminal: Terminal, order_id: str, now: int) -> list[dict[str, Any]]:
     for lock in seen:
         holder = lock.get("holder") or {}
         mine = holder.get("role") == "erp" and holder.get("terminal_id") == terminal.terminal_id
-        out.append({k: lock.get(k) for k in ("kind", "fence", "expires_at", "acquired_at", "completing")}
+        out.append({k: lock.get(k) for k in ("kind", "fence", "expires_at", "acquired_at", "completing", "share")}
                    | {"holder": page_holder(holder), "mine": mine})
     return sorted(out, key=lambda lock: lock["kind"])
 

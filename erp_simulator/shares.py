@@ -70,3 +70,16 @@ class ShareLedger:
         paid = db.execute("SELECT COALESCE(SUM(amount_cents), 0) FROM share_payments WHERE order_id = ?",
                           (order_id,)).fetchone()[0]
         return {**order, "paid_cents": int(paid)}
+
+
+async def pay_rest(terminal: Any, order_id: str, payment_ref: str) -> dict[str, Any]:
+    """收银台收剩余: take "the rest" of a split order under the terminal's own share lock, pay it at the
+    till, and record it in the ERP's books (the terminal is the ERP: no order.pay RPC)."""
+    order = terminal.db.order(order_id)
+    lock = await terminal.client.claim_share(order_id, {"rest": True}, expected_version=order["version"])
+    amount = lock["share"]["amount_cents"]
+    paid = await terminal.client.pay_share(order_id, token=lock["token"], amount_cents=amount,
+                                           version=lock["version"], payment_ref=payment_ref)
+    ShareLedger(terminal.db).pay_share(order_id, version=lock["version"], amount_cents=amount,
+                                       payment_ref=payment_ref, fence=lock["fence"], share=lock["share"])
+    return paid
