@@ -259,3 +259,16 @@ async def test_random_concurrent_splits_never_overlap_nor_exceed_the_total(book,
         assert len(paid_events) == (1 if order["status"] == "paid" else 0)
         outcomes.add("paid" if order["status"] == "paid" else "partly" if shares else "unpaid")
     assert outcomes >= {"paid", "partly"}  # the histories reach both ends, or the checks above prove little
+
+
+async def test_a_lapsed_share_claim_expires_once_and_frees_its_part(book, uid):
+    """A diner's share claim past its 1 s expiry ends by the sweeper's expire (lock.expired once), and its part is free."""
+    await book.engine.redis.hset(keys.config(uid), "h5_payment_lock_seconds", "1")
+    lock, _ = await book.claim(uid, "o1", DINERS[0], part(2, 2))
+    assert await book.engine.redis.zscore(keys.active(uid), "o1") == lock["expires_at"]
+    await asyncio.sleep(1.1)
+    assert await book.engine.expire(uid, "o1") == -1
+    assert await book.engine.expire(uid, "o1") == -1
+    expired = [e for e in await events(book, uid) if e["name"] == "lock.expired"]
+    assert [e["data"]["lock"]["fence"] for e in expired] == [lock["fence"]]
+    assert (await book.claim(uid, "o1", DINERS[1], part(2, 2)))[0]["share"]["amount_cents"] == 5001
