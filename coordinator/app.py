@@ -16,11 +16,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
-from coordinator.api import admin, erp, h5, shares
+from coordinator.api import admin, admin_payments, erp, h5, payments, shares
 from coordinator.api.middleware import errors_middleware, security_middleware
 from coordinator.api.openapi import document
 from coordinator.api.ws import websocket
 from coordinator.core.models import StoreConfig
+from coordinator.payments.runtime import Payments
 from coordinator.realtime.runtime import Realtime
 from coordinator.services import SERVICES, Services
 from coordinator.settings import Settings, load_store_defaults
@@ -31,7 +32,8 @@ from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
 from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
-ROUTERS = (admin.router, erp.router, h5.router, shares.router)
+ROUTERS = (admin.router, erp.router, h5.router, payments.router, payments.notify_router, admin_payments.router,
+           shares.router)
 SETTINGS = web.AppKey("settings", Settings)
 #: Whether the app runs its expiry sweeper (a test of the scripts' own expiry turns it off).
 SWEEPER = web.AppKey("sweeper", bool)
@@ -46,7 +48,9 @@ async def _services(app: web.Application):
     redis = await open_redis(settings.redis_url)
     defaults = StoreConfig.model_validate(load_store_defaults(settings.store_defaults_file))
     engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention,
-                        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms)
+                        wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
+                        refusal_window_ms=settings.h5_refusal_window_seconds * 1000,
+                        refusals_per_table=settings.h5_refusals_per_table)
     auth = Authenticator(
         redis,
         admin_token=settings.admin_token.get_secret_value(),
@@ -69,6 +73,21 @@ async def _close_sockets(app: web.Application) -> None:
     services = app.get(SERVICES)
     if services is not None:
         await services.realtime.close_sockets()
+
+
+async def _payments(app: web.Application):
+    services = app[SERVICES]
+    settings = services.settings
+    runtime = Payments.build(
+        services.engine, secret_key=settings.secret_key.get_secret_value(),
+        public_url=settings.effective_public_url, rpc=lambda: services.rpc,
+        first_poll_ms=settings.payment_first_query_ms,
+        provider_timeout=settings.payment_provider_timeout_seconds,
+    )
+    services.payments = runtime
+    runtime.start()
+    yield
+    await runtime.aclose()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -116,6 +135,7 @@ def build_app(settings: Settings, *, sweeper: bool = True) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(session_rate=settings.session_rate_per_minute,
                                     h5_rate=settings.h5_rate_per_minute)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_payments)  # after _services: deliveries use services.rpc
     app.on_shutdown.append(_close_sockets)
     endpoints = [e for router in ROUTERS for e in router.endpoints]
     for router in ROUTERS:

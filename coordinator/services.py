@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from coordinator.h5 import H5Service
+from coordinator.payments.runtime import Payments
 from coordinator.realtime.hub import Hub
 from coordinator.realtime.liveness import Liveness
 from coordinator.realtime.rpc import ErpRpc
@@ -35,6 +36,8 @@ class Services:
     liveness: Liveness
     #: The diner's flows (menu, add-ons, checkout), callable without HTTP.
     h5: H5Service
+    #: Provider payments (SPEC §9); set by app.py's payments context, after the real-time runtime.
+    payments: Payments | None = None
 
     @classmethod
     def of(cls, settings: Settings, engine: LockEngine, auth: Authenticator, directory: Directory,

@@ -81,7 +81,25 @@ class Settings(BaseSettings):
     session_rate_per_minute: int = Field(default=30, ge=1)
     h5_rate_per_minute: int = Field(default=120, ge=1)
     event_retention: int = Field(default=10000, ge=1)  # SPEC §7 wants >= 10,000 in production
+    # Websocket caps, counted across processes in Redis (realtime/admission.py): open sockets per H5
+    # session, per ERP terminal and per client address (1008 past them); connects per minute per
+    # address (4429 past it); how long a dead process's sockets keep counting; and the most events
+    # one `since` may replay (further behind: a snapshot instead).
+    ws_per_h5_session: int = Field(default=4, ge=1)
+    ws_per_terminal: int = Field(default=8, ge=1)
+    ws_per_address: int = Field(default=200, ge=1)
+    ws_connect_rate_per_minute: int = Field(default=120, ge=1)
+    ws_slot_ttl_seconds: int = Field(default=60, ge=1)
+    ws_replay_max_events: int = Field(default=1000, ge=1)
+    # Refused H5 requests audited one by one per table and window; the rest are counted
+    # (lua/refusals.lua): the first refusal of a kind per session, at most this many per table.
+    h5_refusal_window_seconds: int = Field(default=60, ge=1)
+    h5_refusals_per_table: int = Field(default=5, ge=1)
     store_defaults_file: Path = DEFAULT_STORE_DEFAULTS_FILE
+    # Payments (SPEC §9): first provider query of a trade whose notification has not come, and
+    # the timeout of one call to a payment provider.
+    payment_first_query_ms: int = Field(default=20000, ge=1)
+    payment_provider_timeout_seconds: float = Field(default=5.0, gt=0)
 
     def __init__(self, _config_file: Path | str | None = None, **values: Any) -> None:
         token = _config_file_override.set(Path(_config_file) if _config_file is not None else None)

@@ -80,9 +80,11 @@ class CoordinatorClient:
         return (await self._call("GET", "/locks"))["locks"]
 
     async def take_lock(self, order_id: str, kind: str, *, force: bool = False,
-                        expected_version: int | None = None) -> dict[str, Any]:
+                        expected_version: int | None = None, force_unverified: bool = False) -> dict[str, Any]:
         """Take a lock; returns the lock with its token and ``enforced`` (false in legacy mode: nothing stored)."""
         body: dict[str, Any] = {"kind": kind, "force": force}
+        if force_unverified:
+            body["force_unverified"] = True  # the cashier confirmed the "cannot verify the payment" warning
         if expected_version is not None:
             body["expected_version"] = expected_version
         grant = await self._call("POST", f"/orders/{order_id}/locks", body)

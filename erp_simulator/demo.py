@@ -9,8 +9,12 @@ module runs, on one event loop:
    so a second run reuses them;
 3. the ERP simulator on its own database (tables, menu, an open order on T1) with a waiter page
    per terminal on its own port;
+4. the sandbox payment provider as a child process (``demo_sandbox.py``; port ``pages_port`` + 3,
+   or a free one), with the store's WeChat Pay and Alipay settings set from its credentials
+   through the admin API, so diners pay on its pay page (SPEC §9);
 
-then prints where everything is (and T1's QR code) and runs until ``stop`` is set.
+then prints where everything is (and T1's QR code) and runs until ``stop`` is set; the sandbox
+process is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from coordinator.security_headers import KEEPALIVE_TIMEOUT_SECONDS
 from coordinator.settings import Settings
 
 from .db import ErpDatabase
+from .demo_sandbox import SandboxProvider
 from .seed import TABLES, seed
 from .simulator import Simulator, TerminalSpec
 
@@ -57,6 +62,7 @@ async def run_demo(settings: Settings, stop: Any, *, store_id: str = "demo", pag
     await runner.setup()
     sim: Simulator | None = None
     db: ErpDatabase | None = None
+    sandbox: SandboxProvider | None = None
     try:
         try:
             await web.TCPSite(runner, settings.host, settings.port).start()
@@ -77,10 +83,18 @@ async def run_demo(settings: Settings, stop: Any, *, store_id: str = "demo", pag
             say("warning: not every terminal connected to the coordinator within 15 s")
         except OSError as e:
             raise DemoError(f"cannot serve the waiter pages on ports {ports}: {e}") from e
+        sandbox = SandboxProvider(settings.data_dir / "sandbox-pay", port=base + len(specs) if base else 0)
+        try:
+            await sandbox.start()
+            await sandbox.configure(local, admin_token, store_id)
+        except (OSError, RuntimeError, TimeoutError, aiohttp.ClientError) as e:
+            raise DemoError(f"cannot start the sandbox payment provider: {e}") from e
         console = await _answers(f"{local}/admin/")
-        _announce(say, settings, local, store_id, sim, tables["T1"]["qr_url"], console)
+        _announce(say, settings, local, store_id, sim, tables["T1"]["qr_url"], console, sandbox)
         await stop.wait()
     finally:
+        if sandbox is not None:
+            await sandbox.stop()
         if sim is not None:
             await sim.stop()
         if db is not None:
@@ -147,7 +161,7 @@ async def _answers(url: str) -> bool:
 
 
 def _announce(say: Callable[[str], None], settings: Settings, local: str, store_id: str, sim: Simulator,
-              h5_url: str, console: bool) -> None:
+              h5_url: str, console: bool, sandbox: SandboxProvider) -> None:
     say("")
     say(f"tablelock demo: store {store_id!r} ({STORE_NAME}) is ready")
     if console:
@@ -161,6 +175,8 @@ def _announce(say: Callable[[str], None], settings: Settings, local: str, store_
         role = "master" if terminal.master else "secondary"
         say(f"  waiter page {terminal.name} ({role}): {url}")
     say(f"  H5 page for T1 (scan the QR code): {h5_url}")
+    say(f"  sandbox payments (WeChat Pay + Alipay for {store_id!r}): {sandbox.url}/")
+    say(f"    its switches: POST /sandbox/control there, bearer token in {sandbox.control_token_file}")
     say("")
     segno.make(h5_url, error="m").terminal(compact=True)
     say("")

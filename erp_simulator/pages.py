@@ -208,7 +208,8 @@ ACTIONS: list[tuple[str, str, Any]] = [
     ("POST", "/api/orders/{order_id}/submit", lambda t, m, b: t.submit(m["order_id"])),
     ("POST", "/api/orders/{order_id}/presettle", lambda t, m, b: t.presettle(m["order_id"], _force(b))),
     ("POST", "/api/orders/{order_id}/presettle/release", lambda t, m, b: t.unpresettle(m["order_id"])),
-    ("POST", "/api/orders/{order_id}/payment", lambda t, m, b: t.checkout(m["order_id"], _force(b))),
+    ("POST", "/api/orders/{order_id}/payment",
+     lambda t, m, b: t.checkout(m["order_id"], _force(b), b.get("force_unverified") is True)),
     ("POST", "/api/orders/{order_id}/payment/complete", lambda t, m, b: t.complete_payment(m["order_id"])),
     ("POST", "/api/orders/{order_id}/payment/cancel", lambda t, m, b: t.cancel_payment(m["order_id"])),
 ]

@@ -29,6 +29,7 @@ from websockets.typing import Subprotocol
 from .client import CoordinatorClient, Refused
 from .db import ErpDatabase, wall_ms
 from .errors import ErpError
+from .payment_notices import payment_notice
 from .rpc import MasterRpc
 from .view import LockEnded, Resynced, StoreView
 
@@ -202,7 +203,7 @@ class Terminal:
             self._up.set()
             if self.master:
                 self._spawn(self._resync())
-        self.tell()
+        self.tell(payment_notice(message))  # surplus alerts, the add-on toast
         return kind == "hello"
 
     def _observe_fences(self, message: dict[str, Any]) -> None:
@@ -315,9 +316,13 @@ class Terminal:
         """反预结: release this terminal's presettle lock."""
         return await self._release(order_id, "presettle")
 
-    async def checkout(self, order_id: str, force: bool = False) -> dict[str, Any]:
-        """结账: open the payment page, i.e. take the ``payment`` lock bound to the ERP's version."""
-        return await self._take(order_id, "payment", force)
+    async def checkout(self, order_id: str, force: bool = False, force_unverified: bool = False) -> dict[str, Any]:
+        """结账: open the payment page, i.e. take the ``payment`` lock bound to the ERP's version.
+
+        ``force_unverified``: the cashier confirmed PAYMENT_UNVERIFIED (the provider could not be
+        asked about the diner's in-flight payment; a late success becomes a refunded surplus).
+        """
+        return await self._take(order_id, "payment", force, force_unverified)
 
     async def complete_payment(self, order_id: str, payment_ref: str | None = None) -> dict[str, Any]:
         """完成支付: complete with the payment lock's token, then record it in the ERP."""
@@ -348,7 +353,7 @@ class Terminal:
         """取消 on the payment page: release the payment lock."""
         return await self._release(order_id, "payment")
 
-    async def _take(self, order_id: str, kind: str, force: bool) -> dict[str, Any]:
+    async def _take(self, order_id: str, kind: str, force: bool, force_unverified: bool = False) -> dict[str, Any]:
         order = self._erp(lambda: self.db.order(order_id))
         if order["status"] != "open":
             raise Refused("ORDER_CLOSED", "订单已结束(已支付或已取消)", "The order is closed (paid or cancelled)")
@@ -356,7 +361,8 @@ class Terminal:
         if known is None or known.get("version") != order["version"]:
             await self.push(order)  # a lock binds to a version the coordinator must know
         expected = order["version"] if kind != "order" else None
-        lock = await self.client.take_lock(order_id, kind, force=force, expected_version=expected)
+        lock = await self.client.take_lock(order_id, kind, force=force, expected_version=expected,
+                                           force_unverified=force_unverified)
         self.db.observe_fence(order_id, int(lock["fence"]))
         if kind in ("payment", "presettle"):
             self._drop(order_id, "order")  # converted in the same atomic step (SPEC §2)

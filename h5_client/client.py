@@ -3,8 +3,8 @@
     async with await H5Client.open("http://127.0.0.1:8080", qr_token) as diner:
         table = await diner.table()
         grant = await diner.checkout()                      # {"lock": {..., "token"}, "order"}
-        order = await diner.pay(grant["lock"]["token"], grant["order"]["total_cents"],
-                                grant["order"]["version"], "my-payment-ref")
+        started = await diner.start_payment(grant["lock"]["token"], "wechatpay")  # open started["pay_url"]
+        result = await diner.payment_result(started["out_trade_no"], grant["order"]["order_id"])
         async for event in diner.events():                  # resumes after drops via ``since``
             ...
 
@@ -139,12 +139,28 @@ class H5Client:
         """POST /h5/checkout/cancel: give my payment lock back; True when something was released."""
         return (await self._request("POST", "/h5/checkout/cancel", {"token": token}))["released"]
 
-    async def pay(self, token: str, amount_cents: int, version: int, payment_ref: str) -> dict[str, Any]:
-        """POST /h5/payments: complete my payment; returns the paid order (idempotent on payment_ref)."""
-        body = await self._request("POST", "/h5/payments", {
-            "token": token, "amount_cents": amount_cents, "version": version, "payment_ref": payment_ref,
-        })
-        return body["order"]
+    async def start_payment(self, token: str, provider: str = "wechatpay") -> dict[str, Any]:
+        """POST /h5/payments/start: open the provider order for my claimed lock.
+
+        Returns ``{out_trade_no, provider, pay_url, amount_cents, expires_at, lock}``: the phone opens
+        ``pay_url``; the result comes as events (``order.paid``, ``payment.failed``, ``payment.surplus``).
+        """
+        return await self._request("POST", "/h5/payments/start", {"token": token, "provider": provider})
+
+    async def payment_result(self, out_trade_no: str, order_id: str, *, since: int | None = None,
+                             timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for the end of my payment: the ``order.paid``, ``payment.failed`` or ``payment.surplus`` event."""
+
+        async def first() -> dict[str, Any]:
+            async for event in self.events(since=since):
+                data = event.get("data") or {}
+                if event.get("name") == "order.paid" and event.get("order_id") == order_id:
+                    return event
+                if event.get("name") in ("payment.failed", "payment.surplus") and data.get("out_trade_no") == out_trade_no:
+                    return event
+            raise H5Error(0, {"code": "DISCONNECTED", "message": "", "message_en": "events ended"})
+
+        return await asyncio.wait_for(first(), timeout)
 
     # --- websocket --------------------------------------------------------------------------
 

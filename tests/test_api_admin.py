@@ -170,7 +170,8 @@ async def test_config_defaults_and_patch(client, shop):
     config = await ok_json(await send(client, "GET", path))
     assert config == {"strong_link_enabled": True, "h5_payment_lock_seconds": 15, "erp_payment_lock_seconds": 180,
                       "order_lock_seconds": 300, "presettle_lock_seconds": 1800,
-                      "erp_disconnect_grace_seconds": 30, "erp_rpc_timeout_ms": 3000}
+                      "erp_disconnect_grace_seconds": 30, "erp_rpc_timeout_ms": 3000,
+                      "h5_payment_window_seconds": 180, "auto_refund_surplus": True}
     patched = await ok_json(await send(client, "PATCH", path, json={"h5_payment_lock_seconds": 20, "strong_link_enabled": False}))
     assert patched == {**config, "h5_payment_lock_seconds": 20, "strong_link_enabled": False}
     assert await ok_json(await send(client, "GET", path)) == patched

@@ -1,4 +1,5 @@
-"""`tablelock demo` as a user runs it: one command, every printed URL answers, SIGTERM stops everything."""
+"""`tablelock demo` as a user runs it: one command, every printed URL answers, a diner pays through the
+sandbox provider it starts, SIGTERM stops everything (the sandbox process too)."""
 
 from __future__ import annotations
 
@@ -133,6 +134,33 @@ def _diner_adds_a_dish(h5_url: str, master_page: str) -> None:
     assert t1["order"]["version"] == order["version"]
 
 
+def _diner_pays_through_the_sandbox(h5_url: str, sandbox_url: str, token_file: Path, master_page: str) -> None:
+    """Through the H5 API and the sandbox's control API: T1's diner pays by WeChat Pay; the ERP has it paid."""
+    base, qr = h5_url.split("/h5/?qr=", 1)
+    session = _json(f"{base}/api/v1/h5/sessions", {"qr_token": qr})
+
+    def h5(path: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{base}/api/v1/h5/{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {session['session_token']}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    grant = h5("checkout", {})
+    started = h5("payments/start", {"token": grant["lock"]["token"], "provider": "wechatpay"})
+    assert started["pay_url"].startswith(sandbox_url)  # the store's WeChat Pay settings point at the sandbox
+    pay = urllib.request.Request(
+        f"{sandbox_url}/sandbox/trades/{started['out_trade_no']}/pay", data=json.dumps({"outcome": "paid"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token_file.read_text().strip()}"})
+    with urllib.request.urlopen(pay, timeout=10) as response:
+        assert response.status == 200
+    cashier = _WaiterBrowser(master_page)
+    deadline = time.monotonic() + 10
+    while next(t for t in cashier.json("api/state")["tables"] if t["table_id"] == "T1")["order"] is not None:
+        assert time.monotonic() < deadline, "the ERP never had T1's order paid"
+        time.sleep(0.1)
+
+
 def test_demo_prints_working_urls_and_stops_cleanly_on_sigterm(tmp_path):
     """Every printed URL answers 200, locks and a diner's dishes travel live, SIGTERM ends it all."""
     data_dir = tmp_path / "demo-data"
@@ -147,7 +175,7 @@ def test_demo_prints_working_urls_and_stops_cleanly_on_sigterm(tmp_path):
     try:
         output = child.until(READY, timeout=60)
         urls = re.findall(r"https?://\S+", output)
-        assert len(urls) >= 6, output  # API, readiness, three waiter pages, H5 for T1 (+ admin console)
+        assert len(urls) >= 7, output  # API, readiness, three waiter pages, H5 for T1, sandbox (+ admin console)
         assert sum("waiter page" in line for line in output.splitlines()) == 3
         assert "▀" in output or "█" in output  # the QR code drawn in the terminal
         answers = {}
@@ -162,7 +190,12 @@ def test_demo_prints_working_urls_and_stops_cleanly_on_sigterm(tmp_path):
         assert _processes_mentioning(str(data_dir)), "the embedded redis-server runs under the data dir"
         pages = re.findall(r"waiter page (\S+) \(\w+\): (\S+)", output)
         _editor_lock_travels(pages)
-        _diner_adds_a_dish(re.search(r"H5 page for T1.*?: (\S+)", output).group(1), dict(pages)["收银台"])
+        h5_url = re.search(r"H5 page for T1.*?: (\S+)", output).group(1)
+        _diner_adds_a_dish(h5_url, dict(pages)["收银台"])
+        sandbox_url = re.search(r"sandbox payments .*?: (\S+)", output).group(1).rstrip("/")
+        token_file = Path(re.search(r"bearer token in (\S+)", output).group(1))
+        assert _processes_mentioning(str(data_dir / "sandbox-pay")), "the sandbox provider runs beside the demo"
+        _diner_pays_through_the_sandbox(h5_url, sandbox_url, token_file, dict(pages)["收银台"])
 
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -172,7 +205,7 @@ def test_demo_prints_working_urls_and_stops_cleanly_on_sigterm(tmp_path):
         deadline = time.monotonic() + 5
         while _processes_mentioning(str(data_dir)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _processes_mentioning(str(data_dir)) == [], "a redis-server outlived the demo"
+        assert _processes_mentioning(str(data_dir)) == [], "a redis-server or the sandbox outlived the demo"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -20,6 +20,7 @@ from erp_simulator.view import LockEnded, Resynced, StoreView
 from h5_client.client import H5Client, H5Error
 from tests.support.app import ADMIN_TOKEN, bearer
 from tests.support.erp_store import Store, make_store
+from tests.support.payments import wechat_notification
 
 # --- the pure view ---------------------------------------------------------------------------
 
@@ -273,8 +274,8 @@ async def test_master_refuses_to_accept_under_a_payment_lock_with_the_spec_toast
     assert sim.db.order(order_id) == before
 
 
-async def test_h5_payment_is_confirmed_by_the_master_with_its_fence(sim, store):
-    """A diner pays: the master checks the fence and marks the ERP order paid; a lower fence is refused."""
+async def test_h5_payment_is_confirmed_by_the_master_with_its_fence(sim, store, client, sandbox):
+    """A diner pays through the provider: the master checks the fence and marks the ERP order paid; a lower fence is refused."""
     order_id = t1(sim)
     async with await H5Client.open(store.base_url, store.qr) as diner:
         grant = await diner.checkout()
@@ -284,9 +285,17 @@ async def test_h5_payment_is_confirmed_by_the_master_with_its_fence(sim, store):
             await sim.master.rpc.pay({"order_id": order_id, "version": grant["order"]["version"],
                                       "amount_cents": grant["order"]["total_cents"], "payment_ref": "x",
                                       "fence": grant["lock"]["fence"] - 1})
-        paid = await diner.pay(grant["lock"]["token"], grant["order"]["total_cents"], grant["order"]["version"], "wx-1")
-    assert paid["status"] == "paid"
-    assert sim.db.order(order_id)["status"] == "paid" and sim.db.payment(order_id)["payment_ref"] == "wx-1"
+        admin = bearer(ADMIN_TOKEN)
+        resp = await client.put(f"/api/v1/admin/stores/{store.store_id}/payments/providers/wechatpay",
+                                json=sandbox.credentials["wechatpay"], headers=admin)
+        assert resp.status == 200, await resp.text()
+        started = await diner.start_payment(grant["lock"]["token"], "wechatpay")
+        headers, body = wechat_notification(sandbox, out_trade_no=started["out_trade_no"],
+                                            amount_cents=grant["order"]["total_cents"], transaction_id="wx-1")
+        resp = await client.post(f"/api/v1/payments/notify/wechatpay/{store.store_id}", data=body, headers=headers)
+        assert resp.status in (200, 204)
+        await eventually(lambda: sim.db.order(order_id)["status"] == "paid", what="ERP order paid")
+    assert sim.db.payment(order_id)["payment_ref"] == "wechatpay:wx-1"
 
 
 async def test_terminal_resumes_after_a_drop_without_losing_events(sim):

@@ -19,6 +19,7 @@ from tests.support.history.checker import check
 from tests.support.history.clients import Api, Processes, Subscriber, seed_store
 from tests.support.history.recorder import History
 from tests.support.history.workload import order_body
+from tests.support.payments import wechat_notification
 
 #: SPEC (issue): Redis unreachable must turn into 503 within a second.
 UNAVAILABLE_WITHIN = 1.0
@@ -181,7 +182,7 @@ class Script:
         return "result", order
 
 
-async def test_master_dropping_or_silent_mid_rpc_is_erp_unreachable_and_nothing_stays_stuck(redis_factory, tmp_path):
+async def test_master_dropping_or_silent_mid_rpc_is_erp_unreachable_and_nothing_stays_stuck(redis_factory, tmp_path, sandbox):
     """The master dropping its socket mid-call, or never answering, gives 503 ERP_UNREACHABLE in time; no lock stays stuck."""
     redis = redis_factory(tcp=True)
     processes = await _start(redis.url, tmp_path, 2)
@@ -216,30 +217,42 @@ async def test_master_dropping_or_silent_mid_rpc_is_erp_unreachable_and_nothing_
             assert timeout_ms / 1000 - 0.05 <= seconds < timeout_ms / 1000 + 0.7
             print(f"master silent: 503 ERP_UNREACHABLE in {seconds * 1000:.0f} ms (timeout {timeout_ms} ms)")
 
-            # 3. The socket drops while order.pay is outstanding: the completing lock is let go.
+            # 3. The socket drops while order.pay is outstanding (SPEC §9: the money has arrived, so
+            #    the lock stays completing, nothing is rejected, and the outbox completes it later).
             script.behaviour = {"order.pay": "drop"}
+            op = await api.call("admin", "admin", ADMIN_TOKEN, "PUT",
+                                f"/admin/stores/{store}/payments/providers/wechatpay", sandbox.credentials["wechatpay"])
+            assert op.status == 200, op.resp
             status, data, _ = await _timed(http, "POST", f"{h5_url}/checkout", session)
             assert status == 201, data
             lock, order = data["lock"], data["order"]
-            status, data, seconds = await _timed(http, "POST", f"{h5_url}/payments", session, {
-                "token": lock["token"], "amount_cents": order["total_cents"], "version": order["version"],
-                "payment_ref": "pay-dropped"})
-            assert status == 503 and data["error"]["code"] == "ERP_UNREACHABLE", data
-            assert seconds < timeout_ms / 1000 + 0.5
+            status, started, _ = await _timed(http, "POST", f"{h5_url}/payments/start", session,
+                                              {"token": lock["token"], "provider": "wechatpay"})
+            assert status == 201, started
+            note_headers, body = wechat_notification(sandbox, out_trade_no=started["out_trade_no"],
+                                                     amount_cents=order["total_cents"], transaction_id="42dropped")
+            async with http.post(f"{processes.url(1)}/api/v1/payments/notify/wechatpay/{store}", data=body,
+                                 headers=note_headers) as r:
+                assert r.status in (200, 204)
+            await asyncio.sleep(timeout_ms / 1000 + 0.5)
 
-            # Nothing stuck: no completing lock left, the refusal recorded, and the diner pays on a retry.
+            # Nothing lost and nothing stuck: the lock is completing (not expired), nothing rejected, and
+            # once the master answers again the outbox's retry pays the order.
             op = await api.call("erp", "erp", waiter, "GET", f"/stores/{store}/orders/o1")
-            assert op.status == 200 and not [l for l in op.resp["locks"] if l.get("completing")]
+            assert op.status == 200 and [l for l in op.resp["locks"] if l.get("completing")]
             op = await api.call("admin", "admin", ADMIN_TOKEN, "GET", f"/admin/stores/{store}/audit?order_id=o1&limit=500")
-            assert "payment.rejected" in [e["name"] for e in op.resp["entries"]]
+            assert "payment.rejected" not in [e["name"] for e in op.resp["entries"]]
             script.behaviour = {}
             assert await _reconnected(master)
-            status, data, _ = await _timed(http, "POST", f"{h5_url}/checkout", session)
-            assert status == 201, data
-            status, data, _ = await _timed(http, "POST", f"{h5_url}/payments", session, {
-                "token": data["lock"]["token"], "amount_cents": data["order"]["total_cents"],
-                "version": data["order"]["version"], "payment_ref": "pay-ok"})
-            assert status == 200 and data["order"]["status"] == "paid", data
+
+            async def paid() -> bool:
+                op = await api.call("erp", "erp", waiter, "GET", f"/stores/{store}/orders/o1")
+                return op.resp["order"]["status"] == "paid"
+
+            deadline = time.monotonic() + 20
+            while not await paid():
+                assert time.monotonic() < deadline, "the outbox did not complete the payment"
+                await asyncio.sleep(0.2)
 
             # 4. The master's whole process dies mid-call: the caller in the other process still answers in time.
             script.behaviour = {"order.fetch": "silent"}

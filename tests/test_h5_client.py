@@ -71,28 +71,19 @@ async def test_waiter_editing_refuses_checkout_but_allows_adding(restaurant: Res
     assert any(l["sku"] == "greens" and l["source"] == "h5" for l in order["items"])
 
 
-async def test_checkout_and_pay_marks_the_erp_order_paid(restaurant: Restaurant):
-    """checkout → pay completes: the coordinator and the ERP both hold the order as paid."""
+async def test_checkout_gives_the_diner_a_15_second_claim_and_no_way_to_pay_by_itself(restaurant: Restaurant):
+    """checkout gives the 15 s payment claim bound to the order's version; the client has no completion (SPEC §9:
+    the checkout → pay → paid path, replay and wrong-amount cases moved to tests/test_payments.py, through the sandbox)."""
     diner = await restaurant.diner()
     grant = await diner.checkout()
     lock, order = grant["lock"], grant["order"]
     assert lock["kind"] == "payment" and lock["token"] and lock["version"] == order["version"]
     assert lock["expires_at"] - lock["acquired_at"] == 15_000
-    paid = await diner.pay(lock["token"], order["total_cents"], order["version"], "ref-pay-1")
-    assert paid["status"] == "paid"
-    assert restaurant.erp_order()["status"] == "paid"
-    assert restaurant.db.payment(restaurant.order_id)["payment_ref"] == "ref-pay-1"
-    again = await diner.pay(lock["token"], order["total_cents"], order["version"], "ref-pay-1")
-    assert again["status"] == "paid"
-
-
-async def test_wrong_amount_is_refused(restaurant: Restaurant):
-    """Paying an amount other than the total is 409 AMOUNT_MISMATCH and the order stays open."""
-    diner = await restaurant.diner()
-    grant = await diner.checkout()
+    assert not hasattr(diner, "pay")
     with pytest.raises(H5Error) as refused:
-        await diner.pay(grant["lock"]["token"], grant["order"]["total_cents"] - 1, grant["order"]["version"], "ref-x")
-    assert refused.value.code == "AMOUNT_MISMATCH"
+        await diner._request("POST", "/h5/payments", {"token": lock["token"], "amount_cents": order["total_cents"],
+                                                       "version": order["version"], "payment_ref": "ref-pay-1"})
+    assert refused.value.status == 404
     assert restaurant.erp_order()["status"] == "open"
 
 

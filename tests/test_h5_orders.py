@@ -28,6 +28,7 @@ from tests.support.app import (
     services,
 )
 from tests.support.erp_master import MENU, erp_database, start_master, until
+from tests.support.payments import wechat_notification
 
 H5_PAYMENT_LOCKED = "订单正在其他机器/顾客端进行支付,请稍后再试"
 
@@ -206,15 +207,15 @@ async def test_items_after_a_failure_can_be_retried(client, shop, erp):
     assert status == 200 and answer["order"]["version"] == 2
 
 
-async def test_items_during_a_payment_lock_go_to_the_erp_which_refuses(client, shop, erp):
-    """Dishes added during a payment lock reach the ERP's accept_items check; its refusal is 409 PAYMENT_LOCKED in H5 words."""
+async def test_items_during_a_payment_lock_are_refused_by_the_coordinator(client, shop, erp):
+    """Dishes added during a payment lock are 409 PAYMENT_LOCKED in H5 words from the coordinator itself (SPEC §9), never sent to the ERP."""
     payer = await h5(client, shop)
     assert (await post(client, "/h5/checkout", payer))[0] == 201
     status, body = await post(client, "/h5/items", await h5(client, shop),
                               {"items": [{"sku": "tea", "qty": 1}], "request_id": "r-locked"})
     assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED"
     assert body["error"]["message"] == H5_PAYMENT_LOCKED and body["error"]["force_allowed"] is False
-    assert len(erp.methods("order.add_items")) == 1
+    assert len(erp.methods("order.add_items")) == 0
 
 
 async def test_items_refused_by_the_erp_carry_the_h5_message(client, shop, erp):
@@ -241,109 +242,144 @@ async def test_items_on_a_table_without_order_ask_the_erp_to_open_one(client, sh
     assert (await services(client).engine.table_order(shop.store_id, "T5"))["order_id"] == body["order"]["order_id"]
 
 
-# --- paying -------------------------------------------------------------------------------
+# --- paying (SPEC §9: provider-confirmed; the diner's own completion is gone) ----------------
+#
+# The H5 payment tests below pinned the completion path; they now pay through the sandbox
+# provider: the diner starts the payment, and a notification signed as the provider signs it
+# (tests/support/payments.py) is posted to the notify endpoint.
 
 
-async def pay(client, headers, grant: dict[str, Any], ref: str = "pay-1", **override: Any) -> tuple[int, dict]:
-    """POST /h5/payments for the order and lock of a checkout grant."""
-    body = {"token": grant["lock"]["token"], "amount_cents": grant["order"]["total_cents"],
-            "version": grant["order"]["version"], "payment_ref": ref, **override}
-    return await post(client, "/h5/payments", headers, body)
+async def pay(client, headers, grant: dict[str, Any], sandbox, shop, *, amount: int | None = None,
+              tx: str = "4200000000001") -> tuple[int, str]:
+    """Start a provider payment for a checkout grant and notify it paid; returns (notify status, out_trade_no)."""
+    resp = await client.put(f"/api/v1/admin/stores/{shop.store_id}/payments/providers/wechatpay",
+                            json=sandbox.credentials["wechatpay"], headers=bearer(ADMIN_TOKEN))
+    assert resp.status == 200, await resp.text()
+    status, started = await post(client, "/h5/payments/start", headers,
+                                 {"token": grant["lock"]["token"], "provider": "wechatpay"})
+    assert status == 201, started
+    no = started["out_trade_no"]
+    note_headers, body = wechat_notification(
+        sandbox, out_trade_no=no, amount_cents=grant["order"]["total_cents"] if amount is None else amount,
+        transaction_id=tx)
+    resp = await client.post(f"/api/v1/payments/notify/wechatpay/{shop.store_id}", data=body, headers=note_headers)
+    return resp.status, no
 
 
-async def test_h5_payment_is_confirmed_by_the_erp_with_the_fence(client, shop, erp):
-    """The full H5 flow marks the order paid once the ERP confirmed order.pay carrying the lock's fence."""
+async def record(client, shop, no: str) -> dict[str, Any]:
+    """The payment record of ``no``."""
+    return (await services(client).payments.ledger.get(shop.store_id, no)).model_dump()
+
+
+async def _paid(client, shop) -> bool:
+    order, _ = await services(client).engine.get_order(shop.store_id, "o1")
+    return order["status"] == "paid"
+
+
+async def _state(client, shop, no: str, state: str) -> bool:
+    return (await record(client, shop, no))["state"] == state
+
+
+async def test_h5_payment_is_confirmed_by_the_erp_with_the_fence(client, shop, erp, sandbox):
+    """The provider-confirmed H5 flow marks the order paid once the ERP confirmed order.pay carrying the lock's fence."""
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
-    status, body = await pay(client, headers, grant)
-    assert status == 200, body
-    assert body["order"]["status"] == "paid"
+    status, no = await pay(client, headers, grant, sandbox, shop)
+    assert status in (200, 204)
+    await until(lambda: _paid(client, shop))
     [params] = erp.methods("order.pay")
-    assert params == {"order_id": "o1", "version": 1, "amount_cents": 3800, "payment_ref": "pay-1",
+    assert params == {"order_id": "o1", "version": 1, "amount_cents": 3800, "payment_ref": "wechatpay:4200000000001",
                       "fence": grant["lock"]["fence"]}
     assert await services(client).engine.locks(shop.store_id) == []
-    assert [e["data"]["payment_ref"] for e in await events(client, shop, "order.paid")] == ["pay-1"]
-    # A replay of the same payment_ref is the same success, with no second order.pay.
-    assert await pay(client, headers, grant) == (200, body)
+    assert [e["data"]["payment_ref"] for e in await events(client, shop, "order.paid")] == ["wechatpay:4200000000001"]
+    # A replay of the same notification is the same success, with no second order.pay.
+    headers2, body = wechat_notification(sandbox, out_trade_no=no, amount_cents=3800, transaction_id="4200000000001")
+    resp = await client.post(f"/api/v1/payments/notify/wechatpay/{shop.store_id}", data=body, headers=headers2)
+    assert resp.status in (200, 204)
     assert len(erp.methods("order.pay")) == 1
 
 
-async def test_h5_payment_succeeds_when_the_erp_pushes_the_paid_order_before_answering(client, shop, erp):
-    """If the ERP's own push of the paid order closes it before order.pay is answered, the diner still gets 200 paid."""
+async def test_h5_payment_succeeds_when_the_erp_pushes_the_paid_order_before_answering(client, shop, erp, sandbox):
+    """If the ERP's own push of the paid order closes it before order.pay is answered, the payment is still paid."""
     svc = services(client)
     erp.behaviour.push_paid_before_answering = True  # the ERP closes the order as version 2, paid
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
-    status, body = await pay(client, headers, grant)
-    assert status == 200, body
-    assert body["order"]["status"] == "paid" and body["order"]["version"] == 2
+    _, no = await pay(client, headers, grant, sandbox, shop)
+    await until(lambda: _state(client, shop, no, "paid"))
+    order, _ = await svc.engine.get_order(shop.store_id, "o1")
+    assert order["status"] == "paid" and order["version"] == 2
     assert await svc.engine.locks(shop.store_id) == []
     assert await events(client, shop, "payment.rejected") == []
 
 
-async def test_h5_payment_refused_by_the_erp_is_recorded_and_releases_the_lock(client, shop, erp):
-    """An ERP refusing order.pay ends in payment.rejected, the lock released and the mapped 409 for the diner."""
+async def test_h5_payment_refused_by_the_erp_is_recorded_and_releases_the_lock(client, shop, erp, sandbox):
+    """An ERP refusing order.pay ends in payment.rejected, the lock released, the money a surplus to refund."""
     erp.behaviour.refuse["order.pay"] = AmountMismatch("the ERP's own total differs")
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
-    status, body = await pay(client, headers, grant)
-    assert status == 409 and body["error"]["code"] == "AMOUNT_MISMATCH"
+    _, no = await pay(client, headers, grant, sandbox, shop)
+    await until(lambda: _state(client, shop, no, "surplus"))
     [rejected] = await events(client, shop, "payment.rejected")
-    assert rejected["data"]["code"] == "AMOUNT_MISMATCH" and rejected["data"]["payment_ref"] == "pay-1"
+    assert rejected["data"]["code"] == "AMOUNT_MISMATCH" and rejected["data"]["payment_ref"] == "wechatpay:4200000000001"
     assert await services(client).engine.locks(shop.store_id) == []
     order, _ = await services(client).engine.get_order(shop.store_id, "o1")
     assert order["status"] == "open"
+    assert (await record(client, shop, no))["surplus_reason"] == "erp_refused:AMOUNT_MISMATCH"
 
 
-async def test_h5_payment_with_a_silent_erp_is_unreachable_and_released(client, shop, erp):
-    """An ERP that does not answer order.pay in time gives 503, payment.rejected ERP_UNREACHABLE, no lock left."""
+async def test_h5_payment_with_a_silent_erp_stays_completing_and_is_retried(client, shop, erp, sandbox):
+    """An ERP that does not answer order.pay: the money is kept (SPEC §9) — the lock stays completing, nothing rejected, order.pay retried."""
     await set_config(client, shop, erp_rpc_timeout_ms=400)
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
     erp.behaviour.silent = True
-    started = time.monotonic()
-    status, body = await pay(client, headers, grant)
-    assert status == 503 and body["error"]["code"] == "ERP_UNREACHABLE"
-    assert time.monotonic() - started < 1.5
-    [rejected] = await events(client, shop, "payment.rejected")
-    assert rejected["data"]["code"] == "ERP_UNREACHABLE"
-    assert await services(client).engine.locks(shop.store_id) == []
+    _, no = await pay(client, headers, grant, sandbox, shop)
+
+    async def retried() -> bool:
+        return len(erp.methods("order.pay")) >= 2
+
+    await until(retried, timeout=8)
+    assert await events(client, shop, "payment.rejected") == []
+    [lock] = await services(client).engine.locks(shop.store_id)
+    assert lock["completing"] is True
+    assert (await record(client, shop, no))["state"] == "completing"
 
 
-async def test_h5_payment_with_a_wrong_amount_never_reaches_the_erp(client, shop, erp):
-    """A completion with the wrong amount is refused by the coordinator (409 AMOUNT_MISMATCH) before order.pay."""
+async def test_h5_payment_with_a_wrong_amount_never_reaches_the_erp(client, shop, erp, sandbox):
+    """Money of the wrong amount is a surplus at the coordinator, before any order.pay."""
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
-    status, body = await pay(client, headers, grant, amount_cents=1)
-    assert status == 409 and body["error"]["code"] == "AMOUNT_MISMATCH"
+    _, no = await pay(client, headers, grant, sandbox, shop, amount=1)
+    assert (await record(client, shop, no))["surplus_reason"] == "amount_mismatch"
+    await asyncio.sleep(0.3)
     assert erp.methods("order.pay") == []
 
 
 async def test_h5_payment_with_an_unknown_token_is_lock_lost(client, shop, erp):
-    """A token that holds no lock is 409 LOCK_LOST with the SPEC message."""
+    """Starting a payment with a token that holds no lock is 409 LOCK_LOST with the SPEC message."""
     headers = await h5(client, shop)
-    status, body = await post(client, "/h5/payments", headers,
-                              {"token": "nope", "amount_cents": 3800, "version": 1, "payment_ref": "p"})
+    status, body = await post(client, "/h5/payments/start", headers, {"token": "nope", "provider": "wechatpay"})
     assert status == 409 and body["error"]["code"] == "LOCK_LOST"
     assert body["error"]["message"] == "支付已超时或已被其他终端接管,请重新获取订单后再支付"
 
 
-async def test_h5_payment_in_legacy_mode_is_confirmed_by_the_erp_without_a_fence(client, shop, erp):
-    """In legacy mode the diner still pays: order.pay goes with fence null and the order is marked paid."""
+async def test_h5_payment_in_legacy_mode_sends_the_diner_to_the_front_desk(client, shop, erp, sandbox):
+    """In legacy mode the coordinator holds no lock to bind a provider payment to: start is 503 PAYMENT_UNAVAILABLE, nothing paid."""
     await set_config(client, shop, strong_link_enabled=False)
     headers = await h5(client, shop)
     _, grant = await post(client, "/h5/checkout", headers)
-    status, body = await pay(client, headers, grant, ref="legacy-1")
-    assert status == 200, body
-    assert body["order"]["status"] == "paid"
-    assert erp.methods("order.pay")[0]["fence"] is None
+    status, body = await post(client, "/h5/payments/start", headers,
+                              {"token": grant["lock"]["token"], "provider": "wechatpay"})
+    assert status == 503 and body["error"]["code"] == "PAYMENT_UNAVAILABLE"
+    assert erp.methods("order.pay") == []
 
 
 # --- across coordinator processes ---------------------------------------------------------
 
 
 async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinators(coordinators, redis_client, uid,
-                                                                                   tmp_path):
+                                                                                   tmp_path, sandbox):
     """The master's socket on process A answers the checkout, dishes and payment a diner sends to process B."""
     a, b = coordinators(2)
     store = f"s-{uid}"
@@ -381,11 +417,21 @@ async def test_rpc_crosses_processes_when_erp_and_h5_are_on_different_coordinato
             status, grant = await call("POST", f"{api_b}/h5/checkout", diner)
             assert status == 201, grant
             assert grant["order"]["version"] == 2 and grant["lock"]["version"] == 2
-            status, paid = await call("POST", f"{api_b}/h5/payments", diner, {
-                "token": grant["lock"]["token"], "amount_cents": grant["order"]["total_cents"],
-                "version": 2, "payment_ref": "mp-pay"})
-            assert status == 200, paid
-            assert paid["order"]["status"] == "paid"
+            status, _ = await call("PUT", f"{api_a}/admin/stores/{store}/payments/providers/wechatpay", admin,
+                                   sandbox.credentials["wechatpay"])
+            assert status == 200
+            status, started = await call("POST", f"{api_b}/h5/payments/start", diner,
+                                         {"token": grant["lock"]["token"], "provider": "wechatpay"})
+            assert status == 201, started
+            note_headers, body = wechat_notification(sandbox, out_trade_no=started["out_trade_no"],
+                                                     amount_cents=grant["order"]["total_cents"], transaction_id="42mp")
+            async with http.post(f"{api_b}/payments/notify/wechatpay/{store}", data=body, headers=note_headers) as r:
+                assert r.status in (200, 204)
+
+            async def paid() -> bool:
+                return await redis_client.hget(keys.order(store, "o1"), "status") == b"paid"
+
+            await until(paid)
         finally:
             await asyncio.wait_for(master.stop(), 10)
             db.close()

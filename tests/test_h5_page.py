@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
+from tests.support.payments import PayingRestaurant
 from tests.support.restaurant import FIRST_TOTAL, Restaurant
 
 pytestmark = pytest.mark.browser
@@ -83,6 +84,14 @@ async def shot(page: Page, name: str) -> None:
     """Save a screenshot of the page as artifacts/h5/<name>.png."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+async def pay_on_sandbox(page: Page, paying: PayingRestaurant) -> None:
+    """From the open pay sheet: 微信支付 → the sandbox provider's page → 支付 → back on the H5 page."""
+    await page.get_by_test_id("pay-wechatpay").click()
+    await page.wait_for_url(re.compile("^" + re.escape(paying.sandbox.url) + "/pay/"), timeout=WAIT_MS)
+    await page.locator("#pay-ok").click()
+    await page.wait_for_url(re.compile("^" + re.escape(paying.shop.base_url) + "/h5/"), timeout=WAIT_MS)
 
 
 def banner(page: Page, kind: str):
@@ -157,8 +166,9 @@ async def test_server_refusal_shows_the_spec_message(phones: Phones, restaurant:
     await shot(page, "04-refused-order-locked")
 
 
-async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: Restaurant):
-    """支付 → countdown → 确认支付 → paid screen, and the ERP holds the order as paid."""
+async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: Restaurant,
+                                                    paying: PayingRestaurant):
+    """支付 → countdown → 微信支付 on the provider's page → paid screen, and the ERP holds the order as paid."""
     page = await phones.open()
     await live(page)
     await page.get_by_test_id("pay-button").click()
@@ -169,7 +179,7 @@ async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: 
     assert 13 <= seconds <= 15
     await expect(page.get_by_test_id("countdown")).to_contain_text("秒内完成支付")
     await shot(page, "05-paying-countdown")
-    await page.get_by_test_id("confirm-pay").click()
+    await pay_on_sandbox(page, paying)
     await expect(page.get_by_test_id("paid-screen")).to_be_visible(timeout=WAIT_MS)
     await expect(page.get_by_test_id("paid-amount")).to_have_text("¥104.00")
     await shot(page, "06-paid")
@@ -178,7 +188,8 @@ async def test_full_payment_reaches_the_paid_screen(phones: Phones, restaurant: 
     assert restaurant.db.payment(restaurant.order_id)["amount_cents"] == FIRST_TOTAL
 
 
-async def test_payment_lock_expiry_is_shown_and_recovers(phones: Phones, restaurant: Restaurant):
+async def test_payment_lock_expiry_is_shown_and_recovers(phones: Phones, restaurant: Restaurant,
+                                                         paying: PayingRestaurant):
     """With h5_payment_lock_seconds = 2 the lock runs out, the page says so, and one tap starts over."""
     config = await restaurant.patch_config(h5_payment_lock_seconds=2)
     assert config["h5_payment_lock_seconds"] == 2
@@ -201,9 +212,9 @@ async def test_payment_lock_expiry_is_shown_and_recovers(phones: Phones, restaur
     # Starting over works: a new lock, and this time the diner pays in time.
     await page.get_by_test_id("pay-button").click()
     await expect(page.get_by_test_id("pay-panel")).to_be_visible(timeout=WAIT_MS)
-    await page.get_by_test_id("confirm-pay").click()
+    await pay_on_sandbox(page, paying)
     await expect(page.get_by_test_id("paid-screen")).to_be_visible(timeout=WAIT_MS)
-    assert restaurant.erp_order()["status"] == "paid"
+    assert (await paying.paid_in_erp())["status"] == "paid"
 
 
 async def test_terminal_forcing_the_payment_is_shown(phones: Phones, restaurant: Restaurant):
@@ -289,7 +300,8 @@ async def test_reconnects_and_resumes_with_since(phones: Phones, restaurant: Res
     assert since and all(s > 0 for s in since)
 
 
-async def test_two_diners_one_pays_the_other_waits(phones: Phones, restaurant: Restaurant):
+async def test_two_diners_one_pays_the_other_waits(phones: Phones, restaurant: Restaurant,
+                                                   paying: PayingRestaurant):
     """While diner A pays, diner B sees someone paying and cannot pay; then B sees the order paid."""
     a = await phones.open()
     b = await phones.open()
@@ -302,7 +314,7 @@ async def test_two_diners_one_pays_the_other_waits(phones: Phones, restaurant: R
     await expect(b.get_by_test_id("add-rice")).to_be_disabled()
     await expect(banner(a, "payment")).to_have_count(0)
     await shot(b, "14-other-diner-paying")
-    await a.get_by_test_id("confirm-pay").click()
+    await pay_on_sandbox(a, paying)
     await expect(a.get_by_test_id("paid-screen")).to_be_visible(timeout=WAIT_MS)
     await expect(banner(b, "paid")).to_have_text("订单已支付", timeout=1000)
     await expect(b.get_by_test_id("pay-button")).to_be_disabled()

@@ -250,7 +250,7 @@ def _body_endpoints(live: Live) -> list[tuple[str, str, str]]:
         ("POST", f"/api/v1/stores/{s}/orders/{o}/payments", live.terminal),
         ("POST", "/api/v1/h5/sessions", ""),
         ("POST", "/api/v1/h5/items", live.session),
-        ("POST", "/api/v1/h5/payments", live.session),
+        ("POST", "/api/v1/h5/payments/start", live.session),
     ]
 
 

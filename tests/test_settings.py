@@ -214,6 +214,9 @@ def test_store_defaults_are_the_spec_defaults() -> None:
         "presettle_lock_seconds": 1800,
         "erp_disconnect_grace_seconds": 30,
         "erp_rpc_timeout_ms": 3000,
+        # SPEC §9
+        "h5_payment_window_seconds": 180,
+        "auto_refund_surplus": True,
     }
     assert StoreConfig.model_validate(defaults) == StoreConfig()
 

@@ -104,14 +104,15 @@ async def test_erp_expected_version_takes_only_an_integer(client, shop, value):
 
 
 @pytest.mark.parametrize("field,value", [("amount_cents", "3800"), ("version", True)])
-async def test_erp_and_h5_payments_take_only_integers(client, shop, field, value):
-    """``"amount_cents": "3800"`` or ``"version": true`` never reaches the payment check (400, not 409)."""
+async def test_erp_payments_take_only_integers_and_h5_has_no_completion(client, shop, field, value):
+    """``"amount_cents": "3800"`` or ``"version": true`` never reaches the ERP payment check (400, not 409);
+    an H5 session has no completion endpoint at all (SPEC §9: 404)."""
     body = {"token": "whatever", "amount_cents": 3800, "version": 1, "payment_ref": "p-1", field: value}
     status, data = await _send(client, "POST", _order_path(shop) + "/payments", shop.a, body)
     _assert_invalid(status, data, field)
     session = await _h5_session(client, shop)
     status, data = await _send(client, "POST", "/api/v1/h5/payments", session, body)
-    _assert_invalid(status, data, field)
+    assert status == 404, data
 
 
 async def test_an_order_with_two_lines_of_one_line_id_is_400_and_not_stored(client, shop):

@@ -165,6 +165,7 @@ async def read_audit(call: Call) -> Reply:
         order_id=q.order_id, kind=q.kind,
         from_ms=getattr(q, "from"), to_ms=q.to,
     )
+    await call.services.engine.flush_refusals(store_id)  # counted H5 refusals show up in what is read
     return Reply(200, await audit.read_page(call.services.redis, store_id, after=q.after, limit=q.limit, where=where))
 
 
@@ -191,5 +192,6 @@ async def reconciliation(call: Call) -> Reply:
     from_ms = getattr(q, "from")
     if from_ms is None:
         from_ms = max(to_ms - DAY_MS, 0)
+    await call.services.engine.flush_refusals(store_id)
     cases = await audit.reconcile(call.services.redis, store_id, from_ms, to_ms)
     return Reply(200, Reconciliation(cases=cases))

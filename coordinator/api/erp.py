@@ -91,6 +91,9 @@ async def take_lock(call: Call) -> Reply:
     """Take an order, presettle or payment lock (with ``force`` after the user confirmed)."""
     store_id, order_id = _ids(call)
     request: LockRequest = call.body
+    if request.force and call.services.payments is not None:
+        # A diner's payment in flight is asked about at the provider before it may be broken (SPEC §9.6).
+        await call.services.payments.service.before_force(store_id, order_id, unverified_ok=request.force_unverified)
     lock, enforced = await call.services.engine.acquire(
         store_id, order_id, call.principal.holder(), request.kind,
         force=request.force, expected_version=request.expected_version,

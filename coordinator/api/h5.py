@@ -1,5 +1,8 @@
 """H5 (diner) endpoints of SPEC §5: parse, call ``H5Service`` (``coordinator/h5/``), shape the reply.
 
+There is no H5 completion (SPEC §9 "Trust"): a diner starts a provider payment
+(``api/payments.py``) and the provider's verified notification completes it.
+
 A session is bound to one table (invariant 6): the handlers pass the service the session's
 ``Diner`` and nothing else of the request. Errors are the service's; ``middleware.py`` words them.
 """
@@ -14,13 +17,12 @@ from coordinator.core.models import (
     ItemsRequest,
     Menu,
     OrderResponse,
-    PaymentRequest,
-    Released,
     SessionCreated,
     SessionRequest,
     TokenBody,
 )
 from coordinator.h5 import Diner, H5Service
+from coordinator.payments.records import CheckoutCancelled
 
 router = Router("h5")
 
@@ -69,15 +71,13 @@ async def checkout(call: Call) -> Reply:
     return Reply(201, await _service(call).checkout(_diner(call), force=call.body.force, share=share))
 
 
-@router.route("POST", "/h5/checkout/cancel", auth=("h5",), body=TokenBody, responses={200: Released})
+@router.route("POST", "/h5/checkout/cancel", auth=("h5",), body=TokenBody, responses={200: CheckoutCancelled})
 async def cancel_checkout(call: Call) -> Reply:
     """Give the H5 payment lock back; ``released`` is false when the token holds nothing releasable."""
+    payments = call.services.payments
+    if payments is not None:
+        # An in-flight provider payment is closed at the provider first (payments/service.py).
+        me = call.principal
+        outcome = await payments.service.cancel(me.store_id, me.table_id, me.holder(), call.body.token)
+        return Reply(200, CheckoutCancelled(**outcome))
     return Reply(200, await _service(call).cancel_checkout(_diner(call), call.body.token))
-
-
-@router.route("POST", "/h5/payments", auth=("h5",), body=PaymentRequest, responses={200: OrderResponse},
-              errors=(409,))
-async def pay(call: Call) -> Reply:
-    """Complete the diner's payment: check the lock, have the ERP confirm order.pay, mark the order paid."""
-    order = await _service(call).pay(_diner(call), call.body)
-    return Reply(200, OrderResponse(order=order))

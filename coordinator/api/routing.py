@@ -73,6 +73,7 @@ class Endpoint:
     summary: str
     tag: str
     errors: tuple[int, ...] = field(default=())
+    limit_public: bool = True
 
 
 def bad_request(exc: ValidationError) -> ValidationFailed:
@@ -115,9 +116,12 @@ async def shown_to(error: TablelockError, call: Call) -> None:
 class Router:
     """A table of endpoints for one area of the API (admin, ERP, H5…)."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, *, limit_public: bool = True) -> None:
         self.tag = tag
         self.endpoints: list[Endpoint] = []
+        #: False for public endpoints that verify their callers themselves (provider notifications:
+        #: a busy store's notifications come from a few provider addresses).
+        self.limit_public = limit_public
 
     def route(
         self,
@@ -136,7 +140,7 @@ class Router:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
             self.endpoints.append(
                 Endpoint(method, path, handler, tuple(auth), body, query, responses, summary,
-                         self.tag, tuple(errors))
+                         self.tag, tuple(errors), self.limit_public)
             )
             return handler
 
@@ -158,7 +162,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         principal = None
         limiter = request.app.get(RATE_LIMITER)
         if endpoint.auth == ("public",):
-            if limiter is not None:
+            if limiter is not None and endpoint.limit_public:
                 await limiter.session_creation(services.engine.scripts, client_address(request))
         else:
             principal = await authenticate(request, services)

@@ -1,6 +1,7 @@
 """``GET /api/v1/ws?token=&since=``: the websocket of SPEC §7, as an HTTP adapter.
 
-The handler upgrades the request, authenticates the token (a bad token is accepted, then closed
+The handler upgrades the request, counts the connect against its address (more than
+``ws_connect_rate_per_minute``: closed 4429), authenticates the token (a bad token is accepted, then closed
 with 4401; Redis trouble 1013; an unexpected failure 1011; a token that is neither an ERP
 terminal nor an H5 session 1008) and hands the socket to the real-time runtime
 (``Realtime.serve``, realtime/session.py), which owns it until it closes. A socket arriving
@@ -15,10 +16,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from coordinator.api.routing import authenticate
-from coordinator.core.errors import Unauthenticated
+from coordinator.core.errors import RateLimited, Unauthenticated
 from coordinator.realtime.hub import CLOSE_TIMEOUT
 from coordinator.realtime.messages import MAX_FRAME, CloseCode
 from coordinator.services import SERVICES, Services
+from coordinator.store import keys
+from coordinator.store.ratelimit import RATE_LIMITER, client_address
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if services.realtime.closing:
         await ws.close(code=CloseCode.GOING_AWAY, message=b"shutting down")
         return ws
+    address = client_address(request)
     token = _bearer(request)
     try:
+        limiter = request.app.get(RATE_LIMITER)
+        if limiter is not None:
+            await limiter.hit(services.engine.scripts, keys.rate_ws_address(address),
+                              settings.ws_connect_rate_per_minute)
         principal = await authenticate(request, services, token)
+    except RateLimited:
+        await ws.close(code=CloseCode.RATE_LIMITED, message=b"too many connects")
+        return ws
     except Unauthenticated:
         await ws.close(code=CloseCode.UNAUTHENTICATED, message=b"unauthenticated")
         return ws
@@ -76,5 +87,5 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if principal.role not in ("erp", "h5"):
         await ws.close(code=CloseCode.FORBIDDEN, message=b"no websocket for this token")
         return ws
-    await services.realtime.serve(ws, principal, token, _since(request), request.transport)
+    await services.realtime.serve(ws, principal, token, _since(request), request.transport, address)
     return ws

@@ -12,6 +12,9 @@
     │   ├── LockLost              LOCK_LOST
     │   ├── AmountMismatch        AMOUNT_MISMATCH (order)
     │   ├── OrderClosed           ORDER_CLOSED    (order)
+    │   ├── PaidMeanwhile         PAYMENT_LOCKED  (a force refused: the diner's payment went through)
+    │   ├── PaymentUnverified     PAYMENT_UNVERIFIED (force_allowed: the provider cannot be asked)
+    │   ├── PaymentRefReused      PAYMENT_REF_REUSED
     │   ├── ShareTaken            SHARE_TAKEN     (a line or part already claimed or paid; split bill)
     │   ├── ShareExceeds          SHARE_EXCEEDS   (a share above what remains due)
     │   └── SharePaid             SHARE_PAID      (order; a change below what is paid, or to a paid line)
@@ -19,6 +22,7 @@
     ├── RateLimited           429 RATE_LIMITED       (retry_after: sent as Retry-After)
     ├── InternalError         500 INTERNAL           (a coordinator bug; the body names nothing of it)
     ├── ErpUnreachable        503 ERP_UNREACHABLE
+    ├── PaymentUnavailable    503 PAYMENT_UNAVAILABLE (no provider configured, or it cannot be reached)
     └── Unavailable           503 UNAVAILABLE        (Redis unreachable)
 
 Every error may carry ``erp_code``: when it stands for the ERP's refusal of an RPC
@@ -50,6 +54,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "RATE_LIMITED": ("请求过于频繁,请稍后再试", "Too many requests; try again shortly"),
     "ERP_UNREACHABLE": ("获取订单失败,请到前台结账", "Could not fetch the order; please pay at the front desk"),
     "UNAVAILABLE": ("服务暂不可用,请稍后再试", "The service is temporarily unavailable"),
+    "PAID_MEANWHILE": ("顾客刚刚已完成支付,无需重复结账", "The diner has just paid this order; do not charge it again"),
+    "PAYMENT_UNVERIFIED": ("顾客正在线上支付,但暂时无法向支付平台确认支付结果。强制继续可能导致重复收款(多收款项将自动退款),是否确定继续?",
+                           "A diner is paying online and the payment provider cannot be reached to verify it. Forcing may charge the order twice (any surplus is refunded automatically). Continue anyway?"),
+    "PAYMENT_REF_REUSED": ("该支付流水号已用于其他订单", "This payment reference was already used for another order"),
+    "PAYMENT_UNAVAILABLE": ("在线支付暂不可用,请到前台结账", "Online payment is unavailable; please pay at the front desk"),
     "METHOD_NOT_ALLOWED": ("不支持此请求方法", "Method not allowed"),
     "INTERNAL": ("服务内部错误", "Internal error"),
     "SHARE_TAKEN": ("该菜品或份额已被同桌其他人选择或支付", "That dish or part is already being paid or was paid by someone else at the table"),
@@ -204,6 +213,37 @@ class OrderClosed(Conflict):
     code = "ORDER_CLOSED"
 
 
+class PaidMeanwhile(Conflict):
+    """A force during an in-flight H5 payment the provider says is paid: it completes instead."""
+
+    code = "PAYMENT_LOCKED"
+
+    def __init__(self, **kw: Any) -> None:
+        zh, en = MESSAGES["PAID_MEANWHILE"]
+        super().__init__(zh, en, force_allowed=False, **kw)
+
+
+class PaymentUnverified(Conflict):
+    """A force during an in-flight H5 payment while the provider cannot be asked (repeat with force_unverified)."""
+
+    code = "PAYMENT_UNVERIFIED"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(force_allowed=True, **kw)
+
+
+class PaymentRefReused(Conflict):
+    """A payment reference or provider transaction already paid another order of the store."""
+
+    code = "PAYMENT_REF_REUSED"
+
+
+class PaymentUnavailable(TablelockError):
+    """The store has no payment provider set up, or the provider cannot be reached."""
+
+    status, code = 503, "PAYMENT_UNAVAILABLE"
+
+
 class PayloadTooLarge(TablelockError):
     """The request body exceeds ``max_body_bytes``."""
 
@@ -248,6 +288,7 @@ BY_CODE: dict[str, type[TablelockError]] = {
     for cls in (
         ValidationFailed, Unauthenticated, Forbidden, NotFound, StaleVersion, LockLost,
         AmountMismatch, OrderClosed, PayloadTooLarge, ErpUnreachable, Unavailable,
+        PaymentUnverified, PaymentRefReused, PaymentUnavailable,
     )
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 #: Events an H5 session never receives.
-STAFF_ONLY_EVENTS = frozenset({"payment.rejected", "terminal.status", "share.refund_due"})
+STAFF_ONLY_EVENTS = frozenset({"payment.rejected", "terminal.status", "order.addon_refused", "share.refund_due"})
 
 
 def _without_token(lock: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,11 @@ after it; a concurrent duplicate waits for that result instead of sending a seco
 goes to the ERP again — which is itself idempotent on ``request_id`` in case the first attempt
 did reach it.
 
-The coordinator does not refuse on its own during a payment or presettle lock: SPEC §7 has the
-ERP auto-accept and run the ``accept_items`` check, so its cashier sees the refusal
-("…暂不能接单,如需接单请先取消支付") and the diner gets the ERP's 409 in the H5 wording.
+The coordinator itself refuses an add-on while a payment or presettle lock is held (SPEC §9
+"Add-ons during a payment": ``PAYMENT_LOCKED`` / ``PRESETTLED``), whatever the ERP would answer,
+and tells the store's terminals with ``order.addon_refused`` carrying the seed's toast
+("…暂不能接单,如需接单请先取消支付"). A lock taken between this check and the ERP's accept is
+still caught by the ERP's own ``accept_items`` check.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import logging
 import secrets
 from typing import Any
 
-from coordinator.core.errors import ValidationFailed
+from coordinator.core import views
+from coordinator.core.errors import LockConflict, ValidationFailed, lock_message
+from coordinator.core.rules import Action, Role
 from coordinator.core.models import ItemsRequest, Order, StoreConfig
 from coordinator.h5.erp_link import ErpLink
 from coordinator.h5.table import Diner
@@ -59,12 +63,39 @@ class AddOns:
         if replay is not None:
             return replay
         try:
+            await self._refuse_if_locked(diner, config, items)
+        except BaseException:
+            await asyncio.shield(self._give_back(key, claim))
+            raise
+        try:
             order = await self._ask_erp(diner, config, items, request.request_id)
         except BaseException:
             await asyncio.shield(self._give_back(key, claim))
             raise
         await self.redis.set(key, compact({"state": "done", "items": digest, "order": order}), ex=REPLAY_SECONDS)
         return Order.model_validate(order)
+
+    async def _refuse_if_locked(self, diner: Diner, config: StoreConfig, items: list[dict[str, Any]]) -> None:
+        """Refuse (and tell the terminals) an add-on to an order under a payment or presettle lock."""
+        current = await self.engine.table_order(diner.store_id, diner.table_id)
+        if current is None or not config.strong_link_enabled:
+            return
+        order_id = current["order_id"]
+        decision = await self.engine.check(diner.store_id, order_id, diner.holder(), Action.ADD_ITEMS)
+        if decision.allowed:
+            return
+        code = str(decision.code)
+        # The cashier's toast is the ERP accept_items wording (SPEC §5 messages table).
+        toast, toast_en = lock_message(code, Role.ERP, Action.ACCEPT_ITEMS, False)
+        await self.engine.emit(
+            diner.store_id, "order.addon_refused",
+            {"code": code, "message": toast, "message_en": toast_en, "items": items},
+            diner.holder(), table_id=diner.table_id, order_id=order_id,
+        )
+        _, locks = await self.engine.get_order(diner.store_id, order_id)
+        reported = next((l for l in locks if decision.reported and l["kind"] == decision.reported.kind.value), None)
+        raise LockConflict(code, Role.H5, Action.ADD_ITEMS,
+                           lock=views.h5_lock(reported, diner.session_id) if reported else None)
 
     async def _claim(self, key: str, claim: str, digest: str, claim_ms: int) -> Order | None:
         """Claim the request_id (None), or wait, bounded, for whoever holds it and return its order."""

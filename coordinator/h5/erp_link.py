@@ -54,9 +54,14 @@ class ErpLink:
         return order
 
     async def keep(self, diner: Diner, order: ErpOrder) -> dict[str, Any]:
-        """Store the ERP's answer as the ERP's own push would (idempotent); return the coordinator's copy."""
+        """Store the ERP's answer as the ERP's own push would (idempotent); return the coordinator's copy.
+
+        The answer may close the very version the coordinator holds open: the ERP is the record of a
+        payment a failover made the coordinator forget (SPEC §12).
+        """
         try:
-            stored, _changed = await self.engine.put_order(diner.store_id, order.order_in(), ERP_ANSWER)
+            stored, _changed = await self.engine.put_order(diner.store_id, order.order_in(), ERP_ANSWER,
+                                                           erp_answer=True)
         except StaleVersion as stale:
             # The ERP pushed a later version before answering: that one is the truth now.
             return stale.order

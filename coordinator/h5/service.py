@@ -21,7 +21,6 @@ from coordinator.core.models import (
     LockView,
     Menu,
     Order,
-    PaymentRequest,
     Released,
     SessionCreated,
     StoreRef,
@@ -32,7 +31,6 @@ from coordinator.core.shares import ShareSpec
 from coordinator.h5.checkout import Checkouts
 from coordinator.h5.erp_link import ErpLink, RpcCaller
 from coordinator.h5.menu import store_menu
-from coordinator.h5.payment import Payments
 from coordinator.h5.table import Diner
 from coordinator.store.auth import Authenticator, parse_qr_token, verify_qr_token
 from coordinator.store.directory import Directory
@@ -53,7 +51,6 @@ class H5Service:
         self.erp = ErpLink(engine, rpc)
         self._addons = AddOns(redis, engine, self.erp)
         self._checkouts = Checkouts(engine, self.erp)
-        self._payments = Payments(redis, engine, self.erp)
 
     async def open_session(self, qr_token: str) -> SessionCreated:
         """Open a diner's session on the table a genuine QR code names (Unauthenticated if forged or rotated)."""
@@ -66,7 +63,9 @@ class H5Service:
             raise Unauthenticated() from None  # a code naming no store is as good as forged
         verify_qr_token(qr_token, secret)
         await self.directory.table(store_id, table_id)  # a genuine code of a table since removed
-        token, _session_id, expires_at = self.auth.new_session(store_id, table_id, await self.engine.now())
+        # The session begins at the store's current seq: what happened before is an earlier party's.
+        token, _session_id, expires_at = self.auth.new_session(
+            store_id, table_id, await self.engine.now(), await self.engine.seq(store_id))
         return SessionCreated(session_token=token, store_id=store_id, table_id=table_id, expires_at=expires_at)
 
     async def table(self, diner: Diner) -> H5TableView:
@@ -106,7 +105,3 @@ class H5Service:
     async def cancel_checkout(self, diner: Diner, token: str) -> Released:
         """Give the H5 payment lock back; ``released`` is false when the token holds nothing releasable."""
         return await self._checkouts.cancel(diner, token)
-
-    async def pay(self, diner: Diner, payment: PaymentRequest) -> Order:
-        """Complete the diner's payment: check the lock, have the ERP confirm order.pay, mark the order paid."""
-        return await self._payments.pay(diner, payment)

@@ -44,7 +44,8 @@ class CloseCode(IntEnum):
 
     #: The process is shutting down: reconnect (with ``since``), another process will answer.
     GOING_AWAY = 1001
-    #: Flood (too many messages per second or too many invalid frames): fix the client.
+    #: Flood (too many messages per second or too many invalid frames), or a socket cap full (too
+    #: many sockets for this H5 session, terminal or address): fix the client / close another socket.
     POLICY_VIOLATION = 1008
     #: Unexpected server error: reconnect with ``since``.
     INTERNAL_ERROR = 1011
@@ -59,6 +60,9 @@ class CloseCode(IntEnum):
     #: Live events were lost between Redis and this process and cannot be filled from the
     #: stream: reconnect with ``since`` to get a snapshot.
     RESYNC = 4409
+    #: Too many connects from this address in the last minute (``ws_connect_rate_per_minute``):
+    #: reconnect later, with backoff.
+    RATE_LIMITED = 4429
 
 
 # --- server → client ------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
+from coordinator.realtime.admission import Admission, Caps
 from coordinator.realtime.hub import Connection, Hub, HubClosed
 from coordinator.realtime.liveness import Liveness, MasterRegistry
 from coordinator.realtime.messages import CloseCode
@@ -47,6 +49,9 @@ class Realtime:
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
         self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts)
         self.rpc = ErpRpc(redis, subscriber=self.subscriber, terminals=self.hub, masters=self.liveness.masters)
+        self.admission = Admission(engine.scripts, Caps(
+            per_session=settings.ws_per_h5_session, per_terminal=settings.ws_per_terminal,
+            per_address=settings.ws_per_address, lease_ms=settings.ws_slot_ttl_seconds * 1000))
         #: None when the app runs without expiry (a test of the scripts' own expiry checks).
         self.sweeper = Sweeper(engine) if sweeper else None
 
@@ -54,6 +59,7 @@ class Realtime:
         """Start every part, in build order."""
         await self.liveness.start()
         self.hub.start_heartbeat()
+        self.admission.start()
         await self.subscriber.start()
         if self.sweeper is not None:
             await self.sweeper.start()
@@ -64,6 +70,7 @@ class Realtime:
             await self.sweeper.stop()
         await self.rpc.close()
         await self.hub.aclose()
+        await self.admission.stop()
         await self.liveness.stop()
         await self.subscriber.stop()
 
@@ -72,16 +79,29 @@ class Realtime:
         await self.hub.close_all()
 
     async def serve(self, ws: web.WebSocketResponse, principal: Principal, token: str | None,
-                    since: int | None, transport: asyncio.BaseTransport | None = None) -> None:
-        """Serve one authenticated websocket until it closes."""
+                    since: int | None, transport: asyncio.BaseTransport | None = None,
+                    address: str = "unknown") -> None:
+        """Serve one authenticated websocket until it closes (1008 when a socket cap is full)."""
         conn = Connection(ws, principal, token, self.settings.ws_queue_size, transport)
         try:
-            self.hub.register(conn)
-        except HubClosed:
-            await ws.close(code=CloseCode.GOING_AWAY, message=b"shutting down")
+            places = await self.admission.admit(principal, address, conn.conn_id)
+        except (RedisError, OSError):
+            await ws.close(code=CloseCode.TRY_AGAIN_LATER, message=b"unavailable")
             return
-        session = Session(conn, hub=self.hub, stream=self.stream, liveness=self.liveness, rpc=self.rpc)
-        await session.run(since)
+        if places is None:
+            await ws.close(code=CloseCode.POLICY_VIOLATION, message=b"too many sockets")
+            return
+        try:
+            try:
+                self.hub.register(conn)
+            except HubClosed:
+                await ws.close(code=CloseCode.GOING_AWAY, message=b"shutting down")
+                return
+            session = Session(conn, hub=self.hub, stream=self.stream, liveness=self.liveness, rpc=self.rpc,
+                              max_replay=self.settings.ws_replay_max_events)
+            await session.run(since)
+        finally:
+            await asyncio.shield(self.admission.release(places))
 
     @property
     def closing(self) -> bool:

@@ -55,8 +55,11 @@ MAX_INVALID_MESSAGES = 50
 class Session:
     """One registered connection and the parts of the runtime it talks to."""
 
-    def __init__(self, conn: Connection, *, hub: Hub, stream: EventStream, liveness: Liveness, rpc: ErpRpc) -> None:
+    def __init__(self, conn: Connection, *, hub: Hub, stream: EventStream, liveness: Liveness, rpc: ErpRpc,
+                 max_replay: int = 1000) -> None:
         self.conn = conn
+        #: The most events one ``since`` may replay; a client further behind gets a snapshot.
+        self.max_replay = max_replay
         self.hub = hub
         self.stream = stream
         self.liveness = liveness
@@ -125,8 +128,12 @@ class Session:
         """Send hello, then the missed events or a snapshot; then start live delivery."""
         conn, hub = self.conn, self.hub
         store, ws, role = conn.store_id, conn.ws, conn.principal.role
+        if since is not None and not conn.staff and since < conn.principal.since_seq:
+            # Events before the session began are an earlier party's (invariant 11): a snapshot
+            # shows the table as it is now instead.
+            since = None
         if since is not None:
-            events = await self.stream.replay(store, since)
+            events = await self.stream.replay(store, since, limit=self.max_replay)
             if events is not None:
                 seq = events[-1]["seq"] if events else since
                 online = await hub.refresh_online(store) if conn.staff else set()

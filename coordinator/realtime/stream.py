@@ -193,18 +193,18 @@ class EventStream:
                 return out
             after = _entry_seq(entries[-1][0])
 
-    async def replay(self, store_id: str, since: int) -> list[dict[str, Any]] | None:
-        """Every event after ``since`` (staff form, unfiltered), or None if the stream lost some."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.seq(store_id))
-        pipe.xrange(keys.events(store_id), min=f"(0-{since}", max="+", count=PAGE)
-        raw_seq, entries = await pipe.execute()
-        current = int(raw_seq or 0)
+    async def replay(self, store_id: str, since: int, limit: int | None = None) -> list[dict[str, Any]] | None:
+        """Every event after ``since`` (staff form, unfiltered), or None if the stream lost some or
+        more than ``limit`` would be read (the caller sends a snapshot instead)."""
+        current = int(await self.redis.get(keys.seq(store_id)) or 0)
         if since > current:
             return None  # the client is ahead of the store (its data was reset): start over
+        if limit is not None and current - since > limit:
+            return None  # too far behind to replay cheaply: a snapshot is smaller
+        entries = await self.redis.xrange(keys.events(store_id), min=f"(0-{since}", max=f"0-{current}", count=PAGE)
         events = [_entry_event(e) for e in entries]
         if len(entries) == PAGE:
-            events += await self._range(store_id, _entry_seq(entries[-1][0]))
+            events += await self._range(store_id, _entry_seq(entries[-1][0]), current)
         if current > since and (not events or events[0]["seq"] != since + 1):
             return None  # trimmed past ``since``
         return events

@@ -35,7 +35,8 @@ _REJECTION_REASONS = {"AMOUNT_MISMATCH": "amount_mismatch", "STALE_VERSION": "ve
 _REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
                  "share_refund_due")
 #: Event names that can flag an order; a cheap byte test before any JSON is decoded.
-_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"share.refund_due"')
+_FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"h5.refused_counted"',
+             b'"name":"share.refund_due"')
 #: Above this many flagged orders, the trail pass decodes every entry instead of byte-testing.
 _MAX_BYTE_TESTS = 32
 
@@ -155,6 +156,9 @@ def flag_reasons(entry: AuditEntry) -> list[str]:
         return ["forced_during_payment"] if isinstance(lock, dict) and lock.get("kind") == "payment" else []
     if entry.name == "payment.rejected":
         return [_REJECTION_REASONS.get(str(entry.data.get("code")), "payment_rejected")]
+    if entry.name == "h5.refused_counted":  # refusals counted, not written one by one (lib.lua)
+        codes = entry.data.get("codes")
+        return sorted({_REJECTION_REASONS.get(str(c), "payment_rejected") for c in codes}) if isinstance(codes, dict) else []
     if entry.name == "share.refund_due":  # a forced change of a partly paid order (SPEC §10)
         return ["share_refund_due"]
     return []

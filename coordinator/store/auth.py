@@ -5,7 +5,10 @@ Token shapes (``~`` never occurs in ids, so the parts split unambiguously):
     admin      the ``admin_token`` of the process settings
     terminal   erp~<store_id>~<terminal_id>~<secret>       secret stored as SHA-256, revocable
     QR         qr~<store_id>~<table_id>~<mac>               HMAC with the store's rotatable qr_secret
-    H5 session h5~<store_id>~<table_id>~<session_id>~<expires_at ms>~<mac>   HMAC with secret_key
+    H5 session h5~<store_id>~<table_id>~<session_id>~<expires_at ms>~<since seq>~<mac>   HMAC with secret_key
+
+An H5 session token carries the store's event seq when the session began (``since_seq``): the
+session reads nothing of what happened at its table before it (invariant 11, realtime/session.py).
 
 Every comparison is constant-time (``hmac.compare_digest``).
 """
@@ -38,6 +41,8 @@ class Principal:
     session_id: str | None = None
     table_id: str | None = None
     expires_at: int | None = None
+    #: H5 only: the store's event seq when the session began; older events are an earlier party's.
+    since_seq: int = 0
 
     def holder(self) -> dict[str, Any]:
         """The holder dict this caller puts on the locks it takes."""
@@ -94,11 +99,11 @@ class Authenticator:
         self._key = secret_key.encode()
         self.session_ttl_ms = session_ttl_ms
 
-    def new_session(self, store_id: str, table_id: str, now: int) -> tuple[str, str, int]:
-        """A session token bound to one table: (token, session_id, expires_at)."""
+    def new_session(self, store_id: str, table_id: str, now: int, since_seq: int = 0) -> tuple[str, str, int]:
+        """A session token bound to one table and begun at event ``since_seq``: (token, session_id, expires_at)."""
         session_id = secrets.token_urlsafe(12).replace("~", "-")
         expires_at = now + self.session_ttl_ms
-        payload = f"h5~{store_id}~{table_id}~{session_id}~{expires_at}"
+        payload = f"h5~{store_id}~{table_id}~{session_id}~{expires_at}~{since_seq}"
         return f"{payload}~{_mac(self._key, payload)}", session_id, expires_at
 
     async def authenticate(self, token: str | None, now: int | Callable[[], Awaitable[int]]) -> Principal:
@@ -114,7 +119,7 @@ class Authenticator:
         parts = token.split("~")
         if parts[0] == "erp" and len(parts) == 4:
             return await self._terminal(*parts[1:])
-        if parts[0] == "h5" and len(parts) == 6:
+        if parts[0] == "h5" and len(parts) == 7:
             return self._session(parts, now if isinstance(now, int) else await now())
         raise Unauthenticated()
 
@@ -132,13 +137,13 @@ class Authenticator:
         )
 
     def _session(self, parts: list[str], now: int) -> Principal:
-        _, store_id, table_id, session_id, expires_at, mac = parts
-        payload = "~".join(parts[:5])
+        _, store_id, table_id, session_id, expires_at, since_seq, mac = parts
+        payload = "~".join(parts[:6])
         if not hmac.compare_digest(mac, _mac(self._key, payload)):
             raise Unauthenticated()
-        if not expires_at.isdigit() or int(expires_at) <= now:
+        if not expires_at.isdigit() or int(expires_at) <= now or not since_seq.isdigit():
             raise Unauthenticated()
         return Principal(
             role="h5", store_id=store_id, table_id=table_id, session_id=session_id,
-            expires_at=int(expires_at),
+            expires_at=int(expires_at), since_seq=int(since_seq),
         )

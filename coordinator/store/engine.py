@@ -75,6 +75,8 @@ class LockEngine:
         token_source: Callable[[], str] = lambda: secrets.token_urlsafe(24),
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        refusal_window_ms: int = 60_000,
+        refusals_per_table: int = 5,
     ) -> None:
         self.redis = redis
         self.defaults = defaults
@@ -85,6 +87,8 @@ class LockEngine:
         #: Every Lua script, registered once here; other layers call their scripts through it.
         self.scripts = Scripts.register(redis)
         self._wait = (wait_replicas, wait_timeout_ms)
+        #: The audit bound on refused H5 requests (lib.lua bounded_refusal): window, written per table.
+        self._refusals = (refusal_window_ms, refusals_per_table)
 
     # --- script plumbing ------------------------------------------------------------------
 
@@ -166,10 +170,14 @@ class LockEngine:
 
     # --- orders ---------------------------------------------------------------------------
 
-    async def put_order(
-        self, store_id: str, order: OrderIn, actor: dict[str, Any], *, force: bool = False
-    ) -> tuple[dict, bool]:
-        """Store the ERP's order; returns (order, changed). ``force``: past a paid share (SPEC §10)."""
+    async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any], *,
+                        erp_answer: bool = False, force: bool = False) -> tuple[dict, bool]:
+        """Store the ERP's order; returns (order, changed).
+
+        ``erp_answer``: the order is the ERP's own answer to an RPC, which may close the version the
+        coordinator holds open (a "paid" a failover lost: put_order.lua). ``force``: past a paid
+        share (SPEC §10), opening a refund task.
+        """
         # The body goes without status: the script composes the stored JSON from the body and the
         # fields it changes itself (status, updated_at), so it never edits JSON text.
         # An order without adjustments is stored exactly as before they existed (the wire stays the same).
@@ -178,7 +186,7 @@ class LockEngine:
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
             [order.order_id, compact(body), content_hash(order), order.version, order.status,
-             order.table_id, order.total_cents, "1" if force else "0"],
+             order.table_id, order.total_cents, "erp" if erp_answer else "", "1" if force else "0"],
             actor,
         )
         await self._raise(store_id, reply, actor, None)
@@ -308,8 +316,9 @@ class LockEngine:
         reply = await self._run(
             "complete", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
-             keys.config(store_id)],
-            [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json],
+             keys.config(store_id), keys.payment_refs(store_id), keys.h5_refusals(store_id)],
+            [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json,
+             *self._refusals],
             actor,
         )
         self._observe(Kind.PAYMENT.value, "complete", reply)
@@ -324,8 +333,10 @@ class LockEngine:
         """End a completion begun with ``complete(mode="begin")`` as the ERP answered."""
         reply = await self._run(
             "finish", store_id,
-            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id)],
-            [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents], actor,
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
+             keys.h5_refusals(store_id)],
+            [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents, *self._refusals],
+            actor,
         )
         await self._raise(store_id, reply, actor, Action.PAY)
         await self._replicated(store_id, order_id, reply)
@@ -349,6 +360,10 @@ class LockEngine:
             "emit", store_id, [], [name, table_id, order_id, compact(data), "audit" if audit_only else ""], actor
         )
         return reply["seq"]
+
+    async def flush_refusals(self, store_id: str) -> None:
+        """Write the store's counted H5 refusals to the audit log now (before the admin reads it)."""
+        await self._run("flush_refusals", store_id, [keys.h5_refusals(store_id)], [self._refusals[0]], SYSTEM)
 
     async def seq(self, store_id: str) -> int:
         """The store's last event seq."""

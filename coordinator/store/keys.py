@@ -2,7 +2,7 @@
 
 All keys of one store share the hash tag ``{store_id}``, so every Lua script touches a single
 Redis Cluster slot. The only global keys (``tl:stores``, ``tl:due``, the address rate limits
-``tl:rl:addr:*``) never share a script with another key.
+``tl:rl:addr:*`` / ``tl:rl:ws:*`` and socket caps ``tl:ws:addr:*``) never share a script with another key.
 """
 
 from __future__ import annotations
@@ -106,6 +106,36 @@ def h5_payment(store_id: str, table_id: str, payment_ref: str) -> str:
     return f"{_s(store_id)}:h5pay:{table_id}:{payment_ref}"
 
 
+def payment(store_id: str, out_trade_no: str) -> str:
+    """Hash: one provider payment (payments/ledger.py): order, version, fence, amount, state, refund."""
+    return f"{_s(store_id)}:pay:{out_trade_no}"
+
+
+def payments(store_id: str) -> str:
+    """Sorted set: out_trade_no -> created_at of every provider payment (reconciliation, summary)."""
+    return f"{_s(store_id)}:payments"
+
+
+def payment_tx(store_id: str, provider: str, transaction_id: str) -> str:
+    """String: out_trade_no of a captured provider transaction (a notification is idempotent on it)."""
+    return f"{_s(store_id)}:paytx:{provider}:{transaction_id}"
+
+
+def payment_refs(store_id: str) -> str:
+    """Hash: payment_ref -> order_id: a payment reference pays at most one order of the store."""
+    return f"{_s(store_id)}:payrefs"
+
+
+def payment_tasks(store_id: str) -> str:
+    """Sorted set: "<outbox|poll|refund>:<out_trade_no>" -> due ms (payments/worker.py leases them)."""
+    return f"{_s(store_id)}:paytasks"
+
+
+def payment_providers(store_id: str) -> str:
+    """Hash: provider name -> its settings, encrypted with the process secret key (payments/vault.py)."""
+    return f"{_s(store_id)}:payproviders"
+
+
 def rate_address(address: str) -> str:
     """Hash: sliding-window count of POST /h5/sessions from one client address (ratelimit.py)."""
     return f"{PREFIX}:rl:addr:{address}"
@@ -114,6 +144,31 @@ def rate_address(address: str) -> str:
 def rate_session(store_id: str, session_id: str) -> str:
     """Hash: sliding-window count of one H5 session's requests (ratelimit.py)."""
     return f"{_s(store_id)}:rl:h5:{session_id}"
+
+
+def rate_ws_address(address: str) -> str:
+    """Hash: sliding-window count of websocket connects from one client address (ratelimit.py)."""
+    return f"{PREFIX}:rl:ws:{address}"
+
+
+def ws_session(store_id: str, session_id: str) -> str:
+    """Sorted set: the open websockets of one H5 session, connection id -> lease end ms (admission.py)."""
+    return f"{_s(store_id)}:ws:h5:{session_id}"
+
+
+def ws_terminal(store_id: str, terminal_id: str) -> str:
+    """Sorted set: the open websockets of one ERP terminal, connection id -> lease end ms (admission.py)."""
+    return f"{_s(store_id)}:ws:erp:{terminal_id}"
+
+
+def ws_address(address: str) -> str:
+    """Sorted set: the open websockets from one client address, connection id -> lease end ms (admission.py)."""
+    return f"{PREFIX}:ws:addr:{address}"
+
+
+def h5_refusals(store_id: str) -> str:
+    """Hash: table_id -> JSON window of refused H5 requests, counted instead of audited (lua/refusals.lua)."""
+    return f"{_s(store_id)}:h5refused"
 
 
 def common(store_id: str) -> list[str]:

@@ -26,10 +26,14 @@ from coordinator.core.rules import lua_rules_table
 #: Scripts that start with lib.lua and the rules table (the common KEYS[1..4] / ARGV[1..5]).
 LOCK_SCRIPTS = (
     "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
+    # provider payments (payments/ledger.py)
+    "pay_start", "pay_capture", "pay_confirm", "pay_end", "pay_claim",
+    "flush_refusals",
+    # split bill (store/share_book.py)
     "share_claim", "share_pay",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
-STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release")
+STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot")
 
 
 def _read(name: str) -> str:
@@ -58,9 +62,16 @@ class Scripts:
     complete: AsyncScript
     finish: AsyncScript
     emit: AsyncScript
+    pay_start: AsyncScript
+    pay_capture: AsyncScript
+    pay_confirm: AsyncScript
+    pay_end: AsyncScript
+    pay_claim: AsyncScript
+    flush_refusals: AsyncScript
     snapshot: AsyncScript
     ratelimit: AsyncScript
     claim_release: AsyncScript
+    ws_slot: AsyncScript
     share_claim: AsyncScript
     share_pay: AsyncScript
 

@@ -146,8 +146,44 @@ function toast(message, kind = "error") {
   setTimeout(() => el.remove(), 8000);
 }
 
+// A surplus payment stays on screen (no sound) until dismissed: its amount and refund state,
+// which payment.refund_updated moves on (SPEC §9).
+function surplusAlert(n) {
+  let el = document.querySelector(`[data-testid="surplus-alert"][data-trade="${CSS.escape(String(n.out_trade_no))}"]`);
+  if (n.kind === "refund") {
+    if (!el) return;
+    el.dataset.refund = n.refund_state || "";
+    el.querySelector(".refund").textContent = lang === "en" ? n.refund_en : n.refund_zh;
+    return;
+  }
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "notice surplus";
+    el.dataset.testid = "surplus-alert";
+    el.dataset.trade = String(n.out_trade_no);
+    el.setAttribute("role", "alert");
+    const text = document.createElement("span");
+    text.className = "text";
+    const refund = document.createElement("span");
+    refund.className = "refund";
+    const close = document.createElement("button");
+    close.className = "small";
+    close.textContent = t("dismiss");
+    close.addEventListener("click", () => el.remove());
+    el.append(text, refund, close);
+    $("#notices").appendChild(el);
+  }
+  el.dataset.refund = n.refund_state || "";
+  el.dataset.amount = String(n.amount_cents);
+  const [message, state] = say(n).split(" · ");
+  el.querySelector(".text").textContent = message;
+  el.querySelector(".refund").textContent = state || "";
+}
+
 function notice(n) {
-  if (n.kind === "forced") {
+  if (n.kind === "surplus" || n.kind === "refund") {
+    surplusAlert(n);
+  } else if (n.kind === "forced") {
     const el = document.createElement("div");
     el.className = "notice";
     el.dataset.testid = "notice";
@@ -196,11 +232,17 @@ async function send(method, path, body) {
 }
 
 // Send a lock-taking action; a refusal that allows force asks the user, then repeats with force.
+// PAYMENT_UNVERIFIED (a diner's in-flight payment the provider could not be asked about) asks
+// once more with its stronger warning, then repeats with force_unverified (SPEC §9.6).
 async function lockAction(path) {
   let reply = await send("POST", path, { force: false });
   if (reply.error && reply.error.force_allowed) {
     if (!(await confirmForce(say(reply.error)))) return;
     reply = await send("POST", path, { force: true });
+  }
+  if (reply.error && reply.error.code === "PAYMENT_UNVERIFIED" && reply.error.force_allowed) {
+    if (!(await confirmForce(say(reply.error)))) return;
+    reply = await send("POST", path, { force: true, force_unverified: true });
   }
   if (reply.error) toast(say(reply.error));
 }

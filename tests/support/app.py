@@ -32,6 +32,7 @@ def settings(redis_url: str, tmp_path) -> Settings:
         # Every test opens sessions from 127.0.0.1 against the shared Redis: the rate limits
         # (counted across tests) are out of the way here; tests/test_ratelimit.py sets its own.
         session_rate_per_minute=1_000_000, h5_rate_per_minute=1_000_000,
+        ws_connect_rate_per_minute=1_000_000, ws_per_address=1_000_000,
     )
 
 

@@ -24,6 +24,7 @@ def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | N
     return start_serve(redis_url, data_dir, admin_token=ADMIN_TOKEN, secret_key=SECRET_KEY, timeout=timeout, env={
         # Rate limits out of the way (counted per address across tests); a test may set its own.
         "TABLELOCK_SESSION_RATE_PER_MINUTE": "1000000", "TABLELOCK_H5_RATE_PER_MINUTE": "1000000",
+        "TABLELOCK_WS_CONNECT_RATE_PER_MINUTE": "1000000", "TABLELOCK_WS_PER_ADDRESS": "1000000",
         **(env or {}),
     })
 

@@ -10,6 +10,7 @@ the menu constants are plain helpers to import.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,13 +91,27 @@ async def _json(response_cm: Any, status: int) -> Any:
 
 
 @pytest.fixture
-async def coordinator_url(aiohttp_server, settings) -> str:
-    """The coordinator app listening on a real loopback port (the browser needs one)."""
+async def coordinator_server(aiohttp_server, settings) -> Any:
+    """The coordinator app listening on a real loopback port (the browser needs one) that is also its
+    public URL, so the sandbox payment provider's notifications reach it (tests/support/payments.py)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     # Every diner of every test comes from 127.0.0.1 and the session's Redis keeps the counts:
     # lift the per-address session limit so these tests never meet it (test_ratelimit covers it).
-    settings = settings.model_copy(update={"session_rate_per_minute": 100_000, "h5_rate_per_minute": 100_000})
-    server = await aiohttp_server(build_app(settings))
-    return str(server.make_url("")).rstrip("/")
+    settings = settings.model_copy(update={
+        "session_rate_per_minute": 100_000, "h5_rate_per_minute": 100_000,
+        "public_url": f"http://127.0.0.1:{port}",
+        # Payments: the poller's first query soon (lost-notification tests), provider calls bounded.
+        "payment_first_query_ms": 2_500, "payment_provider_timeout_seconds": 1.0,
+    })
+    return await aiohttp_server(build_app(settings), host="127.0.0.1", port=port)
+
+
+@pytest.fixture
+async def coordinator_url(coordinator_server: Any) -> str:
+    """The URL of ``coordinator_server``."""
+    return str(coordinator_server.make_url("")).rstrip("/")
 
 
 @pytest.fixture

@@ -36,6 +36,9 @@ class StoreConfig(BaseModel):
     presettle_lock_seconds: Annotated[int, Field(ge=30, le=86400), JSON_INTEGER] = 1800
     erp_disconnect_grace_seconds: Annotated[int, Field(ge=0, le=600), JSON_INTEGER] = 30
     erp_rpc_timeout_ms: Annotated[int, Field(ge=100, le=30000), JSON_INTEGER] = 3000
+    #: Payments (SPEC §9): the provider order's life, and whether surplus money is refunded by itself.
+    h5_payment_window_seconds: Annotated[int, Field(ge=60, le=900), JSON_INTEGER] = 180
+    auto_refund_surplus: bool = True
 
     def lock_seconds(self, kind: Kind, role: str) -> int:
         """The duration of a new lock of ``kind`` taken by ``role``."""
@@ -62,7 +65,7 @@ StoreConfigPatch = create_model(
 
 def config_rule(field: str) -> str:
     """What a store admin must enter for a configuration key, e.g. "… must be between 1 and 300 seconds"."""
-    if field == "strong_link_enabled":
+    if StoreConfig.model_fields[field].annotation is bool:
         return f"{field} must be true or false"
     bounds = {type(m).__name__: m for m in StoreConfig.model_fields[field].metadata}
     unit = "ms" if field.endswith("_ms") else "seconds"

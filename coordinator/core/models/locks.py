@@ -48,6 +48,10 @@ class Lock(BaseModel):
     expires_at: Millis
     token: str | None = None
     completing: bool = False
+    #: H5 payment locks (SPEC §9): claimed (checkout) → in_flight (provider order open) → completing.
+    phase: Literal["claimed", "in_flight", "completing"] | None = None
+    out_trade_no: str | None = None
+    provider: str | None = None
     #: A split-bill share lock's share (SPEC §10); absent on whole-order locks.
     share: Share | None = None
 
@@ -72,6 +76,8 @@ class LockRequest(Body):
     kind: Kind
     force: bool = False
     expected_version: Version | None = None
+    #: Force although the provider could not say whether the diner's in-flight payment went through.
+    force_unverified: bool = False
 
 
 class TokenBody(Body):

@@ -42,6 +42,13 @@ async def _parse(request: web.Request, model: type[SwitchUpdate | PayRequest]) -
         raise web.HTTPBadRequest(text=exc.json(include_url=False, include_input=False), content_type="application/json") from None
 
 
+@routes.get("/")
+async def about(request: web.Request) -> web.Response:
+    """What this process is (the demo prints its address; a person opening it learns where to go)."""
+    return web.Response(text="sandbox-pay: a local WeChat Pay v3 / Alipay sandbox. Pay pages are opened from the "
+                             "diner's H5 page; switches: POST /sandbox/control (bearer token in <data dir>/control-token).\n")
+
+
 @routes.get("/sandbox/credentials")
 async def credentials(request: web.Request) -> web.Response:
     """What to paste into the coordinator's provider settings (loopback only)."""

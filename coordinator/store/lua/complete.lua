@@ -1,10 +1,12 @@
 -- complete.lua: accept a payment completion against the held payment lock (SPEC §2).
 --
 -- KEYS[1..4] common (lib.lua)   KEYS[5] order hash   KEYS[6] locks hash   KEYS[7] open orders hash
--- KEYS[8] config hash
+-- KEYS[8] config hash   KEYS[9] payment refs hash tl:{s}:payrefs (payment_ref -> order_id)
+-- KEYS[10] refused-requests hash tl:{s}:h5refused
 -- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] token   ARGV[8] amount_cents   ARGV[9] version
 -- ARGV[10] payment_ref   ARGV[11] mode: "self" | "begin"   ARGV[12] completing window in ms
 -- ARGV[13] store config JSON defaults
+-- ARGV[14] H5 refusal window in ms   ARGV[15] H5 refusals written per table and window
 -- The amount must be what remains due: the total less the paid shares' paid_cents (SPEC §10).
 --
 -- Returns, by mode:
@@ -14,14 +16,16 @@
 --            completing, so it can neither be forced nor expire before now + window
 --            → {"ok":1,"paid":false,"lock"}; finish.lua ends it.
 -- Idempotent on payment_ref: a replay after the order is paid with that ref → {"ok":1,"paid":true,
--- "replay":true,"order"}. Refusals emit payment.rejected and return {"err":CODE[,"order"]}:
+-- "replay":true,"order"}. Refusals emit payment.rejected (an H5 session's under the audit bound of
+-- lib.lua bounded_refusal: later ones only counted) and return {"err":CODE[,"order"]}:
 -- NOT_FOUND, ORDER_CLOSED, LOCK_LOST (stale, expired, forced-away or foreign token),
--- STALE_VERSION, AMOUNT_MISMATCH; PAYMENT_LOCKED (not recorded) while a completion is in flight.
+-- STALE_VERSION, AMOUNT_MISMATCH, PAYMENT_REF_REUSED (the ref paid another order of the store,
+-- SPEC §9); PAYMENT_LOCKED (not recorded) while a completion is in flight.
 -- The token must be the caller's own: a live lock's token presented by another client is foreign.
 -- Legacy mode (strong_link_enabled false) stores no lock, so none is asked for: the version and
 -- amount are still checked against the order; begin → {"ok":1,"paid":false,"enforced":false}.
 
-local K_ORDER, K_LOCKS, K_OPEN, K_CONFIG = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_ORDER, K_LOCKS, K_OPEN, K_CONFIG, K_REFS = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local order_id, token, amount, version = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local payment_ref, mode, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
 
@@ -38,16 +42,24 @@ local held = reap(K_LOCKS, order_id)
 local lock = held.pay
 
 local function refuse(code, with_order)
-  reject_payment(table_id, order_id, code, payment_ref, amount, version, lock)
+  local function write() reject_payment(table_id, order_id, code, payment_ref, amount, version, lock) end
+  if ACTOR.role == 'h5' then
+    bounded_refusal(KEYS[10], tonumber(ARGV[14]), tonumber(ARGV[15]), table_id or '', order_id, code, write)
+  else
+    write()
+  end
   return fail(code, nil, with_order and json or nil)
 end
 
 if status ~= 'open' then return refuse('ORDER_CLOSED', true) end
+local used_by = redis.call('HGET', K_REFS, payment_ref)
+if used_by and used_by ~= order_id then return refuse('PAYMENT_REF_REUSED', false) end
 
 if not store_config(K_CONFIG, ARGV[13]).strong_link_enabled then
   if version ~= tonumber(o[3]) then return refuse('STALE_VERSION', true) end
   if amount ~= due then return refuse('AMOUNT_MISMATCH', true) end
   if mode == 'self' then
+    redis.call('HSET', K_REFS, payment_ref, order_id)
     return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
   end
   return reply({ok = 1, paid = false, enforced = false})
@@ -64,6 +76,7 @@ end
 if amount ~= due then return refuse('AMOUNT_MISMATCH', true) end
 
 if mode == 'self' then
+  redis.call('HSET', K_REFS, payment_ref, order_id)
   return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
 end
 

@@ -252,6 +252,55 @@ local function next_fence(order_key)
   return fence
 end
 
+-- Refused H5 requests, bounded in the audit log (issue 15 finding 3; store/audit.py reads the result).
+-- A diner can send refused requests as fast as the rate limit lets it, from as many sessions as it
+-- can open; each used to write an event and an audit entry, pushing real history out of the capped
+-- streams. Per table and window (window_ms from the table's first refusal), the first refusal of a
+-- kind (code) per session is written as before, at most `cap` per table; later ones are counted in
+-- the store's hash tl:{s}:h5refused (field table_id -> JSON {since, written, seen, orders}) and
+-- written as one audit-only entry `h5.refused_counted` {count, codes, from_ms, to_ms} per order:
+-- before the table's next written refusal, when its window rolls, or when the admin reads the log
+-- (flush_refusals.lua). ERP terminals' refusals never come here: staff actions are audited one by one.
+local COUNTER_ACTOR = '{"role":"system","source":"h5_refusal_counter"}'
+
+local function write_counted(table_id, st)
+  for order_id, codes in pairs(st.orders) do
+    local count = 0
+    for _, n in pairs(codes) do count = count + n end
+    local entry = raw_field(encode({type = 'audit', seq = 0, ts = NOW, name = 'h5.refused_counted',
+                                    store_id = STORE, table_id = table_id, order_id = order_id}),
+                            'data', encode({count = count, codes = codes, from_ms = st.since, to_ms = NOW}))
+    redis.call('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'e', entry, 'actor', COUNTER_ACTOR)
+  end
+  st.orders = {}
+end
+
+-- Record one refused H5 request of ACTOR under the bound: write() (its event) runs when it is to be
+-- written; returns true then, false when it was only counted.
+local function bounded_refusal(k_refused, window_ms, cap, table_id, order_id, code, write)
+  local raw = redis.call('HGET', k_refused, table_id)
+  local st = raw and cjson.decode(raw) or nil
+  if st and NOW >= st.since + window_ms then
+    write_counted(table_id, st)
+    st = nil
+  end
+  st = st or {since = NOW, written = 0, seen = {}, orders = {}}
+  local who = tostring(ACTOR.session_id) .. '|' .. code
+  local written = not st.seen[who] and st.written < cap
+  if written then
+    write_counted(table_id, st)  -- the counted ones first: the log stays in time order
+    st.seen[who] = 1
+    st.written = st.written + 1
+  else
+    local per = st.orders[order_id] or {}
+    per[code] = (per[code] or 0) + 1
+    st.orders[order_id] = per
+  end
+  redis.call('HSET', k_refused, table_id, encode(st))
+  if written then write() end
+  return written
+end
+
 -- Split bill (SPEC §10): the payment lock a token holds, whole-order (slot pay) or a share's
 -- (slot share:<fence>); returns slot, lock or nil.
 local function payment_lock_by_token(held, token)

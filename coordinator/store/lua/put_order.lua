@@ -6,7 +6,8 @@
 -- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] order JSON, compact, without status and updated_at
 --         (write_order in lib.lua stores it as the hash's body and composes the order's json)
 -- ARGV[8] content hash (table, items, total)   ARGV[9] version   ARGV[10] status   ARGV[11] table_id
--- ARGV[12] total_cents   ARGV[13] force: "1" lets the ERP change a partly paid order anyway
+-- ARGV[12] total_cents   ARGV[13] "erp" when the order is the ERP's own answer to an RPC (order.fetch,
+--         order.pay), else ""   ARGV[14] force: "1" lets the ERP change a partly paid order anyway
 --
 -- Split bill (SPEC §10): once a share is paid (order field paid_cents > 0) a push that takes the
 -- total below paid_cents, changes or drops a line a share paid for, or cancels the order is
@@ -17,6 +18,9 @@
 -- Returns {"ok":1,"changed":bool,"due":ms|-1,"order":Order}
 --      or {"err":"STALE_VERSION","order":Order}: a lower version, or the same version with other
 --         content. The same version with the same content is idempotent (changed=false, no event).
+--         One exception: the ERP's own answer closing the same version and content is stored. After a
+--         failover lost the coordinator's "paid" (SPEC §12), the ERP has the order paid at the version
+--         the coordinator still holds open; its answer is the record (the ERP does not bump it).
 --      or {"err":"ORDER_CLOSED","order":Order}: a paid or cancelled order pushed as open again.
 -- A newer version is always stored: the ERP is the system of record. A payment lock bound to an
 -- older version stays, but can no longer complete. Closing (paid | cancelled) ends every lock
@@ -34,7 +38,8 @@ if cur[1] then
     if hash == cur[3] and status == cur[4] then
       return reply({ok = 1, changed = false, due = index_order(K_LOCKS, order_id)}, cur[1])
     end
-    return fail('STALE_VERSION', nil, cur[1])
+    local erp_closes = ARGV[13] == 'erp' and hash == cur[3] and cur[4] == 'open' and status ~= 'open'
+    if not erp_closes then return fail('STALE_VERSION', nil, cur[1]) end
   end
   -- A closed order stays closed: reopening a paid order would let it be locked and paid again
   -- (invariant 4). A late push of it as open is refused; a newer closed version is stored.
@@ -66,7 +71,7 @@ if paid > 0 and status ~= 'paid' then
     end
   end
   if status == 'cancelled' or tonumber(total) < paid or #touched > 0 then
-    if ARGV[13] ~= '1' then return fail('SHARE_PAID', nil, cur[1]) end
+    if ARGV[14] ~= '1' then return fail('SHARE_PAID', nil, cur[1]) end
     local keep = status == 'cancelled' and 0 or tonumber(total)
     refund = {paid_cents = paid, total_cents = tonumber(total), refund_cents = math.max(0, paid - keep),
               lines = touched[1] and touched or nil, status = status}

@@ -71,6 +71,10 @@ export class H5Api {
     } catch (e) {
       throw new ApiError(0, null);
     }
+    // The Date header (whole seconds, so a lower bound) sets the server clock after a reload,
+    // e.g. back from the provider's pay page, before any event has carried a timestamp.
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (this.onServerTime && Number.isFinite(date)) this.onServerTime(date);
     let json = null;
     try {
       json = await response.json();
@@ -113,9 +117,9 @@ export class H5Api {
     return this.request("POST", "/h5/checkout/cancel", { token });
   }
 
-  pay(payment) {
-    const { token, amount_cents, version, payment_ref } = payment;
-    return this.request("POST", "/h5/payments", { token, amount_cents, version, payment_ref });
+  /** POST /h5/payments/start: open the provider order for my claimed lock (SPEC §9). */
+  startPayment(token, provider) {
+    return this.request("POST", "/h5/payments/start", { token, provider });
   }
 
   /** The websocket URL for this session, resuming after `since`. */

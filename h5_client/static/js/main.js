@@ -1,9 +1,12 @@
 // The diner's page: opens the session from ?qr=, shows the table, keeps it live, adds dishes and
-// pays. The flow of a payment (SPEC §5):
+// pays. The flow of a payment (SPEC §9):
 //   支付 → POST /h5/checkout (the coordinator pulls the order from the ERP and takes the H5
-//   payment lock) → countdown to the lock's expires_at on the server's clock → 确认支付 →
-//   POST /h5/payments → paid screen. The lock ending under us (expired, forced, LOCK_LOST) shows
-//   a message and one button to fetch the order again.
+//   payment lock) → countdown to the lock's expires_at on the server's clock → 微信支付 / 支付宝 →
+//   POST /h5/payments/start → the provider's pay page in this tab (location.assign) → back to
+//   /h5/ (the session and the started payment are in sessionStorage, never in the URL) →
+//   "等待支付结果…" with the in-flight countdown until the coordinator's events say paid
+//   (支付成功), failed (支付失败,请重试) or surplus (已退款). The lock ending under us before the
+//   start (expired, forced, LOCK_LOST) shows a message and one button to fetch the order again.
 // URL switches: ?qr=<QR token> (required on first open), ?lang=en, ?nows=1 (poll only, as old builds).
 
 import { ApiError, H5Api, randomId, savedSession } from "./api.js";
@@ -13,6 +16,7 @@ import { Live } from "./live.js";
 import {
   applyEvent, checkedOut, derive, emptyState, expireLocally, fromTable, withLock, withOrder,
 } from "./state.js";
+import { afterResync, payEvent, started, WAITING, waitingSeconds } from "./payflow.js";
 import { render, translateStatic } from "./view.js";
 
 const params = new URLSearchParams(location.search);
@@ -60,11 +64,15 @@ const ui = {
   fatal: null,
 };
 const api = new H5Api(qr || (savedSession(null) || {}).qr || null, savedSession(qr));
+api.onServerTime = (ms) => clock.observe(ms);
 let messageTimer = null;
+// The seq to resume the socket from once, when back from the pay page (null: the state's own seq).
+let resumeFrom = null;
 
 function redraw() {
   const t = translator(ui.lang);
-  render(root, { ...ui, t, view: derive(ui.state, clock.now()) });
+  const now = clock.now();
+  render(root, { ...ui, t, view: { ...derive(ui.state, now), waitingSeconds: waitingSeconds(ui.state, now) } });
 }
 
 function setState(next) {
@@ -115,12 +123,15 @@ function onMessage(msg) {
     return;
   }
   if (msg.type === "snapshot") {
-    // The events since our seq are gone: read the whole table again.
-    refreshTable().catch(() => {});
+    // The events since our seq are gone: read the whole table again (and stop waiting for a
+    // payment outcome that was among them).
+    refreshTable().then(() => setState(afterResync(ui.state)), () => {});
     return;
   }
   if (msg.type === "event") {
-    setState(applyEvent(ui.state, msg, clock.now()));
+    // My trade's outcome first, whatever its seq (a replay after the pay page may be older than
+    // the table read); then the table's state as usual.
+    setState(applyEvent(payEvent(ui.state, msg), msg, clock.now()));
   }
 }
 
@@ -133,7 +144,7 @@ async function checkout() {
   try {
     const grant = await api.checkout();
     clock.observe(grant.lock.acquired_at);
-    setState(checkedOut(ui.state, grant, randomId("h5pay-")));
+    setState(checkedOut(ui.state, grant));
   } catch (e) {
     if (e instanceof ApiError && e.code === "ERP_UNREACHABLE") {
       ui.frontdesk = true;
@@ -148,25 +159,28 @@ async function checkout() {
   }
 }
 
-async function confirmPayment() {
+async function startPayment(provider) {
   const payment = ui.state.payment;
   if (!payment || payment.phase !== "confirm") return;
-  setState({ ...ui.state, payment: { ...payment, phase: "paying" } });
+  setState({ ...ui.state, payment: { ...payment, phase: "starting", provider } });
   ui.busy = "pay";
   try {
-    const body = await api.pay(payment);
-    setState({ ...withOrder(ui.state, body.order), order: body.order, payment: null, paidByMe: true, lost: null });
+    const reply = await api.startPayment(payment.token, provider);
+    clock.observe(reply.lock && reply.lock.acquired_at);
+    // Saved (sessionStorage) before leaving: the pay page sends the diner back to /h5/ in this tab.
+    setState({ ...ui.state, payment: started(ui.state.payment || payment, reply, ui.state.seq) });
+    if (reply.pay_url) location.assign(reply.pay_url);
   } catch (e) {
     if (e instanceof ApiError && e.status === 0) {
-      // Unknown outcome: let the diner confirm again; the same payment_ref makes it idempotent.
+      // Unknown outcome: starting again with the same token answers the same trade.
       setState({ ...ui.state, payment: { ...payment, phase: "confirm" } });
       sayError(e);
     } else if (e instanceof ApiError && e.code === "LOCK_LOST") {
       const now = clock.now();
       setState({ ...ui.state, payment: null, lost: now !== null && now >= payment.expires_at ? "expired" : "forced" });
-    } else if (e instanceof ApiError && e.code === "ERP_UNREACHABLE") {
+    } else if (e instanceof ApiError && e.code === "PAYMENT_UNAVAILABLE") {
       setState({ ...ui.state, payment: null });
-      ui.frontdesk = true;
+      say({ key: "pay_unavailable" });
     } else {
       let next = { ...ui.state, payment: null };
       if (e instanceof ApiError && e.error.order) next = withOrder(next, e.error.order);
@@ -178,6 +192,11 @@ async function confirmPayment() {
     ui.busy = null;
     redraw();
   }
+}
+
+function reopenPayPage() {
+  const payment = ui.state.payment;
+  if (payment && payment.pay_url) location.assign(payment.pay_url);
 }
 
 async function cancelPayment() {
@@ -249,7 +268,12 @@ root.addEventListener("click", (e) => {
   if (target.dataset.action === "more") changeCart(target.dataset.sku, 1);
   else if (target.dataset.action === "less") changeCart(target.dataset.sku, -1);
   else if (id === "pay-button") checkout();
-  else if (id === "confirm-pay") confirmPayment();
+  else if (target.dataset.provider) startPayment(target.dataset.provider);
+  else if (id === "reopen-pay") reopenPayPage();
+  else if (id === "retry-pay") {
+    setState({ ...ui.state, payResult: null });
+    checkout();
+  } else if (id === "result-close") setState({ ...ui.state, payResult: null });
   else if (id === "cancel-pay") cancelPayment();
   else if (id === "refetch") refetch();
   else if (id === "submit-items") submitItems();
@@ -273,6 +297,8 @@ async function boot() {
     redraw();
     return;
   }
+  // Read before the first table read: every setState writes the (still empty) payment back.
+  const saved = stored(PAYMENT_KEY);
   try {
     if (!api.token) await api.openSession();
     await refreshTable();
@@ -283,8 +309,12 @@ async function boot() {
     return;
   }
   // A checkout this tab made before a reload is still ours while its lock is.
-  const saved = stored(PAYMENT_KEY);
-  if (saved && saved.phase) {
+  if (saved && saved.out_trade_no && WAITING.has(saved.phase)) {
+    // Back from the provider's pay page: wait for my trade's outcome, replaying the events
+    // since the start (they may all have happened while the diner was away).
+    setState({ ...ui.state, payment: { ...saved, phase: saved.phase === "completing" ? "completing" : "in_flight" } });
+    resumeFrom = saved.since || 0;
+  } else if (saved && saved.phase) {
     const mine = ui.state.locks.some((l) => l.kind === "payment" && l.fence === saved.fence && l.holder.is_me);
     if (mine) setState({ ...ui.state, payment: { ...saved, phase: "confirm" } });
     else store(PAYMENT_KEY, null);
@@ -293,7 +323,11 @@ async function boot() {
   const live = new Live({
     url: (since) => api.wsUrl(since),
     protocols: () => api.wsProtocols(),
-    since: () => ui.state.seq,
+    since: () => {
+      const since = resumeFrom === null ? ui.state.seq : Math.min(resumeFrom, ui.state.seq);
+      resumeFrom = null;
+      return since;
+    },
     onMessage,
     poll: refreshTable,
     onState: (state) => {

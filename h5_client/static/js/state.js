@@ -5,19 +5,25 @@
 //   order,                            the table's open order (or the one that just closed)
 //   locks,                            live locks of the table, in the H5 viewer form
 //   payment,                          my checkout: {token, fence, order_id, version, amount_cents,
-//                                     expires_at, payment_ref, phase: "confirm" | "paying"}
+//                                     expires_at, phase: "confirm" | "starting" | "in_flight" |
+//                                     "completing", and once started out_trade_no, provider,
+//                                     pay_url, since} (payflow.js)
+//   payResult,                        how my provider payment ended: {kind: "paid" | "failed" |
+//                                     "surplus", out_trade_no, amount_cents, refund_state}
 //   lost,                             "expired" | "forced" when my payment lock ended under me
 //   paidByMe,                         true once my payment completed (the paid screen)
 //   closed,                           the order vanished from the table while we watched (polling)
 // }
 
 export const EDIT_KINDS = new Set(["order", "presettle"]);
+/** Phases of my checkout while only the claim (h5_payment_lock_seconds) holds the order. */
+const CLAIMED = new Set(["confirm", "starting"]);
 
 /** A fresh, empty state. */
 export function emptyState() {
   return {
     store: null, table: null, config: null, seq: 0, order: null, locks: [],
-    payment: null, lost: null, paidByMe: false, closed: false,
+    payment: null, lost: null, paidByMe: false, closed: false, payResult: null,
   };
 }
 
@@ -87,16 +93,16 @@ export function fromTable(state, body, now, askedWith = null) {
 }
 
 /** The state after my checkout was granted: 201 {lock, order} of POST /h5/checkout. */
-export function checkedOut(state, grant, paymentRef) {
+export function checkedOut(state, grant) {
   const { token, ...view } = grant.lock;
   const lock = { ...view, holder: { role: "h5", is_me: true } };
   const payment = {
     token, fence: lock.fence, order_id: lock.order_id,
     version: lock.version ?? grant.order.version, amount_cents: grant.order.total_cents,
-    expires_at: lock.expires_at, payment_ref: paymentRef, phase: "confirm",
+    expires_at: lock.expires_at, phase: "confirm",
   };
   return {
-    ...state, order: grant.order, closed: false, lost: null, payment,
+    ...state, order: grant.order, closed: false, lost: null, payment, payResult: null,
     locks: replaceSlot(state.locks, lock),
   };
 }
@@ -146,7 +152,7 @@ export function applyEvent(state, event, now) {
     case "lock.forced":
       next.locks = withoutLock(next.locks, lock);
       if (isMyPaymentLock(next.payment, lock)) {
-        if (event.name === "lock.forced") {
+        if (event.name === "lock.forced" && CLAIMED.has(next.payment.phase)) {
           next = { ...next, payment: null, lost: "forced" };
         } else if (event.name === "lock.expired" && next.payment.phase === "confirm") {
           next = { ...next, payment: null, lost: "expired" };
@@ -207,6 +213,7 @@ export function derive(state, now) {
     canPay: !!order && open && order.items.length > 0 && !(edit && edit.kind === "order") && !payByOther
       && !state.payment,
     canAdd: open && !(edit && edit.kind === "presettle") && !pay,
-    secondsLeft: state.payment && now !== null ? Math.max(0, Math.ceil((state.payment.expires_at - now) / 1000)) : null,
+    secondsLeft: state.payment && CLAIMED.has(state.payment.phase) && now !== null
+      ? Math.max(0, Math.ceil((state.payment.expires_at - now) / 1000)) : null,
   };
 }

@@ -148,19 +148,67 @@ function renderSheets(root, m) {
   const { state, view, t, busy } = m;
   const payment = state.payment;
   show($(root, "pay-panel"), !!payment);
-  if (payment) {
-    $(root, "pay-amount").textContent = money(payment.amount_cents);
-    const countdown = $(root, "countdown");
-    countdown.textContent = view.secondsLeft === null ? "" : t("countdown", view.secondsLeft);
-    countdown.dataset.seconds = String(view.secondsLeft);
-    $(root, "confirm-pay").disabled = payment.phase !== "confirm" || busy === "pay";
-    $(root, "cancel-pay").disabled = payment.phase !== "confirm" || busy === "pay";
-  }
+  if (payment) renderPayPanel(root, m, payment);
+  renderResult(root, m);
   const lost = $(root, "lost-panel");
   show(lost, !!state.lost && !payment);
   lost.dataset.reason = state.lost || "";
   $(root, "lost-title").textContent = state.lost === "forced" ? t("lost_forced_title") : t("lost_expired_title");
   show($(root, "frontdesk"), !!m.frontdesk);
-  show($(root, "paid-screen"), !!state.paidByMe && !!state.order && state.order.status === "paid");
-  if (state.paidByMe && state.order) $(root, "paid-amount").textContent = money(state.order.total_cents);
+  const paid = state.payResult && state.payResult.kind === "paid";
+  show($(root, "paid-screen"), paid || (!!state.paidByMe && !!state.order && state.order.status === "paid"));
+  if (paid) $(root, "paid-amount").textContent = money(state.payResult.amount_cents);
+  else if (state.paidByMe && state.order) $(root, "paid-amount").textContent = money(state.order.total_cents);
+}
+
+function renderPayPanel(root, m, payment) {
+  const { view, t, busy } = m;
+  const panel = $(root, "pay-panel");
+  panel.dataset.phase = payment.phase;
+  const claimed = payment.phase === "confirm" || payment.phase === "starting";
+  $(root, "pay-title").textContent = claimed ? t("paying_title") : t("waiting_title");
+  $(root, "pay-amount").textContent = money(payment.amount_cents);
+  const seconds = claimed ? view.secondsLeft : view.waitingSeconds;
+  const countdown = $(root, "countdown");
+  countdown.textContent = seconds === null ? "" : claimed ? t("countdown", seconds) : t("waiting_countdown", seconds);
+  countdown.dataset.seconds = String(seconds);
+  show($(root, "providers"), claimed);
+  for (const button of root.querySelectorAll("[data-provider]")) {
+    button.disabled = payment.phase !== "confirm" || busy === "pay";
+    button.textContent = payment.phase === "starting" && payment.provider === button.dataset.provider
+      ? t("starting_pay") : t(`provider_${button.dataset.provider}`);
+  }
+  const waiting = $(root, "waiting");
+  show(waiting, !claimed);
+  waiting.textContent = payment.phase === "completing" ? t("completing") : t("waiting");
+  show($(root, "reopen-pay"), payment.phase === "in_flight" && !!payment.pay_url);
+  $(root, "pay-hint").textContent = claimed ? t("pay_hint") : t("waiting_hint");
+  const cancel = $(root, "cancel-pay");
+  show(cancel, payment.phase !== "completing");
+  cancel.disabled = payment.phase === "starting" || busy === "pay";
+}
+
+function renderResult(root, m) {
+  const { state, t } = m;
+  const r = state.payResult;
+  const panel = $(root, "result-panel");
+  show(panel, !!r && r.kind !== "paid");
+  if (!r || r.kind === "paid") return;
+  panel.dataset.kind = r.kind;
+  panel.dataset.refund = r.refund_state || "";
+  let title = t("result_failed_title");
+  let body = t("result_failed_body");
+  if (r.kind === "unknown") {
+    title = t("result_unknown_title");
+    body = t("result_unknown_body");
+  } else if (r.kind === "surplus") {
+    title = r.refund_state === "succeeded" ? t("result_refunded_title")
+      : r.refund_state === "manual" || r.refund_state === "failed" ? t("result_refund_manual_title")
+        : t("result_refunding_title");
+    body = r.refund_state === "failed" ? t("result_refund_failed_body") : t("result_surplus_body");
+  }
+  $(root, "result-title").textContent = title;
+  $(root, "result-body").textContent = body;
+  $(root, "result-amount").textContent = r.amount_cents ? money(r.amount_cents) : "";
+  show($(root, "retry-pay"), r.kind === "failed");
 }

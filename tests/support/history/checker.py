@@ -27,6 +27,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from coordinator.core.views import STAFF_ONLY_EVENTS
+
 from tests.support.history.recorder import History, Op
 
 INF = float("inf")
@@ -378,7 +380,7 @@ def _visible(event: dict[str, Any], history: History, sub: str, h5: bool) -> boo
     """Whether a subscriber must receive ``event`` (an H5 session: its table's, not staff-only)."""
     if not h5:
         return True
-    if event["name"] in ("payment.rejected", "terminal.status"):
+    if event["name"] in STAFF_ONLY_EVENTS:
         return False
     table = history.sessions.get(history.h5_subscribers[sub], {}).get("table_id")
     if event.get("table_id") is None:

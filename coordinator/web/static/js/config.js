@@ -16,6 +16,7 @@ export const DURATIONS = [
   ["presettle_lock_seconds", "unit_seconds"],
   ["erp_disconnect_grace_seconds", "unit_seconds"],
   ["erp_rpc_timeout_ms", "unit_ms"],
+  ["h5_payment_window_seconds", "unit_seconds"],
 ];
 
 /** Why `input`'s value is not acceptable, or null; the bounds are the input's own min/max. */
@@ -40,6 +41,8 @@ export function mount(ctx, root) {
   const resetButton = el("button", { type: "button", class: "ghost", testid: "config-reset", text: t("reset") });
   const switchInput = el("input", { type: "checkbox", role: "switch", testid: "cfg-strong_link_enabled" });
   const switchState = el("span", { class: "switch-state", testid: "strong-link-state" });
+  const refundInput = el("input", { type: "checkbox", role: "switch", testid: "cfg-auto_refund_surplus" });
+  const refundState = el("span", { class: "switch-state", testid: "auto-refund-state" });
   const form = el("form", { class: "card config", testid: "config-form", novalidate: true });
   root.append(el("h2", { text: t("config_title") }), el("p", { class: "muted", text: t("config_intro") }), form);
   form.append(el("p", { class: "muted", text: t("loading") }));
@@ -64,6 +67,8 @@ export function mount(ctx, root) {
     current = config;
     switchInput.checked = Boolean(config.strong_link_enabled);
     switchState.textContent = switchInput.checked ? t("on") : t("off");
+    refundInput.checked = Boolean(config.auto_refund_surplus);
+    refundState.textContent = refundInput.checked ? t("on") : t("off");
     for (const [key, field] of fields) {
       field.input.value = String(config[key]);
       showError(key, null);
@@ -98,6 +103,13 @@ export function mount(ctx, root) {
       fields.set(key, { input, error, unit, row });
       form.append(row);
     }
+    form.append(el("div", { class: "cfg-row switch-row", testid: "row-auto_refund_surplus" },
+      el("label", { class: "switch" }, refundInput, el("span", { class: "slider", "aria-hidden": "true" }),
+        el("span", { class: "cfg-label", text: t("auto_refund_surplus") }), refundState),
+      el("small", { class: "muted", text: t("auto_refund_surplus_hint") })));
+    refundInput.addEventListener("change", () => {
+      refundState.textContent = refundInput.checked ? t("on") : t("off");
+    });
     form.append(el("div", { class: "actions" }, resetButton, saveButton, status));
   }
 
@@ -116,6 +128,7 @@ export function mount(ctx, root) {
       if (value !== current[key]) out[key] = value;
     }
     if (switchInput.checked !== current.strong_link_enabled) out.strong_link_enabled = switchInput.checked;
+    if (refundInput.checked !== current.auto_refund_surplus) out.auto_refund_surplus = refundInput.checked;
     return valid ? out : null;
   }
 

@@ -3,6 +3,8 @@
 
 const LANG_KEY = "tablelock.admin.lang";
 
+import { PAY_STRINGS } from "./i18n_pay.js";
+
 export const STRINGS = {
   "zh-CN": {
     lang_switch: "EN",
@@ -427,6 +429,8 @@ export const STRINGS = {
     status_offline: "offline",
   },
 };
+
+for (const lang of Object.keys(PAY_STRINGS)) Object.assign(STRINGS[lang], PAY_STRINGS[lang]);
 
 /** The language to start in: the saved choice, else zh-CN (the product language). */
 export function initialLang() {

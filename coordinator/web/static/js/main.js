@@ -3,13 +3,16 @@
 // unmounts it, which stops its polling.
 //
 // Routes: #/stores · #/stores/<store_id>/<section>[?order_id=…]
-// sections: config, terminals, tables (配置管理) · board, audit, reconciliation (运营监控)
+// sections: config, terminals, tables, paysettings (配置管理) · board, audit, reconciliation,
+// payrecon (运营监控)
 
 import { AdminApi, ApiError } from "./api.js";
 import { el, toast } from "./dom.js";
 import { initialLang, saveLang, translateStatic, translator } from "./i18n.js";
 import * as audit from "./audit.js";
 import * as board from "./board.js";
+import * as paysettings from "./paysettings.js";
+import * as payrecon from "./payrecon.js";
 import * as config from "./config.js";
 import * as reconciliation from "./reconciliation.js";
 import * as stores from "./stores.js";
@@ -23,6 +26,8 @@ const SECTIONS = {
   board: { view: board, group: "group_ops", title: "nav_board" },
   audit: { view: audit, group: "group_ops", title: "nav_audit" },
   reconciliation: { view: reconciliation, group: "group_ops", title: "nav_reconciliation" },
+  paysettings: { view: paysettings, group: "group_config", title: "nav_paysettings" },
+  payrecon: { view: payrecon, group: "group_ops", title: "nav_payrecon" },
 };
 
 const app = document.querySelector('[data-testid="app"]');
