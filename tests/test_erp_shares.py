@@ -32,7 +32,7 @@ def test_partial_payments_add_up_and_pay_the_order_at_the_total(ledger):
 
 
 def test_a_share_is_recorded_once_and_checked(ledger):
-    """A repeated payment_ref changes nothing; above what remains, a lower fence or another version is refused."""
+    """A repeated payment_ref changes nothing; shares confirm in any fence order; above what remains, below a whole-order fence, or another version is refused."""
     books, order_id = ledger
     share = {"kind": "parts", "parts": 2, "part": 1, "amount_cents": 5000}
     books.pay_share(order_id, version=1, amount_cents=5000, payment_ref="wx-1", fence=10, share=share)
@@ -40,11 +40,13 @@ def test_a_share_is_recorded_once_and_checked(ledger):
                            share=share)["paid_cents"] == 5000
     with pytest.raises(AmountMismatch):
         books.pay_share(order_id, version=1, amount_cents=5001, payment_ref="wx-2", fence=12, share=share)
+    books.pay_share(order_id, version=1, amount_cents=100, payment_ref="wx-3", fence=9, share=share)
+    books.db.observe_fence(order_id, 20)  # a whole-order grant after the shares (e.g. a force)
     with pytest.raises(FenceRejected):
-        books.pay_share(order_id, version=1, amount_cents=100, payment_ref="wx-3", fence=9, share=share)
+        books.pay_share(order_id, version=1, amount_cents=100, payment_ref="wx-5", fence=19, share=share)
     with pytest.raises(VersionMismatch):
-        books.pay_share(order_id, version=2, amount_cents=100, payment_ref="wx-4", fence=13, share=share)
-    assert books.paid_cents(order_id) == 5000
+        books.pay_share(order_id, version=2, amount_cents=100, payment_ref="wx-4", fence=21, share=share)
+    assert books.paid_cents(order_id) == 5100
 
 
 def test_the_terminal_view_keeps_share_locks_apart():
