@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.core.errors import AmountMismatch, LockConflict, SharePaid, ShareExceeds, ShareTaken
+from coordinator.core.errors import AmountMismatch, LockConflict, PaymentRefReused, SharePaid, ShareExceeds, ShareTaken
 from coordinator.core.models import OrderIn
 from coordinator.core.rules import Kind
 from coordinator.core.shares import ShareKind, ShareSpec
@@ -272,3 +272,16 @@ async def test_a_lapsed_share_claim_expires_once_and_frees_its_part(book, uid):
     expired = [e for e in await events(book, uid) if e["name"] == "lock.expired"]
     assert [e["data"]["lock"]["fence"] for e in expired] == [lock["fence"]]
     assert (await book.claim(uid, "o1", DINERS[1], part(2, 2)))[0]["share"]["amount_cents"] == 5001
+
+
+async def test_a_payment_ref_pays_one_order_only(book, uid):
+    """A share paid with a payment_ref another order of the store already used is refused PAYMENT_REF_REUSED."""
+    await book.engine.put_order(uid, OrderIn.model_validate(order_body(order_id="o2", items=ITEMS)), CASHIER)
+    first, _ = await book.claim(uid, "o1", CASHIER, lines("l1"))
+    await book.pay(uid, "o1", CASHIER, token=first["token"], amount_cents=1800, version=1, payment_ref="till-7", mode="self")
+    other, _ = await book.claim(uid, "o2", CASHIER, lines("l1"))
+    with pytest.raises(PaymentRefReused):
+        await book.pay(uid, "o2", CASHIER, token=other["token"], amount_cents=1800, version=1,
+                       payment_ref="till-7", mode="self")
+    order, _ = await book.engine.get_order(uid, "o2")
+    assert "paid_cents" not in order

@@ -38,7 +38,7 @@ class ShareBook:
                     *, with_config: bool = True, with_open: bool = False) -> dict[str, Any]:
         extra = [keys.order(store_id, order_id), keys.locks(store_id, order_id)]
         if with_open:
-            extra.append(keys.open_orders(store_id))
+            extra += [keys.open_orders(store_id), keys.payment_refs(store_id)]
         if with_config:
             extra.append(keys.config(store_id))
         reply = await self.engine.run_script(name, store_id, extra, [order_id, *args], actor)

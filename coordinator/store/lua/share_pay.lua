@@ -1,6 +1,7 @@
 -- share_pay.lua: end, capture or confirm a split-bill share held under its own payment lock (SPEC §10).
 --
 -- KEYS[1..4] common (lib.lua)   KEYS[5] order hash   KEYS[6] locks hash   KEYS[7] open orders hash
+-- KEYS[8] payment refs hash tl:{s}:payrefs (payment_ref -> order_id: a ref is unique per store, SPEC §9)
 -- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] token of the share lock
 -- ARGV[8] mode:
 --   "release" | "payment_failed"  end the share lock (not while completing) → {"ok":1,"released":bool}
@@ -17,10 +18,11 @@
 -- share.paid {share, paid_cents, remaining_cents, order} is emitted; when paid_cents reaches the
 -- total the order is paid (mark_paid: every other lock ends, reason paid, then order.paid).
 -- Idempotent on payment_ref (order hash field ref:<payment_ref>) → {"ok":1,"paid":true,"replay":true}.
--- Refusals (emit payment.rejected, except PAYMENT_LOCKED): LOCK_LOST (no live share lock with this
+-- Refusals (emit payment.rejected, except PAYMENT_LOCKED): PAYMENT_REF_REUSED (the ref paid another
+-- order of the store), LOCK_LOST (no live share lock with this
 -- token of this holder), STALE_VERSION (the order or the bound version moved), AMOUNT_MISMATCH.
 
-local K_ORDER, K_LOCKS, K_OPEN = KEYS[5], KEYS[6], KEYS[7]
+local K_ORDER, K_LOCKS, K_OPEN, K_REFS = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local order_id, token, mode = ARGV[6], ARGV[7], ARGV[8]
 local amount, version, payment_ref = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local window = tonumber(ARGV[12]) or 0
@@ -55,6 +57,8 @@ local function refuse(code, with_order)
 end
 
 if o[2] ~= 'open' then return refuse('ORDER_CLOSED', true) end
+local used_by = payment_ref ~= '' and redis.call('HGET', K_REFS, payment_ref)
+if used_by and used_by ~= order_id then return refuse('PAYMENT_REF_REUSED', false) end
 if not lock then return refuse('LOCK_LOST', false) end
 
 if mode == 'rejected' then
@@ -85,6 +89,7 @@ if mode == 'begin' then
 end
 
 -- Mark the share paid (modes self and paid).
+redis.call('HSET', K_REFS, payment_ref, order_id)
 local json, order_paid = mark_share_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, slot, payment_ref)
 if order_paid then return reply({ok = 1, paid = true, order_paid = true}, json) end
 return reply({ok = 1, paid = true, order_paid = false, due = index_order(K_LOCKS, order_id)}, json)
