@@ -120,3 +120,21 @@ class CoordinatorClient:
         """Pay this terminal's own share at the till; returns the order (paid once shares reach the total)."""
         body = {"token": token, "amount_cents": amount_cents, "version": version, "payment_ref": payment_ref}
         return (await self._call("POST", f"/orders/{order_id}/shares/payments", body))["order"]
+
+    # --- SPEC §11: table operations and service requests -------------------------------------
+
+    async def move(self, order_id: str, to_table_id: str, *, force: bool = False) -> dict[str, Any]:
+        """Move the order to another table (换桌); ``{order, locks, refund_tasks}``."""
+        return await self._call("POST", f"/orders/{order_id}/move", {"to_table_id": to_table_id, "force": force})
+
+    async def merge(self, order_id: str, from_order_ids: list[str], *, force: bool = False) -> dict[str, Any]:
+        """Fold other orders into this one (并桌); ``{order, locks, refund_tasks}``."""
+        return await self._call("POST", f"/orders/{order_id}/merge", {"from_order_ids": from_order_ids, "force": force})
+
+    async def service_requests(self) -> list[dict[str, Any]]:
+        """The store's recent service requests, newest first."""
+        return (await self._call("GET", "/service-requests"))["requests"]
+
+    async def take_service_request(self, request_id: str) -> dict[str, Any]:
+        """Take a diner's service request; Refused ALREADY_TAKEN (naming the waiter) if another was first."""
+        return (await self._call("POST", f"/service-requests/{request_id}/take"))["request"]

@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS lines (
     source           TEXT NOT NULL CHECK (source IN ('erp', 'h5')),
     PRIMARY KEY (order_id, line_id)
 );
+-- Payments of orders reopened afterwards (反结账): the books keep them (SPEC §11).
+CREATE TABLE IF NOT EXISTS reopened_payments (
+    order_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    payment_ref TEXT,
+    paid_cents  INTEGER,
+    paid_at     INTEGER,
+    reopened_at INTEGER NOT NULL
+);
 -- H5 add-ons already accepted, by the coordinator's request_id (order.add_items is idempotent).
 CREATE TABLE IF NOT EXISTS accepted_requests (
     request_id TEXT PRIMARY KEY,
@@ -247,6 +256,63 @@ class ErpDatabase:
             db.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (order_id,))
             self._bump(db, order_id)
             return self._wire(db, order_id)
+
+    def move_order(self, order_id: str, to_table_id: str, *, fence: int | None = None) -> dict[str, Any]:
+        """Move the order to another table (换桌, version + 1); its lines stay as they are."""
+        with self._tx() as db:
+            self._writable(db, order_id, fence)
+            if db.execute("SELECT 1 FROM tables WHERE table_id = ?", (to_table_id,)).fetchone() is None:
+                db.execute("INSERT INTO tables VALUES (?, ?)", (to_table_id, to_table_id))
+            db.execute("UPDATE orders SET table_id = ? WHERE order_id = ?", (to_table_id, order_id))
+            self._bump(db, order_id)
+            return self._wire(db, order_id)
+
+    def merge_orders(self, into: str, sources: Iterable[str], *,
+                     fences: Mapping[str, int] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Fold the sources' lines into ``into`` (并桌): ``into`` + 1 version, each source cancelled + 1.
+
+        One transaction: an add-on to a source lands before (and is carried over) or after (and is
+        refused ORDER_CLOSED); no line is lost either way.
+        """
+        fences = fences or {}
+        with self._tx() as db:
+            self._writable(db, into, fences.get(into))
+            for source in sources:
+                self._writable(db, source, fences.get(source))
+                lines = db.execute("SELECT sku, name, qty, unit_price_cents, source FROM lines"
+                                   " WHERE order_id = ? ORDER BY position", (source,)).fetchall()
+                for line in lines:
+                    n = db.execute("SELECT next_line FROM orders WHERE order_id = ?", (into,)).fetchone()[0]
+                    db.execute("UPDATE orders SET next_line = next_line + 1 WHERE order_id = ?", (into,))
+                    db.execute("INSERT INTO lines VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (into, f"l{n}", n, line["sku"], line["name"], line["qty"], line["unit_price_cents"],
+                                line["source"]))
+                db.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (source,))
+                self._bump(db, source)
+            self._bump(db, into)
+            return self._wire(db, into), [self._wire(db, source) for source in sources]
+
+    def reopen(self, order_id: str) -> dict[str, Any]:
+        """Reopen a paid or cancelled order (反结账, version + 1); its payment moves to ``reopened_payments``."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, version, payment_ref, paid_cents, paid_at FROM orders WHERE order_id = ?",
+                             (order_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"order {order_id}")
+            if row["status"] == "open":
+                return self._wire(db, order_id)
+            if row["payment_ref"] is not None:
+                db.execute("INSERT INTO reopened_payments VALUES (?, ?, ?, ?, ?, ?)",
+                           (order_id, row["version"], row["payment_ref"], row["paid_cents"], row["paid_at"], self._clock()))
+            db.execute("UPDATE orders SET status = 'open', payment_ref = NULL, paid_cents = NULL, paid_at = NULL"
+                       " WHERE order_id = ?", (order_id,))
+            self._bump(db, order_id)
+            return self._wire(db, order_id)
+
+    def reopened_payments(self, order_id: str) -> list[dict[str, Any]]:
+        """The payments of ``order_id`` made before it was reopened, oldest first."""
+        rows = self._conn.execute("SELECT * FROM reopened_payments WHERE order_id = ? ORDER BY reopened_at", (order_id,))
+        return [dict(r) for r in rows]
 
     def accepted_order(self, request_id: str) -> dict[str, Any] | None:
         """The order an already accepted H5 request went into, or None."""

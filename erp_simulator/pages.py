@@ -77,6 +77,9 @@ def page_state(terminal: Terminal) -> dict[str, Any]:
         "now": now,
         "tables": tables,
         "menu": db.menu(),
+        # SPEC §11: the inbox, newest first (the diner's session never shown)
+        "service_requests": sorted(terminal.view.service_requests.values(),
+                                   key=lambda r: r.get("requested_at", 0), reverse=True)[:20],
     }
 
 
@@ -212,7 +215,21 @@ ACTIONS: list[tuple[str, str, Any]] = [
      lambda t, m, b: t.checkout(m["order_id"], _force(b), b.get("force_unverified") is True)),
     ("POST", "/api/orders/{order_id}/payment/complete", lambda t, m, b: t.complete_payment(m["order_id"])),
     ("POST", "/api/orders/{order_id}/payment/cancel", lambda t, m, b: t.cancel_payment(m["order_id"])),
+    # SPEC §11: 换桌, 并桌, taking a diner's service request
+    ("POST", "/api/orders/{order_id}/move", lambda t, m, b: _told(t, t.client.move(
+        m["order_id"], str(b["to_table_id"]), force=_force(b)))),
+    ("POST", "/api/orders/{order_id}/merge", lambda t, m, b: _told(t, t.client.merge(
+        m["order_id"], [str(o) for o in b["from_order_ids"]], force=_force(b)))),
+    ("POST", "/api/service-requests/{request_id}/take", lambda t, m, b: _told(t, t.client.take_service_request(
+        m["request_id"]))),
 ]
+
+
+async def _told(terminal: Terminal, call: Any) -> Any:
+    """Run a coordinator call, then redraw the pages (the ERP database may have changed under them)."""
+    result = await call
+    terminal.tell(None)
+    return result
 
 
 def _strip_tokens(result: Any) -> Any:

@@ -4,7 +4,7 @@
 asking the coordinator ``accept_items`` (refused: the SPEC toast on the cashier's page and an
 ``rpc_error``), then pushes the new version; ``order.pay`` records a diner's payment after the
 fence, version and amount checks. Refusals become ``rpc_error`` with the codes of
-docs/protocol.md §6 (``STALE_FENCE``, ``STALE_VERSION``, ``PAYMENT_LOCKED``…).
+docs/protocol.md §A7 (``STALE_FENCE``, ``STALE_VERSION``, ``PAYMENT_LOCKED``…).
 
 ``received`` keeps every RPC in the order it came; ``behaviour`` makes the master act like a slow,
 hung, eager or refusing ERP, for tests of how the coordinator copes (all off by default).
@@ -69,7 +69,9 @@ class MasterRpc:
             if not self.terminal.master:
                 raise Refused("NOT_MASTER", "此终端不是主收银机", "This terminal is not the master")
             handler = {"order.fetch": self.fetch, "order.add_items": self.add_items,
-                       "order.pay": self.pay, "menu.list": self.menu}.get(method)
+                       "order.pay": self.pay, "menu.list": self.menu,
+                       "order.move": self.move, "order.merge": self.merge,
+                       "order.cancel": self.cancel, "order.reopen": self.reopen}.get(method)
             if handler is None:
                 raise Refused("NOT_FOUND", f"未知方法 {method}", f"Unknown method {method}")
             return {"type": "rpc_result", "id": rpc_id, "result": await handler(params)}
@@ -131,6 +133,36 @@ class MasterRpc:
                                   fence=None if fence is None else int(fence), new_version=pushes)
         if pushes:
             await self.terminal.push(order)
+        self.terminal.tell(None)
+        return order
+
+    async def move(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.move`` (SPEC §11): move the order to another table under the operation's fence."""
+        order_id = params["order_id"]
+        fence = (params.get("fences") or {}).get(order_id)
+        order = self.db.move_order(order_id, str(params["to_table_id"]), fence=None if fence is None else int(fence))
+        self.terminal.tell(None)
+        return order
+
+    async def merge(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.merge`` (SPEC §11): fold the sources into the target in one transaction."""
+        fences = {k: int(v) for k, v in (params.get("fences") or {}).items()}
+        into, sources = self.db.merge_orders(params["into_order_id"], [str(o) for o in params["from_order_ids"]],
+                                             fences=fences)
+        self.terminal.tell(None)
+        return {"into": into, "sources": sources}
+
+    async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.cancel`` (SPEC §11): cancel the order under the operation's fence."""
+        order_id = params["order_id"]
+        fence = (params.get("fences") or {}).get(order_id)
+        order = self.db.cancel(order_id, fence=None if fence is None else int(fence))
+        self.terminal.tell(None)
+        return order
+
+    async def reopen(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``order.reopen`` (反结账): open a paid order again at a new version; its payment stays on record."""
+        order = self.db.reopen(params["order_id"])
         self.terminal.tell(None)
         return order
 

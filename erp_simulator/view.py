@@ -58,6 +58,8 @@ class StoreView:
     config: dict[str, Any] = field(default_factory=dict)
     #: Highest fence seen per order (grants, renewals and ends all carry one).
     fences: dict[str, int] = field(default_factory=dict)
+    #: Diners' service requests by id (SPEC §11), from service.requested / service.taken.
+    service_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Estimate of (coordinator clock - local clock) in ms, from event timestamps.
     clock_offset_ms: int | None = None
 
@@ -115,6 +117,12 @@ class StoreView:
             return []
         if name == "terminal.status" and data.get("terminal_id"):
             self.online[data["terminal_id"]] = bool(data.get("online"))
+            return []
+        if name in ("service.requested", "service.taken") and data.get("request"):
+            request = {**self.service_requests.get(data["request"]["id"], {}), **data["request"]}
+            if name == "service.taken":
+                request["taken_by"] = data.get("by")
+            self.service_requests[request["id"]] = request
             return []
         if name == "config.updated" and data.get("config"):
             self.config = dict(data["config"])

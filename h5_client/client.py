@@ -135,6 +135,10 @@ class H5Client:
         """
         return await self._request("POST", "/h5/checkout", {"share": dict(share)} if share is not None else None)
 
+    async def service_request(self, kind: str) -> dict[str, Any]:
+        """Call a waiter, ask for water or the bill (SPEC §11): ``POST /h5/service-requests``."""
+        return (await self._request("POST", "/h5/service-requests", {"kind": kind}))["request"]
+
     async def cancel(self, token: str) -> bool:
         """POST /h5/checkout/cancel: give my payment lock back; True when something was released."""
         return (await self._request("POST", "/h5/checkout/cancel", {"token": token}))["released"]

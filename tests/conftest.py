@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.support.sandbox",         # the sandbox payment provider process, a notify receiver
     "tests.support.payments",        # a restaurant taking provider payments through the sandbox
     "tests.support.sentinel",        # a primary, a replica and three sentinels
+    "tests.support.cluster_replicas",  # a Redis Cluster of 3 masters + 3 replicas
 ]

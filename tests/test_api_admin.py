@@ -449,17 +449,17 @@ async def test_reconciliation_lists_forced_payments_and_refused_completions(clie
     lock, _ = await engine.acquire(s, "o2", erp(shop), Kind.PAYMENT)
     with pytest.raises(AmountMismatch):
         await engine.complete(s, "o2", erp(shop), token=lock["token"], amount_cents=100, version=1,
-                              payment_ref="p2", mode="self")
+                              payment_ref="p2")
     # o3: the order changed under a bound payment lock, then completion is tried at the old version.
     lock, _ = await engine.acquire(s, "o3", erp(shop), Kind.PAYMENT)
     await engine.put_order(s, OrderIn.model_validate(order_body("o3", version=2)), erp(shop))
     with pytest.raises(StaleVersion):
         await engine.complete(s, "o3", erp(shop), token=lock["token"], amount_cents=3800, version=1,
-                              payment_ref="p3", mode="self")
+                              payment_ref="p3")
     # o4: paid cleanly, nothing to look at.
     lock, _ = await engine.acquire(s, "o4", erp(shop), Kind.PAYMENT)
     await engine.complete(s, "o4", erp(shop), token=lock["token"], amount_cents=3800, version=1,
-                          payment_ref="p4", mode="self")
+                          payment_ref="p4")
 
     report = await ok_json(await send(client, "GET", f"/admin/stores/{s}/reconciliation"))
     cases = {c["order_id"]: c for c in report["cases"]}

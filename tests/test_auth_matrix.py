@@ -23,7 +23,8 @@ ENDPOINTS = [endpoint for router in ROUTERS for endpoint in router.endpoints]
 
 #: What each path parameter is filled with: the seeded shop's ids (the store is set per test).
 #: An unknown terminal id keeps an admin DELETE from revoking a terminal the matrix still uses.
-PATH_VALUES = {"order_id": "o1", "kind": "order", "table_id": "T1", "terminal_id": "Tnobody", "provider": "wechatpay"}
+PATH_VALUES = {"order_id": "o1", "kind": "order", "table_id": "T1", "terminal_id": "Tnobody", "provider": "wechatpay",
+               "request_id": "rnobody"}
 
 ROLES = ("none", "garbage", "admin", "erp_own", "erp_other_store", "h5_own", "h5_other_table",
          "revoked_terminal", "expired_session", "forged_qr")

@@ -99,13 +99,23 @@ async def outcome(call: Awaitable[Any]) -> Any:
 
 
 async def pay(engine: LockEngine, store: str, lock: dict, actor: dict, *, order_id: str = "o1",
-              amount: int = TOTAL, version: int = 1, ref: str = "ref-1", mode: str = "self",
-              window_ms: int = 0, token: str | None = None) -> dict:
-    """Complete a payment against ``lock`` (its token unless another is given)."""
+              amount: int = TOTAL, version: int = 1, ref: str = "ref-1", token: str | None = None) -> dict:
+    """Complete a terminal's own payment against ``lock`` (its token unless another is given)."""
     return await engine.complete(
         store, order_id, actor, token=lock["token"] if token is None else token, amount_cents=amount,
-        version=version, payment_ref=ref, mode=mode, window_ms=window_ms,
+        version=version, payment_ref=ref,
     )
+
+
+async def mark_completing(engine: LockEngine, store: str, order_id: str = "o1", *,
+                          expires_at: int | None = None) -> dict:
+    """Mark the order's payment lock completing as pay_capture.lua does when a provider's money arrives
+    (its lock JSON: completing, phase, payment_ref, amount; the deadline a year out unless given)."""
+    lock = (await stored_locks(engine, store, order_id))["pay"]
+    lock.update(completing=True, phase="completing", payment_ref="wechatpay:tx-1", amount_cents=TOTAL,
+                expires_at=expires_at if expires_at is not None else await engine.now() + 365 * 86_400_000)
+    await engine.redis.hset(keys.locks(store, order_id), "pay", json.dumps(lock, separators=(",", ":")))
+    return lock
 
 
 # --- fencing --------------------------------------------------------------------------------
@@ -281,66 +291,23 @@ async def test_refused_completion_is_recorded_once(engine: LockEngine, store: st
     assert order["status"] == "open"
 
 
-async def test_completing_payment_cannot_be_forced_and_finishes_paid(engine: LockEngine, store: str) -> None:
-    """A payment the ERP is confirming refuses force (force_allowed false); finish(paid) ends it before order.paid."""
+async def test_completing_payment_cannot_be_forced_or_released(engine: LockEngine, store: str) -> None:
+    """A payment whose money arrived (completing, until the ERP confirms) refuses force (force_allowed
+    false), its holder's release and a completion against it (PAYMENT_LOCKED)."""
     await put(engine, store)
     diner, _ = await engine.acquire(store, "o1", H, Kind.PAYMENT)
-    begun = await pay(engine, store, diner, H, mode="begin", window_ms=5000)
-    assert begun["paid"] is False and begun["lock"]["completing"] is True
-    assert (await stored_locks(engine, store))["pay"]["completing"] is True
+    await mark_completing(engine, store)
 
     for kind in (Kind.PAYMENT, Kind.ORDER, Kind.PRESETTLE):
         refused = await outcome(engine.acquire(store, "o1", B, kind, force=True))
         assert isinstance(refused, LockConflict) and refused.code == "PAYMENT_LOCKED"
         assert refused.force_allowed is False
     assert not await engine.release(store, "o1", Kind.PAYMENT, diner["token"], H)
-    twice = await outcome(pay(engine, store, diner, H, mode="begin", window_ms=5000))
+    twice = await outcome(pay(engine, store, diner, H))
     assert isinstance(twice, LockConflict) and twice.code == "PAYMENT_LOCKED"
-
-    before = await engine.seq(store)
-    done = await engine.finish(store, "o1", H, token=diner["token"], paid=True)
-    assert done["paid"] and done["order"]["status"] == "paid"
-    assert await names(engine, store, before) == ["lock.released{paid}", "order.paid"]
-    paid = (await events(engine, store, before))[-1]["data"]
-    assert paid["payment_ref"] == "ref-1" and paid["amount_cents"] == TOTAL
-
-
-async def test_rejected_completion_releases_the_lock_and_is_recorded(engine: LockEngine, store: str) -> None:
-    """finish(rejected) ends the completing lock, records payment.rejected, and the order stays open."""
-    await put(engine, store)
-    diner, _ = await engine.acquire(store, "o1", H, Kind.PAYMENT)
-    await pay(engine, store, diner, H, mode="begin", window_ms=5000)
-    before = await engine.seq(store)
-    done = await engine.finish(store, "o1", H, token=diner["token"], paid=False, code="ERP_UNREACHABLE")
-    assert done["paid"] is False
-    assert sorted(await names(engine, store, before)) == ["lock.released{released}", "payment.rejected"]
-    rejected = next(e for e in await events(engine, store, before) if e["name"] == "payment.rejected")
-    assert rejected["data"]["code"] == "ERP_UNREACHABLE" and rejected["data"]["payment_ref"] == "ref-1"
-    assert await stored_locks(engine, store) == {}
+    assert (await stored_locks(engine, store))["pay"]["completing"] is True
     order, _ = await engine.get_order(store, "o1")
     assert order["status"] == "open"
-    cashier, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT)
-    assert cashier["holder"] == A
-
-
-async def test_completing_lock_ends_at_its_deadline_without_finish(engine: LockEngine, store: str) -> None:
-    """A completing lock outlives its own expiry until the completion window ends, then ends by itself."""
-    await set_config(engine, store, h5_payment_lock_seconds=1)
-    await put(engine, store)
-    diner, _ = await engine.acquire(store, "o1", H, Kind.PAYMENT)
-    begun = await pay(engine, store, diner, H, mode="begin", window_ms=1800)
-    deadline = begun["lock"]["expires_at"]
-    assert deadline > diner["expires_at"]
-
-    await sleep_until(engine, diner["expires_at"] + 50)
-    held = await outcome(engine.acquire(store, "o1", A, Kind.PAYMENT, force=True))
-    assert isinstance(held, LockConflict) and held.force_allowed is False
-
-    await sleep_until(engine, deadline)
-    before = await engine.seq(store)
-    cashier, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT)
-    assert cashier["holder"] == A
-    assert await names(engine, store, before) == ["lock.expired", "lock.acquired"]
 
 
 # --- orders ---------------------------------------------------------------------------------
@@ -389,7 +356,7 @@ async def test_a_closed_order_is_never_reopened_so_it_cannot_be_paid_twice(engin
     """A newer version pushed as open on a paid order is ORDER_CLOSED, so no second payment lock can be taken."""
     await put(engine, store)
     lock, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT)
-    await engine.complete(store, "o1", A, token=lock["token"], amount_cents=TOTAL, version=1, payment_ref="p1", mode="self")
+    await engine.complete(store, "o1", A, token=lock["token"], amount_cents=TOTAL, version=1, payment_ref="p1")
     reopened = await outcome(put(engine, store, version=2))
     assert isinstance(reopened, OrderClosed) and reopened.order["status"] == "paid"
     assert isinstance(await outcome(engine.acquire(store, "o1", B, Kind.PAYMENT)), OrderClosed)
@@ -427,7 +394,7 @@ async def test_own_lock_rebinds_to_a_newer_pulled_version(engine: LockEngine, st
     assert new["version"] == 2 and new["fence"] > old["fence"] and new["token"] != old["token"]
     assert await names(engine, store, seq) == ["lock.released{released}", "lock.acquired"]
     paid = await engine.complete(store, "o1", H, token=new["token"], amount_cents=TOTAL, version=2,
-                                 payment_ref="p-rebind", mode="self")
+                                 payment_ref="p-rebind")
     assert paid["order"]["status"] == "paid"
 
 
@@ -462,8 +429,8 @@ async def test_terminal_offline_caps_expiry_at_the_grace(engine: LockEngine, sto
         await put(engine, store, order_id)
     editing, _ = await engine.acquire(store, "o1", A, Kind.ORDER)               # 300 s: capped
     paying, _ = await engine.acquire(store, "o2", A, Kind.PAYMENT)              # 5 s: kept
-    completing, _ = await engine.acquire(store, "o3", A, Kind.PAYMENT)
-    completing = (await pay(engine, store, completing, A, order_id="o3", mode="begin", window_ms=60_000))["lock"]
+    await engine.acquire(store, "o3", A, Kind.PAYMENT)
+    completing = await mark_completing(engine, store, "o3", expires_at=await engine.now() + 60_000)
     other, _ = await engine.acquire(store, "o4", B, Kind.ORDER)
     before = await engine.seq(store)
 

@@ -212,6 +212,16 @@ def _denied_by_expired_lock(h: History) -> None:
     h.ops[6].resp["error"]["lock"] = _lock("o2", 1, "payment", {"role": "h5", "session_id": "x"}, 4000, 6000)
 
 
+def _move_not_announced(h: History) -> None:
+    h.ops.append(Op(7, "erp0", "erp", 0, "POST", "/stores/s/orders/o2/move", {"to_table_id": "T3", "force": False},
+                    7.0, 7.01, 200, {"order": {"order_id": "o2", "table_id": "T3"}, "locks": [], "refund_tasks": []}))
+
+
+def _lock_outlives_a_merge(h: History) -> None:
+    h.stream.append(_event(9, 6900, "order.merged", "o2", {"into": "o1", "from": ["o2"], "into_table_id": "T1"}))
+    h.final_seq = 9
+
+
 VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "two payment locks": ("I1", _second_payment_overlaps),
     "two edit-slot locks": ("I1", _edit_slot_overlaps),
@@ -234,6 +244,8 @@ VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "H5 sees another session": ("I6", _h5_sees_another_session),
     "expired before expires_at": ("EX", _expired_early),
     "denied by an expired lock": ("EX", _denied_by_expired_lock),
+    "move not announced": ("TO1", _move_not_announced),
+    "lock outlives a merge": ("TO3", _lock_outlives_a_merge),
 }
 
 
@@ -269,3 +281,4 @@ async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_r
     resumed = [c for c in history.connections if c.since is not None and c.hello_seq is not None]
     assert resumed, "no subscriber resumed after the kill"
     assert report.counts["I4 accepted completions"] > 0 and report.counts["I5 events expected"] > 0
+    assert report.counts["TO moves"] > 0 and report.counts["TO merges"] > 0, "no move or merge went through"

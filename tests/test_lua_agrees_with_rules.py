@@ -76,7 +76,7 @@ class SeedLock:
         return SLOT[self.kind]
 
     def stored(self, order_id: str, now: int) -> dict[str, Any]:
-        """The lock JSON exactly as acquire.lua (and complete.lua, when completing) stores it."""
+        """The lock JSON exactly as acquire.lua (and pay_capture.lua, when completing) stores it."""
         expires_at = now - MARGIN_MS if self.expired else now + MARGIN_MS
         lock = {
             "kind": self.kind.value, "order_id": order_id, "table_id": "T1", "holder": self.holder,

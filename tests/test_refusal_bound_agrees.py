@@ -1,9 +1,9 @@
-"""``bounded_refusal`` (lib.lua, through complete.lua) decides as its pure twin ``core/refusals.record``:
-generated sequences of refused H5 completions (sessions, codes, orders) on a real Redis, single node
-and cluster, give the same written refusals and the same counted entries.
+"""``bounded_refusal`` (lib.lua, through emit.lua mode "refusal": ``LockEngine.emit_refusal``, as
+h5/addons.py records a refused add-on) decides as its pure twin ``core/refusals.record``: generated
+sequences of refused H5 requests (sessions, codes, orders) on a real Redis, single node and cluster,
+give the same written refusals and the same counted entries.
 
-Codes reachable through complete.lua without a lock: LOCK_LOST on an open order, ORDER_CLOSED on a
-paid one. Windows do not roll within a sequence here (the Redis clock cannot be injected);
+Windows do not roll within a sequence here (the Redis clock cannot be injected);
 ``tests/test_security_audit_flood.py`` pins the roll.
 """
 
@@ -15,7 +15,6 @@ import random
 import pytest
 
 from coordinator.core import refusals
-from coordinator.core.errors import LockLost, OrderClosed
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.settings import load_store_defaults
 from coordinator.store import keys
@@ -25,10 +24,11 @@ from tests.support.app import SYSTEM, order_body
 WINDOW_MS, CAP = 600_000, 3
 
 
-def _sequences(n: int) -> list[list[tuple[str, str]]]:
-    """n generated sequences of (session, order) refusals; o2 is paid (ORDER_CLOSED), o1 open (LOCK_LOST)."""
+def _sequences(n: int) -> list[list[tuple[str, str, str]]]:
+    """n generated sequences of (session, order, code) refusals of one table's add-ons."""
     rng = random.Random(15)
-    return [[(f"s{rng.randrange(5)}", rng.choice(["o1", "o2"])) for _ in range(rng.randrange(1, 25))]
+    return [[(f"s{rng.randrange(5)}", rng.choice(["o1", "o2"]), rng.choice(["PAYMENT_LOCKED", "PRESETTLED"]))
+             for _ in range(rng.randrange(1, 25))]
             for _ in range(n)]
 
 
@@ -45,20 +45,19 @@ async def test_lua_bound_agrees_with_the_pure_twin(redis_client, uid, case):
                         refusal_window_ms=WINDOW_MS, refusals_per_table=CAP)
     store_id = f"twin-{uid}-{case}"
     await engine.put_order(store_id, OrderIn.model_validate(order_body("o1")), SYSTEM)
-    await engine.put_order(store_id, OrderIn.model_validate(order_body("o2", status="paid")), SYSTEM)
+    await engine.put_order(store_id, OrderIn.model_validate(order_body("o2")), SYSTEM)
     window: refusals.RefusalWindow | None = None
     expected: list[tuple] = []
-    for session_id, order_id in _sequences(12)[case]:
-        code = "LOCK_LOST" if order_id == "o1" else "ORDER_CLOSED"
-        with pytest.raises(LockLost if code == "LOCK_LOST" else OrderClosed):
-            await engine.complete(store_id, order_id, {"role": "h5", "session_id": session_id}, token="bad",
-                                  amount_cents=3800, version=1, payment_ref="r", mode="begin", window_ms=1000)
+    for session_id, order_id, code in _sequences(12)[case]:
+        await engine.emit_refusal(store_id, "order.addon_refused", {"code": code},
+                                  {"role": "h5", "session_id": session_id}, table_id="T1", order_id=order_id,
+                                  code=code)
         window, flushed, written = refusals.record(window, now=0, window_ms=WINDOW_MS, cap=CAP,
                                                    session_id=session_id, order_id=order_id, code=code)
         if flushed:
             expected.append(_group(flushed))
         if written:
-            expected.append(("rejected", order_id, code))
+            expected.append(("refused", order_id, code))
     await engine.flush_refusals(store_id)
     if window is not None and (last := refusals.flush(window, now=0, window_ms=WINDOW_MS)[1]):
         expected.append(_group(last))
@@ -74,8 +73,8 @@ async def test_lua_bound_agrees_with_the_pure_twin(redis_client, uid, case):
         if drain:
             actual.append(_group(drain))
             drain = []
-        if event["name"] == "payment.rejected":
-            actual.append(("rejected", event["order_id"], event["data"]["code"]))
+        if event["name"] == "order.addon_refused":
+            actual.append(("refused", event["order_id"], event["data"]["code"]))
     if drain:
         actual.append(_group(drain))
     assert actual == expected

@@ -15,6 +15,8 @@ from coordinator.store import keys
 from coordinator.store.engine import SYSTEM, LockEngine
 from coordinator.store.ratelimit import RateLimiter
 from coordinator.store.redis_conn import AnyRedis
+from coordinator.store.service_desk import ServiceDesk
+from coordinator.store.tableops import TableOps
 from coordinator.store.scripts import LOCK_SCRIPTS, STANDALONE_SCRIPTS, Scripts, source
 from coordinator.store.snapshot import read_snapshot
 from tests.support.app import order_body
@@ -96,24 +98,29 @@ async def test_every_script_touches_only_its_declared_keys(redis_client: AnyRedi
     paying, _ = await engine.acquire(store, "o1", A, Kind.PAYMENT, expected_version=1)
     snap = await read_snapshot(scripts, store)
     assert len(snap.orders) == 2 and len(snap.locks) == 1
-    await engine.complete(store, "o1", A, token=paying["token"], amount_cents=3800, version=1,
-                          payment_ref="p1", mode="self")
+    await engine.complete(store, "o1", A, token=paying["token"], amount_cents=3800, version=1, payment_ref="p1")
     h5_lock, _ = await engine.acquire(store, "o2", H, Kind.PAYMENT)
-    await engine.complete(store, "o2", H, token=h5_lock["token"], amount_cents=3800, version=1,
-                          payment_ref="p2", mode="begin", window_ms=5_000)
-    await engine.finish(store, "o2", H, token=h5_lock["token"], paid=False, code="ERP_UNREACHABLE",
-                        payment_ref="p2", amount_cents=3800)
+    await engine.release(store, "o2", Kind.PAYMENT, h5_lock["token"], H)
     edit, _ = await engine.acquire(store, "o2", A, Kind.ORDER)
     await engine.release(store, "o2", Kind.ORDER, edit["token"], A)
     await engine.acquire(store, "o2", B, Kind.PRESETTLE)
     await engine.revoke_terminal(store, "TB")
     await engine.emit(store, "config.updated", {"changed": ["x"]}, SYSTEM)
     await engine.emit(store, "terminal.note", {}, SYSTEM, audit_only=True)
+    desk = ServiceDesk(engine)
+    asked = await desk.request(store, "T2", "water", H)
+    await desk.take(store, asked["id"], A)
+    ops = TableOps(engine)
+    await ops.admin_release(store, ["o2"], "", "stuck", {"role": "admin"})
+    await put("o3", table_id="T3")
+    begun = await ops.begin(store, "merge", ["o2", "o3"], B, force=True)
+    await ops.finish(store, "merge", "o2", begun["orders"], B)
     await put("o2", table_id="T2", version=2, status="cancelled")
     await RateLimiter(session_rate=1, h5_rate=1).hit(scripts, keys.rate_session(store, "h1"), 1)
     claim = keys.item_request(store, "r1")
     await redis_client.set(claim, "mine")
     assert await scripts.claim_release(keys=[claim], args=["mine"]) == 1
+    await put("o3", table_id="T3", version=2, status="cancelled")
     snap = await read_snapshot(scripts, store)
     assert snap.orders == [] and snap.locks == []
 

@@ -164,7 +164,7 @@ async def test_add_on_after_first_capture_raises_what_remains(book, uid):
     assert (stored["total_cents"], stored["paid_cents"]) == (TOTAL + 1500, 6800)
     pay, _ = await book.engine.acquire(uid, "o1", CASHIER, Kind.PAYMENT)
     reply = await book.engine.complete(uid, "o1", CASHIER, token=pay["token"], amount_cents=TOTAL + 1500 - 6800,
-                                       version=2, payment_ref="cash-rest", mode="self")
+                                       version=2, payment_ref="cash-rest")
     assert reply["paid"] is True and reply["order"]["status"] == "paid"
 
 

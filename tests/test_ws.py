@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from coordinator.app import build_app
-from coordinator.core.errors import AmountMismatch
+from coordinator.core.errors import LockLost
 from coordinator.core.models import OrderIn, StoreConfigPatch
 from coordinator.core.rules import Kind
 from coordinator.realtime.pubsub import Subscriber
@@ -149,9 +149,9 @@ async def test_h5_sees_only_its_table_and_never_ids_or_tokens(client, shop):
     other, _ = await svc.engine.acquire(store, "o2", terminal(shop, "b"), Kind.ORDER)
     erp, _, _ = await connect(client, shop.b)                                  # terminal.status
     paying, _ = await svc.engine.acquire(store, "o1", diner2, Kind.PAYMENT)
-    with pytest.raises(AmountMismatch):                                        # payment.rejected
-        await svc.engine.complete(store, "o1", diner2, token=paying["token"], amount_cents=1, version=1,
-                                  payment_ref="p-1", mode="begin", window_ms=3000)
+    with pytest.raises(LockLost):                                              # payment.rejected
+        await svc.engine.complete(store, "o1", terminal(shop, "a"), token=paying["token"], amount_cents=1,
+                                  version=1, payment_ref="p-1")
     await svc.engine.release(store, "o1", Kind.PAYMENT, paying["token"], diner2)
     await svc.directory.patch_config(store, StoreConfigPatch(h5_payment_lock_seconds=20), SYSTEM)
 

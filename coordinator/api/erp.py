@@ -158,6 +158,5 @@ async def complete_payment(call: Call) -> Reply:
     reply = await call.services.engine.complete(
         store_id, order_id, call.principal.holder(), token=payment.token,
         amount_cents=payment.amount_cents, version=payment.version, payment_ref=payment.payment_ref,
-        mode="self",
     )
     return Reply(200, OrderResponse(order=Order.model_validate(reply["order"])))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -70,7 +70,10 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         if mapped is None:
             raise
         response = error_response(mapped)
-    except (RedisConnectionError, RedisTimeout, BusyLoadingError, ConnectionError, OSError):
+    # CLUSTERDOWN (a shard without a master mid-failover; MasterDownError is one) and TRYAGAIN
+    # (a slot mid-migration) pass once the cluster settles: unavailable, not a bug.
+    except (RedisConnectionError, RedisTimeout, BusyLoadingError, ClusterDownError, TryAgainError, ConnectionError,
+            OSError):
         log.warning("redis unavailable during %s %s", request.method, request.path)
         response = error_response(Unavailable())
     except Exception:

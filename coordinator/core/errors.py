@@ -17,7 +17,7 @@
     │   ├── PaymentRefReused      PAYMENT_REF_REUSED
     │   ├── ShareTaken            SHARE_TAKEN     (a line or part already claimed or paid; split bill)
     │   ├── ShareExceeds          SHARE_EXCEEDS   (a share above what remains due)
-    │   └── SharePaid             SHARE_PAID      (order; a change below what is paid, or to a paid line)
+    │   └── (SharePaid            SHARE_PAID: below, with the table operations' block)
     ├── PayloadTooLarge       413 PAYLOAD_TOO_LARGE
     ├── RateLimited           429 RATE_LIMITED       (retry_after: sent as Retry-After)
     ├── InternalError         500 INTERNAL           (a coordinator bug; the body names nothing of it)
@@ -63,7 +63,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "INTERNAL": ("服务内部错误", "Internal error"),
     "SHARE_TAKEN": ("该菜品或份额已被同桌其他人选择或支付", "That dish or part is already being paid or was paid by someone else at the table"),
     "SHARE_EXCEEDS": ("所选金额超过订单未付金额", "The share is more than what remains due on the order"),
-    "SHARE_PAID": ("订单已有部分付款,不能减少已付金额或修改已付菜品;如确需修改请强制修改并处理退款", "Part of the order is paid: the change would lower the total below what is paid or touch a paid line; only a forced change (with a refund task) may do it"),
 }
 
 #: ERP force-confirm dialog texts (SPEC §5 messages table).
@@ -293,6 +292,36 @@ BY_CODE: dict[str, type[TablelockError]] = {
 }
 
 
+# --- table operations and service requests (SPEC §11) -----------------------------------------
+# Appended as a block (Conflict subclasses; the tree above gains them):
+#     Conflict 409 ── PaymentInFlight  PAYMENT_IN_FLIGHT (force_allowed for ERP: forcing opens a refund task)
+#                  ├─ SharePaid        SHARE_PAID        (force_allowed for ERP: forcing opens a refund task)
+#                  ├─ AlreadyTaken     ALREADY_TAKEN     (details: who took the service request, when)
+#                  └─ OrderOpen        ORDER_OPEN        (order: reopening an order that is open)
+
+MESSAGES.update({
+    "PAYMENT_IN_FLIGHT": ("顾客正在线上支付,暂不能换桌/并桌;强制继续将为这笔支付生成退款任务",
+                          "A diner's online payment is in progress; forcing the table change opens a refund task for it"),
+    "SHARE_PAID": ("此订单已有分单支付:不能减少已付金额、修改已付菜品或换桌/并桌;强制继续将为已付款项生成退款任务",
+                   "Part of this bill is already paid: lowering it below what is paid, changing a paid dish or "
+                   "moving/merging it needs force, which opens a refund task for the paid shares"),
+    "ALREADY_TAKEN": ("该呼叫已有服务员接单", "Another waiter has already taken this request"),
+    "ORDER_OPEN": ("订单未结账,无需反结账", "The order is open; there is nothing to reopen"),
+})
+
+
+class PaymentInFlight(Conflict):
+    """A move or merge while a diner's online payment is in flight (phase in_flight or completing)."""
+
+    code = "PAYMENT_IN_FLIGHT"
+
+
+class SharePaid(Conflict):
+    """A change, move or merge of an order of which a share is already paid (split bill, SPEC §10)."""
+
+    code = "SHARE_PAID"
+
+
 class ShareTaken(Conflict):
     """A split-bill share names a line or part already claimed or paid (SPEC §10)."""
 
@@ -305,10 +334,17 @@ class ShareExceeds(Conflict):
     code = "SHARE_EXCEEDS"
 
 
-class SharePaid(Conflict):
-    """An order push would take the total below what is paid, or touch a paid line (SPEC §10)."""
+class AlreadyTaken(Conflict):
+    """A waiter taking a service request another waiter took first; ``details`` names who and when."""
 
-    code = "SHARE_PAID"
+    code = "ALREADY_TAKEN"
 
 
-BY_CODE.update({cls.code: cls for cls in (ShareTaken, ShareExceeds, SharePaid)})
+class OrderOpen(Conflict):
+    """Reopening (反结账) an order that is still open."""
+
+    code = "ORDER_OPEN"
+
+
+BY_CODE.update({cls.code: cls for cls in (PaymentInFlight, SharePaid, AlreadyTaken, OrderOpen)})
+BY_CODE.update({cls.code: cls for cls in (ShareTaken, ShareExceeds)})

@@ -87,10 +87,12 @@ class AddOns:
         code = str(decision.code)
         # The cashier's toast is the ERP accept_items wording (SPEC §5 messages table).
         toast, toast_en = lock_message(code, Role.ERP, Action.ACCEPT_ITEMS, False)
-        await self.engine.emit(
+        # Under the audit bound of refused H5 requests (issue 15 finding 3): a diner repeating a
+        # refused add-on cannot push the staff's history out of the capped streams.
+        await self.engine.emit_refusal(
             diner.store_id, "order.addon_refused",
             {"code": code, "message": toast, "message_en": toast_en, "items": items},
-            diner.holder(), table_id=diner.table_id, order_id=order_id,
+            diner.holder(), table_id=diner.table_id, order_id=order_id, code=code,
         )
         _, locks = await self.engine.get_order(diner.store_id, order_id)
         reported = next((l for l in locks if decision.reported and l["kind"] == decision.reported.kind.value), None)

@@ -23,6 +23,10 @@ from coordinator.core.errors import ErpUnreachable, TablelockError
 from coordinator.payments.ledger import PaymentLedger
 from coordinator.payments.providers import PaymentNotification, RefundNotification
 from coordinator.payments.records import PaymentRecord
+from coordinator.realtime.erp_answers import ErpOrder
+
+#: Whom the audit log names for an order stored from the ERP's answer to an RPC.
+ERP_ANSWER = {"role": "system", "source": "erp_rpc"}
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +101,32 @@ class Settlement:
         except TablelockError as refused:
             code = getattr(refused, "erp_code", refused.code)
             reply = await self.ledger.confirm(store_id, record, paid=False, code=code)
+            if code == "ORDER_CLOSED":
+                await self._keep_erps_copy(store_id, record.order_id, config.erp_rpc_timeout_ms)
             return reply["state"]
         reply = await self.ledger.confirm(store_id, record, paid=True)
         return reply["state"]
+
+    async def _keep_erps_copy(self, store_id: str, order_id: str, timeout_ms: int) -> None:
+        """After ``ORDER_CLOSED`` to order.pay, store the ERP's closed order (SPEC §12).
+
+        The coordinator may hold the order open only because a failover lost its "paid": the ERP's
+        answer closes it again, so it is never shown payable. The money stays a surplus: the ERP's
+        order does not say it was paid with *this* payment_ref (only order.pay's idempotent
+        answer does), so it may have been paid another way (cash).
+        """
+        rpc = self._rpc()
+        try:
+            if rpc is None:
+                raise ErpUnreachable()
+            result = await rpc.call(store_id, "order.fetch", {"order_id": order_id}, timeout_ms)
+            order = ErpOrder.model_validate(result)
+            if order.order_id != order_id:
+                raise ErpUnreachable(details=[{"reason": "bad_reply", "method": "order.fetch"}])
+            await self.engine.put_order(store_id, order.order_in(), ERP_ANSWER, erp_answer=True)
+        except TablelockError as exc:
+            # The next push, pull or checkout of the order brings the ERP's copy anyway.
+            log.warning("order.fetch of %s/%s after ORDER_CLOSED failed: %s", store_id, order_id, exc.code)
 
     async def _retry_later(self, store_id: str, record: PaymentRecord, code: str) -> None:
         attempts = record.erp_attempts + 1

@@ -40,12 +40,24 @@ class ErpOrder(OrderIn):
         return OrderIn.model_validate(self.model_dump(exclude={"updated_at"}))
 
 
+class ErpMerge(BaseModel):
+    """The ERP's answer to ``order.merge`` (SPEC §11): the kept order and the closed sources."""
+
+    into: ErpOrder
+    sources: list[ErpOrder]
+
+
 #: What each method's ``result`` must be; anything else is an unreachable ERP, never a 500.
 RESULTS: dict[str, type[BaseModel]] = {
     "order.fetch": ErpOrder,
     "order.add_items": ErpOrder,
     "order.pay": ErpOrder,
     "menu.list": Menu,
+    # SPEC §11 table operations (coordinator/tableops/service.py)
+    "order.move": ErpOrder,
+    "order.merge": ErpMerge,
+    "order.cancel": ErpOrder,
+    "order.reopen": ErpOrder,
 }
 
 #: The lock action behind a method, so a lock refusal carries the H5 text for that action.

@@ -35,6 +35,11 @@ MAX_FRAME = 4 * MAX_MESSAGE_BYTES
 EventName = Literal[
     "lock.acquired", "lock.renewed", "lock.released", "lock.expired", "lock.forced",
     "order.updated", "order.paid", "payment.rejected", "config.updated", "terminal.status",
+    # provider payments (SPEC §9)
+    "payment.started", "payment.failed", "payment.surplus", "payment.refund_updated", "order.addon_refused",
+    # SPEC §11: service requests and table operations (docs/table-operations.md)
+    "service.requested", "service.taken", "order.moved", "order.merged", "order.reopened",
+    "refund.needed",
 ]
 MessageId = Union[int, Annotated[str, StringConstraints(min_length=1, max_length=128)]]
 

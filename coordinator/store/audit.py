@@ -31,11 +31,15 @@ CLOCK_SLACK_MS = 5_000
 
 #: Why an order needs a human look, by payment.rejected ``data.code``; other codes: payment_rejected.
 _REJECTION_REASONS = {"AMOUNT_MISMATCH": "amount_mismatch", "STALE_VERSION": "version_mismatch"}
+#: Codes of H5 requests refused because a lock is held (an add-on during a payment): counted in an
+#: ``h5.refused_counted`` entry, they are no money problem and flag no order.
+_LOCK_HELD_CODES = frozenset({"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"})
 #: The order reasons are reported in.
 _REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
-                 "share_refund_due")
+                 "refund_needed", "reopened", "share_refund_due")
 #: Event names that can flag an order; a cheap byte test before any JSON is decoded.
 _FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"h5.refused_counted"',
+             b'"name":"refund.needed"', b'"name":"order.reopened"',
              b'"name":"share.refund_due"')
 #: Above this many flagged orders, the trail pass decodes every entry instead of byte-testing.
 _MAX_BYTE_TESTS = 32
@@ -158,7 +162,13 @@ def flag_reasons(entry: AuditEntry) -> list[str]:
         return [_REJECTION_REASONS.get(str(entry.data.get("code")), "payment_rejected")]
     if entry.name == "h5.refused_counted":  # refusals counted, not written one by one (lib.lua)
         codes = entry.data.get("codes")
-        return sorted({_REJECTION_REASONS.get(str(c), "payment_rejected") for c in codes}) if isinstance(codes, dict) else []
+        if not isinstance(codes, dict):
+            return []
+        return sorted({_REJECTION_REASONS.get(str(c), "payment_rejected") for c in codes if c not in _LOCK_HELD_CODES})
+    if entry.name == "refund.needed":  # SPEC §11: a forced move/merge stranded money (a share paid, or in flight)
+        return ["refund_needed"]
+    if entry.name == "order.reopened":  # 反结账: the earlier payment stays in the trail for the books
+        return ["reopened"]
     if entry.name == "share.refund_due":  # a forced change of a partly paid order (SPEC §10)
         return ["share_refund_due"]
     return []

@@ -20,11 +20,12 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Literal
 
 from coordinator.core.errors import Unauthenticated
 from coordinator.store import keys
+from coordinator.store.follow import followed_table
 
 Role = Literal["admin", "erp", "h5"]
 
@@ -120,7 +121,7 @@ class Authenticator:
         if parts[0] == "erp" and len(parts) == 4:
             return await self._terminal(*parts[1:])
         if parts[0] == "h5" and len(parts) == 7:
-            return self._session(parts, now if isinstance(now, int) else await now())
+            return await self._followed(self._session(parts, now if isinstance(now, int) else await now()))
         raise Unauthenticated()
 
     async def _terminal(self, store_id: str, terminal_id: str, secret: str) -> Principal:
@@ -135,6 +136,12 @@ class Authenticator:
             role="erp", store_id=store_id, terminal_id=terminal_id, name=record["name"],
             master=bool(record.get("master")),
         )
+
+    async def _followed(self, principal: Principal) -> Principal:
+        """The session on the table its party was moved or merged to since it was issued (SPEC §11)."""
+        issued_at = int(principal.expires_at or 0) - self.session_ttl_ms
+        table_id = await followed_table(self.redis, str(principal.store_id), str(principal.table_id), issued_at)
+        return principal if table_id == principal.table_id else replace(principal, table_id=table_id)
 
     def _session(self, parts: list[str], now: int) -> Principal:
         _, store_id, table_id, session_id, expires_at, since_seq, mac = parts

@@ -310,34 +310,17 @@ class LockEngine:
 
     async def complete(
         self, store_id: str, order_id: str, actor: dict[str, Any], *, token: str, amount_cents: int,
-        version: int, payment_ref: str, mode: str, window_ms: int = 0,
+        version: int, payment_ref: str,
     ) -> dict:
-        """Check a completion against the payment lock; ``self`` marks paid, ``begin`` marks completing."""
+        """An ERP terminal's own payment: check it against the payment lock and mark the order paid."""
         reply = await self._run(
             "complete", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
-             keys.config(store_id), keys.payment_refs(store_id), keys.h5_refusals(store_id)],
-            [order_id, token, amount_cents, version, payment_ref, mode, window_ms, self._defaults_json,
-             *self._refusals],
+             keys.config(store_id), keys.payment_refs(store_id)],
+            [order_id, token, amount_cents, version, payment_ref, self._defaults_json],
             actor,
         )
         self._observe(Kind.PAYMENT.value, "complete", reply)
-        await self._raise(store_id, reply, actor, Action.PAY)
-        await self._replicated(store_id, order_id, reply)
-        return reply
-
-    async def finish(
-        self, store_id: str, order_id: str, actor: dict[str, Any], *, token: str, paid: bool,
-        code: str = "", payment_ref: str = "", amount_cents: int = 0,
-    ) -> dict:
-        """End a completion begun with ``complete(mode="begin")`` as the ERP answered."""
-        reply = await self._run(
-            "finish", store_id,
-            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
-             keys.h5_refusals(store_id)],
-            [order_id, token, "paid" if paid else "rejected", code, payment_ref, amount_cents, *self._refusals],
-            actor,
-        )
         await self._raise(store_id, reply, actor, Action.PAY)
         await self._replicated(store_id, order_id, reply)
         return reply
@@ -360,6 +343,17 @@ class LockEngine:
             "emit", store_id, [], [name, table_id, order_id, compact(data), "audit" if audit_only else ""], actor
         )
         return reply["seq"]
+
+    async def emit_refusal(
+        self, store_id: str, name: str, data: dict[str, Any], actor: dict[str, Any], *,
+        table_id: str, order_id: str, code: str,
+    ) -> bool:
+        """Record an H5 session's refused request (its event ``name``) under the audit bound; False: only counted."""
+        reply = await self._run(
+            "emit", store_id, [keys.h5_refusals(store_id)],
+            [name, table_id, order_id, compact(data), "refusal", *self._refusals, code], actor,
+        )
+        return bool(reply["written"])
 
     async def flush_refusals(self, store_id: str) -> None:
         """Write the store's counted H5 refusals to the audit log now (before the admin reads it)."""

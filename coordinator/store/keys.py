@@ -101,11 +101,6 @@ def menu(store_id: str) -> str:
     return f"{_s(store_id)}:menu"
 
 
-def h5_payment(store_id: str, table_id: str, payment_ref: str) -> str:
-    """String: JSON {order_id, state} of an H5 payment, for replays of its payment_ref (h5/payment.py)."""
-    return f"{_s(store_id)}:h5pay:{table_id}:{payment_ref}"
-
-
 def payment(store_id: str, out_trade_no: str) -> str:
     """Hash: one provider payment (payments/ledger.py): order, version, fence, amount, state, refund."""
     return f"{_s(store_id)}:pay:{out_trade_no}"
@@ -174,3 +169,26 @@ def h5_refusals(store_id: str) -> str:
 def common(store_id: str) -> list[str]:
     """KEYS[1..4] of every script (see lua/lib.lua)."""
     return [seq(store_id), events(store_id), audit(store_id), active(store_id)]
+
+
+# --- table operations, stuck locks, service requests (SPEC §11) ------------------------------
+
+
+def service_request(store_id: str, request_id: str) -> str:
+    """String: JSON of one service request {id, kind, table_id, requested_at, state, taken_by, taken_at}."""
+    return f"{_s(store_id)}:svc:{request_id}"
+
+
+def service_requests(store_id: str) -> str:
+    """Sorted set: request id -> requested_at of the store's recent service requests."""
+    return f"{_s(store_id)}:svcs"
+
+
+def service_cooldown(store_id: str, table_id: str, kind: str) -> str:
+    """String with a TTL: a table's last request of one kind, while it cools down."""
+    return f"{_s(store_id)}:svccool:{table_id}:{kind}"
+
+
+def table_follow(store_id: str, table_id: str) -> str:
+    """Hash: where the table's party went: to (table_id), order_id, at (ms) of the last move or merge away."""
+    return f"{_s(store_id)}:follow:{table_id}"

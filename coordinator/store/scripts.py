@@ -25,10 +25,12 @@ from coordinator.core.rules import lua_rules_table
 
 #: Scripts that start with lib.lua and the rules table (the common KEYS[1..4] / ARGV[1..5]).
 LOCK_SCRIPTS = (
-    "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "finish", "emit",
+    "acquire", "renew", "release", "expire", "holder", "put_order", "complete", "emit",
     # provider payments (payments/ledger.py)
     "pay_start", "pay_capture", "pay_confirm", "pay_end", "pay_claim",
     "flush_refusals",
+    # table operations, stuck locks, service requests (SPEC §11: store/tableops.py, store/service_desk.py)
+    "admin_release", "service", "table_op",
     # split bill (store/share_book.py)
     "share_claim", "share_pay",
 )
@@ -60,7 +62,6 @@ class Scripts:
     holder: AsyncScript
     put_order: AsyncScript
     complete: AsyncScript
-    finish: AsyncScript
     emit: AsyncScript
     pay_start: AsyncScript
     pay_capture: AsyncScript
@@ -72,6 +73,9 @@ class Scripts:
     ratelimit: AsyncScript
     claim_release: AsyncScript
     ws_slot: AsyncScript
+    admin_release: AsyncScript
+    service: AsyncScript
+    table_op: AsyncScript
     share_claim: AsyncScript
     share_pay: AsyncScript
 

@@ -13,6 +13,9 @@ const TEXT = {
     dismiss: "知道了", lang: "English", completing: "确认中", presettledMark: "已预结",
     paid: "已完成支付", released: "已释放", seconds: "秒", fromH5: "扫码",
     sharesPaid: "已分单支付", remaining: "待付", share: "分单",
+    move: "换桌", merge: "并桌", moveTo: "把此桌的客人换到:", mergeFrom: "把哪一桌的订单并入此桌:",
+    inbox: "服务呼叫", take: "接单", takenBy: "已接单:", noRequests: "暂无呼叫",
+    svc_call_waiter: "呼叫服务员", svc_water: "加水", svc_bill: "请求结账", moved: "已换桌", merged: "已并桌",
   },
   en: {
     title: "Order terminal", master: "Master", secondary: "Secondary", online: "Connected",
@@ -25,6 +28,9 @@ const TEXT = {
     lang: "中文", completing: "confirming", presettledMark: "Pre-settled", paid: "Payment complete",
     released: "Released", seconds: "s", fromH5: "QR",
     sharesPaid: "Paid in shares", remaining: "Remaining", share: "share",
+    move: "Move", merge: "Merge", moveTo: "Move this party to:", mergeFrom: "Merge the order of which table into this one:",
+    inbox: "Service requests", take: "Take", takenBy: "Taken by:", noRequests: "No requests",
+    svc_call_waiter: "Call a waiter", svc_water: "Water", svc_bill: "The bill", moved: "Moved", merged: "Merged",
   },
 };
 
@@ -56,7 +62,89 @@ function render() {
   conn.className = "conn " + (me.connected ? "on" : "off");
   conn.textContent = me.revoked ? t("revoked") : me.connected ? t("online") : t("offline");
   $("#tables").innerHTML = state.tables.map((table) => card(table, state.menu)).join("");
+  renderInbox(state.service_requests || []);
   tick();
+}
+
+// SPEC §11: diners' service requests; built with textContent only.
+function renderInbox(requests) {
+  const list = $("#inbox-list");
+  list.replaceChildren();
+  $("#inbox").dataset.open = requests.some((r) => r.state === "open") ? "1" : "0";
+  if (!requests.length) {
+    const li = document.createElement("li");
+    li.textContent = t("noRequests");
+    list.appendChild(li);
+  }
+  for (const r of requests) {
+    const li = document.createElement("li");
+    li.className = r.state;
+    li.dataset.testid = "inbox-item";
+    li.dataset.id = r.id;
+    li.dataset.state = r.state;
+    const what = document.createElement("span");
+    const time = new Date(r.requested_at).toLocaleTimeString();
+    what.textContent = `${r.table_id} · ${t("svc_" + r.kind)} · ${time}`;
+    li.appendChild(what);
+    if (r.state === "open") {
+      const take = document.createElement("button");
+      take.className = "small primary";
+      take.dataset.testid = "inbox-take";
+      take.textContent = t("take");
+      take.addEventListener("click", () => {
+        take.disabled = true;
+        plainAction("POST", `/api/service-requests/${encodeURIComponent(r.id)}/take`, {}).finally(() => { take.disabled = false; });
+      });
+      li.appendChild(take);
+    } else {
+      const by = document.createElement("span");
+      by.dataset.testid = "inbox-taken-by";
+      by.textContent = `${t("takenBy")} ${(r.taken_by && (r.taken_by.name || r.taken_by.terminal_id)) || ""}`;
+      li.appendChild(by);
+    }
+    list.appendChild(li);
+  }
+}
+
+// Pick a table in the #pick dialog; resolves its id or null.
+function pickTable(text, tables) {
+  return new Promise((resolve) => {
+    const dialog = $("#pick");
+    $("#pick-text").textContent = text;
+    const select = $("#pick-table");
+    select.replaceChildren(...tables.map((table) => {
+      const option = document.createElement("option");
+      option.value = table.table_id;
+      option.textContent = `${table.name} (${table.table_id})`;
+      return option;
+    }));
+    dialog.hidden = false;
+    const done = (answer) => {
+      dialog.hidden = true;
+      $("#pick-ok").onclick = $("#pick-cancel").onclick = null;
+      resolve(answer);
+    };
+    $("#pick-ok").onclick = () => done(select.value || null);
+    $("#pick-cancel").onclick = () => done(null);
+  });
+}
+
+// 换桌: to a table without an open order. 并桌: another table's order into this one.
+async function moveOrMerge(d, act) {
+  const here = state.tables.find((table) => table.order && table.order.order_id === d.order);
+  const others = state.tables.filter((table) => table !== here && (act === "move" ? !table.order : !!table.order));
+  const target = await pickTable(t(act === "move" ? "moveTo" : "mergeFrom"), others);
+  if (!target) return;
+  const body = act === "move" ? { to_table_id: target }
+    : { from_order_ids: [others.find((table) => table.table_id === target).order.order_id] };
+  const path = `/api/orders/${d.order}/${act}`;
+  let reply = await send("POST", path, { ...body, force: false });
+  if (reply.error && reply.error.force_allowed) {
+    if (!(await confirmForce(say(reply.error)))) return;
+    reply = await send("POST", path, { ...body, force: true });
+  }
+  if (reply.error) toast(say(reply.error));
+  else toast(t(act === "move" ? "moved" : "merged"), "ok");
 }
 
 function card(table, menu) {
@@ -106,6 +194,7 @@ function buttons(id, o, held) {
   if (held.has("presettle")) out.push(b("unpresettle", "unpresettle"));
   else out.push(b("presettle", "presettle"));
   out.push(b("pay", "pay"));
+  out.push(b("move", "move"), b("merge", "merge"));
   return out.join("");
 }
 
@@ -264,6 +353,8 @@ const ACT = {
   pay: (d) => lockAction(`/api/orders/${d.order}/payment`),
   complete: (d) => plainAction("POST", `/api/orders/${d.order}/payment/complete`, {}, "paid"),
   "cancel-pay": (d) => plainAction("POST", `/api/orders/${d.order}/payment/cancel`, {}),
+  move: (d) => moveOrMerge(d, "move"),
+  merge: (d) => moveOrMerge(d, "merge"),
 };
 
 $("#tables").addEventListener("click", (event) => {

@@ -10,7 +10,7 @@
 -- ARGV[12] store config JSON defaults   ARGV[13] outbox lease (ms) the caller takes for its own first try
 -- ARGV[14] order_id to record an unknown trade under ("" when unknown)
 --
--- Returns by outcome; every provider transaction ends as exactly one of (invariant 9):
+-- Returns one of these, as every provider transaction ends as exactly one of them (invariant 9):
 --   completing: the lock is in flight for this trade, the order open at the bound version, the amount
 --               the bound total → the lock is marked completing with no deadline the sweeper honours
 --               (it stays until the ERP confirms), an outbox task "outbox:<no>" is queued (leased to

@@ -51,6 +51,11 @@ export class H5Api {
   }
 
   /** POST /h5/sessions with the table's QR token. */
+  /** Ask for a waiter, water or the bill (SPEC §11); 429 while this kind cools down for the table. */
+  serviceRequest(kind) {
+    return this.request("POST", "/h5/service-requests", { kind });
+  }
+
   async openSession() {
     if (!this.qr) throw new ApiError(401, null);
     const body = await this.raw("POST", "/h5/sessions", { qr_token: this.qr }, false);

@@ -118,6 +118,15 @@ export class Live {
     this.retryTimer = setTimeout(() => this.connect(), base * (0.75 + Math.random() * 0.5));
   }
 
+  /** Open a new socket at once (the session's table changed: the new one subscribes to it). */
+  resubscribe() {
+    if (!this.websocket) return;
+    const old = this.ws;
+    this.ws = null;
+    if (old) old.close();
+    this.connect();
+  }
+
   retryNow() {
     if (!this.websocket) {
       this.poll().catch(() => {});

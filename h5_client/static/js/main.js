@@ -62,12 +62,14 @@ const ui = {
   frontdesk: false,
   conn: "connecting",
   fatal: null,
+  service: null,
 };
 const api = new H5Api(qr || (savedSession(null) || {}).qr || null, savedSession(qr));
 api.onServerTime = (ms) => clock.observe(ms);
 let messageTimer = null;
 // The seq to resume the socket from once, when back from the pay page (null: the state's own seq).
 let resumeFrom = null;
+let live = null;
 
 function redraw() {
   const t = translator(ui.lang);
@@ -129,9 +131,34 @@ function onMessage(msg) {
     return;
   }
   if (msg.type === "event") {
+    const fresh = typeof msg.seq !== "number" || msg.seq > ui.state.seq;
     // My trade's outcome first, whatever its seq (a replay after the pay page may be older than
     // the table read); then the table's state as usual.
     setState(applyEvent(payEvent(ui.state, msg), msg, clock.now()));
+    if (fresh) onTableEvent(msg);
+  }
+}
+
+// SPEC §11: the party moved (or its order was merged): this session now belongs to the new table;
+// a waiter took a service request of this table.
+function onTableEvent(msg) {
+  if (msg.name === "order.moved" || msg.name === "order.merged") {
+    say({ key: "order_moved" });
+    refreshTable().catch(() => {});
+    if (live) live.resubscribe();
+  } else if (msg.name === "service.taken") {
+    ui.service = "taken";
+    say({ key: "service_taken" });
+  }
+}
+
+async function askService(kind) {
+  try {
+    await api.serviceRequest(kind);
+    ui.service = "sent";
+    say({ key: "service_sent" });
+  } catch (e) {
+    sayError(e);
   }
 }
 
@@ -277,6 +304,7 @@ root.addEventListener("click", (e) => {
   else if (id === "cancel-pay") cancelPayment();
   else if (id === "refetch") refetch();
   else if (id === "submit-items") submitItems();
+  else if (target.dataset.action === "service") askService(target.dataset.kind);
   else if (id === "lang-toggle") setLang(ui.lang === "en" ? "zh-CN" : "en");
   else if (id === "frontdesk-close") {
     ui.frontdesk = false;
@@ -320,7 +348,7 @@ async function boot() {
     else store(PAYMENT_KEY, null);
   }
   loadMenu();
-  const live = new Live({
+  live = new Live({
     url: (since) => api.wsUrl(since),
     protocols: () => api.wsProtocols(),
     since: () => {

@@ -79,6 +79,14 @@ export function render(root, m) {
   renderBar(root, m);
   renderSheets(root, m);
 
+  // SPEC §11: the table's last service request, until a waiter took it ("服务员已收到").
+  const service = $(root, "service-state");
+  show(service, !!m.service);
+  if (m.service) {
+    service.textContent = t(m.service === "taken" ? "service_taken" : "service_sent");
+    service.dataset.state = m.service;
+  }
+
   const toast = $(root, "message");
   show(toast, !!m.message);
   if (m.message) {

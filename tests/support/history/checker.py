@@ -13,6 +13,7 @@ and what each subscriber received are checked against it and against the rules:
     I6  H5 answers and H5 websocket messages never carry others' tokens, terminal ids or other
         sessions' ids
     EX  expiry is exact: no lock.expired before expires_at, no denial citing a lock already expired
+    TO  SPEC §11 moves and merges (``moves.py``): announced, locks on the order's table, merged sources done
 
 A lock is known by (order_id, fence). Its interval is [acquired_at, end) on the Redis clock, where
 end is the ts of its release or force, the expires_at it had when it expired, or — still live at
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from coordinator.core.views import STAFF_ONLY_EVENTS
-
+from tests.support.history.moves import check_table_ops
 from tests.support.history.recorder import History, Op
 
 INF = float("inf")
@@ -110,6 +111,7 @@ def check(history: History) -> Report:
     _subscribers(history, stream, out, counts)
     _expiry(stream, history, out, counts)
     _leaks(history, out, counts)
+    check_table_ops(history, stream, locks, out, counts, Violation)
     return Report(out, counts)
 
 

@@ -121,6 +121,8 @@ class ErpModel:
         if method == "menu.list":
             return "result", {"items": [{"sku": f"d{i}", "name": f"菜{i}", "unit_price_cents": 100 * (i + 1)}
                                         for i in range(5)]}
+        if method == "order.merge":
+            return await self.merge(str(params.get("into_order_id")), params)
         order_id = params.get("order_id")
         if method == "order.add_items" and order_id is None:
             order_id = self.current.get(params.get("table_id", ""))
@@ -143,7 +145,37 @@ class ErpModel:
                     return "error", {"code": "AMOUNT_MISMATCH", "message": "金额不符"}
                 self.closed(order_id, "paid")
                 return "result", self.body(order_id, "paid")
+            if method == "order.move":
+                to, before = params["to_table_id"], o["table_id"]
+                if self.current.get(to) and self.orders[self.current[to]]["status"] == "open":
+                    return "error", {"code": "ORDER_CLOSED", "message": "目标桌已有订单"}
+                o["table_id"], o["version"] = to, o["version"] + 1
+                self.current[to] = order_id
+                if self.current.get(before) == order_id:
+                    del self.current[before]
+                    self.run.reopen.add(before)
+                return "result", self.body(order_id)
         return "error", {"code": "NOT_FOUND", "message": f"unknown method {method}"}
+
+    async def merge(self, into: str, params: dict[str, Any]) -> tuple[str, Any]:
+        """``order.merge``: the sources closed (cancelled) and the target bumped, all under the orders' write locks."""
+        sources = [str(o) for o in params.get("from_order_ids") or []]
+        if any(o not in self.orders for o in [into, *sources]):
+            return "error", {"code": "NOT_FOUND", "message": "未找到"}
+        ids = sorted({into, *sources})
+        for order_id in ids:  # one order of acquisition: two merges never wait on each other in a cycle
+            await self.lock(order_id).acquire()
+        try:
+            if any(self.orders[o]["status"] != "open" for o in ids):
+                return "error", {"code": "ORDER_CLOSED", "message": "订单已结束"}
+            for source in sources:
+                self.orders[source]["version"] += 1
+                self.closed(source, "cancelled")
+            self.orders[into]["version"] += 1
+            return "result", {"into": self.body(into), "sources": [self.body(o) for o in sources]}
+        finally:
+            for order_id in ids:
+                self.lock(order_id).release()
 
 
 class Actor:
@@ -208,11 +240,13 @@ class Run:
         await asyncio.to_thread(self.processes.start, plan.processes)
         self.api = Api(self.history, self.processes)
         tables = [f"T{i + 1}" for i in range(plan.tables)]
+        # Tables with no order at the start: somewhere for a party to move to (SPEC §11).
+        self.tables = tables + [f"T{plan.tables + i + 1}" for i in range(2)]
         names = [("收银台", True)] + [(f"终端{i}", False) for i in range(plan.erp_actors)] + \
             [(f"观察{i}", False) for i in range(plan.processes)]
         config = {"h5_payment_lock_seconds": 2, "erp_payment_lock_seconds": 5, "order_lock_seconds": 5,
                   "presettle_lock_seconds": 30, "erp_disconnect_grace_seconds": 5, "erp_rpc_timeout_ms": 1000}
-        terminals, qrs = await seed_store(self.api, self.store_id, tables=tables, terminals=names, config=config)
+        terminals, qrs = await seed_store(self.api, self.store_id, tables=self.tables, terminals=names, config=config)
         self.history.terminals = {t["terminal_id"]: t["token"] for t in terminals}
         master, workers, observers = terminals[0], terminals[1:1 + plan.erp_actors], terminals[1 + plan.erp_actors:]
         erp = [Actor(self, f"erp{i}", "erp", t["token"]) for i, t in enumerate(workers)]
@@ -297,8 +331,11 @@ class Run:
                     if await self.erp.push(actor, order_id, status=status) and status != "open":
                         self.erp.closed(order_id, status)
             return
-        if r < 0.92:
+        if r < 0.89:
             await self.stale_completion(actor)
+            return
+        if r < 0.92:
+            await self.table_op(actor)
             return
         order_id = self._some_order()
         if random.random() < 0.5:
@@ -306,6 +343,22 @@ class Run:
                              {"action": random.choice(["add_items", "accept_items", "modify", "presettle", "pay"])})
         else:
             await actor.call("GET", random.choice([f"/stores/{s}/orders/{order_id}", f"/stores/{s}/locks"]))
+
+    async def table_op(self, actor: Actor) -> None:
+        """A move (换桌) to a table without an order, or a merge (并桌) of two tables' orders; sometimes forced."""
+        s = self.store_id
+        force = random.random() < 0.3
+        current = [o for o in self.erp.current.values() if self.erp.orders[o]["status"] == "open"]
+        # T1's party stays put: the h5-watch subscriber's expected events are T1's (checker._visible).
+        movable = [o for o in current if self.erp.orders[o]["table_id"] != self.tables[0]]
+        free = [t for t in self.tables if t not in self.erp.current]
+        if free and movable and random.random() < 0.6:
+            order_id = random.choice(movable)
+            await actor.call("POST", f"/stores/{s}/orders/{order_id}/move", {"to_table_id": random.choice(free), "force": force})
+        elif movable and len(current) >= 2:
+            source = random.choice(movable)
+            into = random.choice([o for o in current if o != source])
+            await actor.call("POST", f"/stores/{s}/orders/{into}/merge", {"from_order_ids": [source], "force": force})
 
     async def erp_pay(self, actor: Actor, order_id: str, lock: dict[str, Any]) -> None:
         """Complete the terminal's own payment (usually right, sometimes with a wrong amount or version)."""

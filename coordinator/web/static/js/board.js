@@ -8,7 +8,7 @@
 
 import { storePath } from "./api.js";
 import { clockTime, holderName, kindName, money, remaining, shortId } from "./format.js";
-import { el, table } from "./dom.js";
+import { confirmDialog, el, table, toast } from "./dom.js";
 
 const POLL_MS = 1000;
 const TICK_MS = 100;
@@ -25,8 +25,31 @@ export function mount(ctx, root) {
 
   const status = el("p", { class: "live-note", testid: "board-status", dataset: { state: "loading" }, text: t("loading") });
   const body = el("div", { testid: "board" });
+  // Ending a stuck lock (SPEC §11): the admin's reason goes with every release, into the audit log.
+  const reason = el("input", { testid: "release-reason", placeholder: t("release_reason"), maxlength: 200 });
+  const tableInput = el("input", { testid: "release-table-id", placeholder: t("table"), size: 8 });
+  const tableButton = el("button", { type: "button", class: "danger", testid: "release-table", text: t("release_table"),
+    on: { click: () => release(storePath(storeId, "tables", tableInput.value.trim(), "release"), tableInput.value.trim()) } });
+  const requests = el("div", { testid: "service-requests" });
   root.append(el("h2", { text: t("board_title") }), el("p", { class: "muted", text: t("board_intro") }),
-    el("div", { class: "card" }, status, body));
+    el("div", { class: "card" }, status, el("p", { class: "row" }, reason, " ", tableInput, " ", tableButton), body),
+    el("h2", { text: t("service_title") }), el("div", { class: "card" }, requests));
+
+  async function release(releasePath, what) {
+    const text = reason.value.trim();
+    if (!text || !what) {
+      toast(t("release_need_reason"), "error");
+      return;
+    }
+    if (!(await confirmDialog({ title: t("release_title"), text: t("release_confirm", what), ok: t("release") }))) return;
+    try {
+      const done = await api.request("POST", releasePath, { reason: text });
+      toast(done.kept.length ? t("release_kept", done.released.length, done.kept.length) : t("release_done", done.released.length));
+      poll(true);
+    } catch (e) {
+      toast(e.message || t("board_error"), "error");
+    }
+  }
 
   function row(lock) {
     const holder = lock.holder || {};
@@ -53,7 +76,25 @@ export function mount(ctx, root) {
       : el("span", { class: "muted", testid: "lock-holder-online", dataset: { online: "" }, text: "—" })),
     el("td", { class: "mono", text: lock.fence }),
     el("td", {}, countdown),
-    el("td", { class: "muted", text: clockTime(lock.expires_at) }));
+    el("td", { class: "muted", text: clockTime(lock.expires_at) }),
+    el("td", {}, el("button", { type: "button", class: "danger", testid: "release-lock", text: t("release"),
+      on: { click: () => release(storePath(storeId, "orders", lock.order_id, "locks", lock.kind, "release"),
+        `${kindName(lock.kind, t)} · ${lock.order_id}`) } })));
+  }
+
+  function requestRow(request) {
+    const by = request.taken_by;
+    return el("tr", { testid: "service-row", dataset: { id: request.id, state: request.state, tableId: request.table_id } },
+      el("td", { class: "mono", text: request.table_id }),
+      el("td", { text: t(`service_${request.kind}`) }),
+      el("td", { class: "muted", text: clockTime(request.requested_at) }),
+      el("td", { testid: "service-state", text: by ? t("service_taken_by", holderName(by, t)) : t("service_open") }));
+  }
+
+  function renderRequests(list) {
+    requests.replaceChildren(list.length === 0
+      ? el("p", { class: "empty", testid: "service-empty", text: t("service_empty") })
+      : table("service-table", [t("table"), t("service_kind"), t("service_at"), t("service_state")], list.map(requestRow)));
   }
 
   function tick() {
@@ -71,16 +112,17 @@ export function mount(ctx, root) {
       return;
     }
     body.replaceChildren(table("board-table",
-      [t("kind"), t("order"), t("table"), t("holder"), t("holder_online"), t("fence"), t("remaining"), t("expires_at")],
+      [t("kind"), t("order"), t("table"), t("holder"), t("holder_online"), t("fence"), t("remaining"), t("expires_at"), ""],
       locks.map(row)));
     tick();
   }
 
-  async function poll() {
+  async function poll(once = false) {
     const sent = localNow();
     try {
-      const board = await api.request("GET", path);
+      const [board, asked] = await Promise.all([api.request("GET", path), api.request("GET", storePath(storeId, "service-requests"))]);
       if (stopped) return;
+      renderRequests(asked.requests);
       offset = board.now - (sent + localNow()) / 2;
       render(board.locks);
       status.dataset.state = "live";
@@ -91,7 +133,7 @@ export function mount(ctx, root) {
       status.textContent = t("board_error");
       if (e.status === 401 || e.status === 404) return ctx.fail(e);
     }
-    timer = setTimeout(poll, POLL_MS);
+    if (once !== true) timer = setTimeout(poll, POLL_MS);
   }
 
   const ticker = setInterval(tick, TICK_MS);
