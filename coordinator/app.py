@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import metrics
-from coordinator.api import admin, admin_payments, erp, h5, payments
+from coordinator.api import admin, admin_payments, erp, h5, payments, shares
 from coordinator.api import service_requests, tableops
 from coordinator.api.middleware import errors_middleware, security_middleware
 from coordinator.api.openapi import document
@@ -36,6 +36,8 @@ from h5_client import STATIC_DIR as H5_STATIC
 ROUTERS = (admin.router, erp.router, h5.router, payments.router, payments.notify_router, admin_payments.router)
 #: SPEC §11 (stuck locks, table operations, service requests).
 ROUTERS += (tableops.router, service_requests.router)
+#: SPEC §10 (split bill: the ERP's share endpoints).
+ROUTERS += (shares.router,)
 SETTINGS = web.AppKey("settings", Settings)
 #: Whether the app runs its expiry sweeper (a test of the scripts' own expiry turns it off).
 SWEEPER = web.AppKey("sweeper", bool)

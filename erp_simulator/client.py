@@ -107,6 +107,20 @@ class CoordinatorClient:
         body = {"token": token, "amount_cents": amount_cents, "version": version, "payment_ref": payment_ref}
         return (await self._call("POST", f"/orders/{order_id}/payments", body))["order"]
 
+    async def claim_share(self, order_id: str, share: dict[str, Any], *,
+                          expected_version: int | None = None) -> dict[str, Any]:
+        """Take a split-bill share (e.g. ``{"rest": True}``) under a payment lock of its own; the lock with token."""
+        body: dict[str, Any] = {"share": share}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        return (await self._call("POST", f"/orders/{order_id}/shares", body))["lock"]
+
+    async def pay_share(self, order_id: str, *, token: str, amount_cents: int, version: int,
+                        payment_ref: str) -> dict[str, Any]:
+        """Pay this terminal's own share at the till; returns the order (paid once shares reach the total)."""
+        body = {"token": token, "amount_cents": amount_cents, "version": version, "payment_ref": payment_ref}
+        return (await self._call("POST", f"/orders/{order_id}/shares/payments", body))["order"]
+
     # --- SPEC §11: table operations and service requests -------------------------------------
 
     async def move(self, order_id: str, to_table_id: str, *, force: bool = False) -> dict[str, Any]:

@@ -65,6 +65,8 @@ def page_state(terminal: Terminal) -> dict[str, Any]:
         order = orders.get(table_id)
         locks, held = [], []
         if order is not None:
+            # Split bill: what the coordinator says the paid shares came to (docs/shares.md).
+            order = order | {"paid_cents": int(terminal.view.orders.get(order["order_id"], {}).get("paid_cents", 0))}
             locks = _locks(terminal, order["order_id"], now)
             held = sorted(kind for (order_id, kind) in terminal.held if order_id == order["order_id"])
         tables.append({"table_id": table_id, "name": names[table_id], "order": order, "locks": locks, "held": held})
@@ -92,7 +94,7 @@ def _locks(terminal: Terminal, order_id: str, now: int) -> list[dict[str, Any]]:
     for lock in seen:
         holder = lock.get("holder") or {}
         mine = holder.get("role") == "erp" and holder.get("terminal_id") == terminal.terminal_id
-        out.append({k: lock.get(k) for k in ("kind", "fence", "expires_at", "acquired_at", "completing")}
+        out.append({k: lock.get(k) for k in ("kind", "fence", "expires_at", "acquired_at", "completing", "share")}
                    | {"holder": page_holder(holder), "mine": mine})
     return sorted(out, key=lambda lock: lock["kind"])
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .client import Refused
 from .db import AcceptCheck
 from .errors import AcceptRefused, ErpError
+from .shares import ShareLedger
 
 if TYPE_CHECKING:
     from .terminal import Terminal
@@ -119,6 +120,13 @@ class MasterRpc:
     async def pay(self, params: dict[str, Any]) -> dict[str, Any]:
         """``order.pay``: record a diner's payment if its fence, version and amount hold (no push)."""
         fence = params.get("fence")
+        if params.get("share") is not None:  # split bill: one share of the order (docs/shares.md)
+            order = ShareLedger(self.db).pay_share(
+                params["order_id"], version=int(params["version"]), amount_cents=int(params["amount_cents"]),
+                payment_ref=str(params["payment_ref"]), fence=None if fence is None else int(fence),
+                share=params["share"])
+            self.terminal.tell(None)
+            return order
         pushes = self.behaviour.push_paid_before_answering
         order = self.db.mark_paid(params["order_id"], version=int(params["version"]),
                                   amount_cents=int(params["amount_cents"]), payment_ref=str(params["payment_ref"]),

@@ -16,6 +16,11 @@ from typing import Any
 
 SLOT = {"order": "edit", "presettle": "edit", "payment": "pay"}
 
+
+def slot_of(lock: dict[str, Any]) -> str:
+    """Where a lock lives: its kind's slot, or ``share:<fence>`` for a split-bill share's payment lock."""
+    return f"share:{lock['fence']}" if lock.get("share") else SLOT[lock["kind"]]
+
 #: Events that end a lock, with the data of the lock that ended in ``data.lock``.
 LOCK_ENDS = frozenset({"lock.released", "lock.expired", "lock.forced"})
 
@@ -104,7 +109,7 @@ class StoreView:
             self._see_fence(lock)
             ended = self._drop_lock(lock)
             return [LockEnded(ended or lock, name, data)]
-        if name in ("order.updated", "order.paid") and data.get("order"):
+        if name in ("order.updated", "order.paid", "share.paid") and data.get("order"):
             order = data["order"]
             self.orders[order["order_id"]] = order
             if order.get("status") != "open":
@@ -126,15 +131,15 @@ class StoreView:
     def _put_lock(self, lock: dict[str, Any]) -> None:
         self._see_fence(lock)
         slots = self.locks.setdefault(lock["order_id"], {})
-        current = slots.get(SLOT[lock["kind"]])
+        current = slots.get(slot_of(lock))
         if current is None or current["fence"] <= lock["fence"]:
-            slots[SLOT[lock["kind"]]] = lock
+            slots[slot_of(lock)] = lock
 
     def _drop_lock(self, lock: dict[str, Any]) -> dict[str, Any] | None:
         slots = self.locks.get(lock["order_id"], {})
-        current = slots.get(SLOT[lock["kind"]])
+        current = slots.get(slot_of(lock))
         if current is not None and current["fence"] == lock["fence"]:
-            del slots[SLOT[lock["kind"]]]
+            del slots[slot_of(lock)]
             if not slots:
                 self.locks.pop(lock["order_id"], None)
             return current
@@ -156,8 +161,10 @@ class StoreView:
     def live_locks(self, order_id: str, now: int) -> list[dict[str, Any]]:
         """The order's locks that have not expired at ``now`` (coordinator ms), with ``online`` fresh."""
         out = []
-        for slot in ("edit", "pay"):
-            lock = self.locks.get(order_id, {}).get(slot)
+        held = self.locks.get(order_id, {})
+        shares = sorted((s for s in held if s.startswith("share:")), key=lambda s: int(s.split(":")[1]))
+        for slot in ("edit", "pay", *shares):
+            lock = held.get(slot)
             if lock is None or int(lock["expires_at"]) <= now:
                 continue
             holder = dict(lock.get("holder") or {})
@@ -168,4 +175,5 @@ class StoreView:
 
     def lock_of(self, order_id: str, kind: str, now: int) -> dict[str, Any] | None:
         """The live lock of ``kind`` on the order, or None."""
-        return next((l for l in self.live_locks(order_id, now) if l["kind"] == kind), None)
+        # A share lock is not "the" payment lock of the order (several may be held at once).
+        return next((l for l in self.live_locks(order_id, now) if l["kind"] == kind and not l.get("share")), None)

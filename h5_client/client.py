@@ -127,9 +127,13 @@ class H5Client:
         body = await self._request("POST", "/h5/items", {"items": _items(items), "request_id": request_id})
         return body["order"]
 
-    async def checkout(self) -> dict[str, Any]:
-        """POST /h5/checkout: the latest order from the ERP and my payment lock, {lock (with token), order}."""
-        return await self._request("POST", "/h5/checkout")
+    async def checkout(self, share: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """POST /h5/checkout: the latest order from the ERP and my payment lock, {lock (with token), order}.
+
+        ``share`` (split bill): ``{"lines": [...]}`` | ``{"parts": n, "part": k}`` | ``{"amount_cents": n}``
+        | ``{"rest": true}``; the lock is then my share's own, with ``lock.share.amount_cents`` to pay.
+        """
+        return await self._request("POST", "/h5/checkout", {"share": dict(share)} if share is not None else None)
 
     async def service_request(self, kind: str) -> dict[str, Any]:
         """Call a waiter, ask for water or the bill (SPEC §11): ``POST /h5/service-requests``."""

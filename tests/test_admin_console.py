@@ -556,3 +556,23 @@ async def test_audit_log_filters_by_order_kind_and_time_and_pages_with_next(cons
     await page.get_by_test_id("audit-from").fill(later)
     await page.get_by_test_id("audit-search").click()
     await expect(page.get_by_test_id("audit-error")).to_have_text("开始时间不能晚于结束时间")
+
+
+async def test_split_bill_share_locks_show_side_by_side_on_the_board(console, coordinator, uid):
+    """Two shares of one order held at once are two payment rows on the board, each with its share amount."""
+    store_id = f"s-{uid}"
+    await coordinator.seed_store(store_id)
+    cashier = await coordinator.terminal(store_id, "收银台", master=True)
+    waiter = await coordinator.terminal(store_id, "服务员B")
+    await coordinator.table(store_id, "T1", "一号桌")
+    await coordinator.call("PUT", f"/stores/{store_id}/orders/o1", 200, token=cashier["token"], json=order_body())
+    for token, share in ((waiter["token"], {"lines": ["l2"]}), (cashier["token"], {"rest": True})):
+        await coordinator.call("POST", f"/stores/{store_id}/orders/o1/shares", 201, token=token, json={"share": share})
+
+    board = await console()
+    await go(board, store_id, "board")
+    rows = lock_rows(board, kind="payment", order_id="o1")
+    await expect(rows).to_have_count(2, timeout=WAIT_MS)
+    await expect(rows.get_by_test_id("lock-share")).to_have_count(2)
+    assert sorted(await rows.get_by_test_id("lock-share").all_inner_texts()) == ["分单 ¥18.00", "分单 ¥20.00"]
+    await shot(board, "20-board-split-bill")

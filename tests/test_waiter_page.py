@@ -15,6 +15,7 @@ from playwright.async_api import Page, expect
 
 from erp_simulator.db import ErpDatabase
 from erp_simulator.seed import seed
+from erp_simulator.shares import pay_rest
 from erp_simulator.simulator import Simulator
 from h5_client.client import H5Client, H5Error
 from tests.support.erp_store import Store, make_store
@@ -182,3 +183,24 @@ async def test_language_switch_and_dishes_in_the_editor(sim, browser):
     await shot(a, "8-A-english-editor")
     await a.get_by_test_id("btn-T1-submit").click()
     await expect(a.get_by_test_id("badges-T1").locator(".badge")).to_have_count(0, timeout=2000)
+
+
+async def test_split_bill_remaining_falls_to_zero_on_the_waiter_page(sim, browser, store):
+    """A diner holds the fish while the cashier takes the rest at the till; the page shows what remains; then the rest is paid and the table frees."""
+    master = await open_page(browser, sim, "收银台")
+    order = sim.db.table_order("T1")
+    fish = order["items"][0]
+    fish_cents = fish["qty"] * fish["unit_price_cents"]
+    async with await H5Client.open(store.base_url, store.qr) as diner:
+        grant = await diner.checkout({"lines": [fish["line_id"]]})
+        await expect(master.get_by_test_id("badge-T1-payment")).to_contain_text("分单", timeout=2000)
+        paid = await pay_rest(sim.master, order["order_id"], "cash-rest-1")
+        assert paid["paid_cents"] == order["total_cents"] - fish_cents and paid["status"] == "open"
+        await expect(master.get_by_test_id("remaining-T1")).to_have_text(f"¥{fish_cents / 100:.2f}", timeout=2000)
+        await shot(master, "9-master-split-remaining")
+        assert await diner.cancel(grant["lock"]["token"]) is True
+    done = await pay_rest(sim.master, order["order_id"], "cash-rest-2")
+    assert done["status"] == "paid" and done["paid_cents"] == order["total_cents"]
+    assert sim.db.order(order["order_id"])["status"] == "paid"
+    await expect(master.get_by_test_id("order-T1")).to_have_count(0, timeout=2000)
+    await shot(master, "10-master-split-paid")

@@ -25,6 +25,7 @@ from coordinator.core.models import (
     OrderResponse,
     OrderWithLockViews,
     PaymentRequest,
+    PutOrderQuery,
     Released,
     TokenBody,
 )
@@ -45,7 +46,7 @@ def _ids(call: Call) -> tuple[str, str]:
     return call.path["store_id"], call.path["order_id"]
 
 
-@router.route("PUT", _ORDER, auth=("erp",), body=OrderIn, responses={200: OrderResponse},
+@router.route("PUT", _ORDER, auth=("erp",), body=OrderIn, query=PutOrderQuery, responses={200: OrderResponse},
               errors=(409,))
 async def put_order(call: Call) -> Reply:
     """Store the order as the ERP has it now (idempotent for the same version and content)."""
@@ -56,7 +57,8 @@ async def put_order(call: Call) -> Reply:
             "loc": ["body", "order_id"], "msg": f"must equal the order_id of the path ({order_id})",
             "type": "path_mismatch",
         }])
-    stored, _changed = await call.services.engine.put_order(store_id, order, call.principal.holder())
+    force = call.query.force if call.query is not None else False  # past a paid share (SPEC §10)
+    stored, _changed = await call.services.engine.put_order(store_id, order, call.principal.holder(), force=force)
     return Reply(200, OrderResponse(order=Order.model_validate(stored)))
 
 

@@ -67,7 +67,8 @@ async def add_items(call: Call) -> Reply:
               errors=(409,))
 async def checkout(call: Call) -> Reply:
     """Pull the table's order from the ERP and take the H5 payment lock bound to that version."""
-    return Reply(201, await _service(call).checkout(_diner(call), force=call.body.force))
+    share = call.body.share.spec() if call.body.share is not None else None  # split bill (SPEC §10)
+    return Reply(201, await _service(call).checkout(_diner(call), force=call.body.force, share=share))
 
 
 @router.route("POST", "/h5/checkout/cancel", auth=("h5",), body=TokenBody, responses={200: CheckoutCancelled})

@@ -14,7 +14,10 @@
     │   ├── OrderClosed           ORDER_CLOSED    (order)
     │   ├── PaidMeanwhile         PAYMENT_LOCKED  (a force refused: the diner's payment went through)
     │   ├── PaymentUnverified     PAYMENT_UNVERIFIED (force_allowed: the provider cannot be asked)
-    │   └── PaymentRefReused      PAYMENT_REF_REUSED
+    │   ├── PaymentRefReused      PAYMENT_REF_REUSED
+    │   ├── ShareTaken            SHARE_TAKEN     (a line or part already claimed or paid; split bill)
+    │   ├── ShareExceeds          SHARE_EXCEEDS   (a share above what remains due)
+    │   └── (SharePaid            SHARE_PAID: below, with the table operations' block)
     ├── PayloadTooLarge       413 PAYLOAD_TOO_LARGE
     ├── RateLimited           429 RATE_LIMITED       (retry_after: sent as Retry-After)
     ├── InternalError         500 INTERNAL           (a coordinator bug; the body names nothing of it)
@@ -58,6 +61,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "PAYMENT_UNAVAILABLE": ("在线支付暂不可用,请到前台结账", "Online payment is unavailable; please pay at the front desk"),
     "METHOD_NOT_ALLOWED": ("不支持此请求方法", "Method not allowed"),
     "INTERNAL": ("服务内部错误", "Internal error"),
+    "SHARE_TAKEN": ("该菜品或份额已被同桌其他人选择或支付", "That dish or part is already being paid or was paid by someone else at the table"),
+    "SHARE_EXCEEDS": ("所选金额超过订单未付金额", "The share is more than what remains due on the order"),
 }
 
 #: ERP force-confirm dialog texts (SPEC §5 messages table).
@@ -297,8 +302,9 @@ BY_CODE: dict[str, type[TablelockError]] = {
 MESSAGES.update({
     "PAYMENT_IN_FLIGHT": ("顾客正在线上支付,暂不能换桌/并桌;强制继续将为这笔支付生成退款任务",
                           "A diner's online payment is in progress; forcing the table change opens a refund task for it"),
-    "SHARE_PAID": ("此订单已有分单支付,暂不能换桌/并桌;强制继续将为已付款项生成退款任务",
-                   "Part of this bill is already paid; forcing the table change opens a refund task for the paid shares"),
+    "SHARE_PAID": ("此订单已有分单支付:不能减少已付金额、修改已付菜品或换桌/并桌;强制继续将为已付款项生成退款任务",
+                   "Part of this bill is already paid: lowering it below what is paid, changing a paid dish or "
+                   "moving/merging it needs force, which opens a refund task for the paid shares"),
     "ALREADY_TAKEN": ("该呼叫已有服务员接单", "Another waiter has already taken this request"),
     "ORDER_OPEN": ("订单未结账,无需反结账", "The order is open; there is nothing to reopen"),
 })
@@ -311,9 +317,21 @@ class PaymentInFlight(Conflict):
 
 
 class SharePaid(Conflict):
-    """A move or merge of an order of which a share is already paid (split bill, SPEC §10)."""
+    """A change, move or merge of an order of which a share is already paid (split bill, SPEC §10)."""
 
     code = "SHARE_PAID"
+
+
+class ShareTaken(Conflict):
+    """A split-bill share names a line or part already claimed or paid (SPEC §10)."""
+
+    code = "SHARE_TAKEN"
+
+
+class ShareExceeds(Conflict):
+    """A split-bill share is above what remains due (SPEC §10, invariant 10)."""
+
+    code = "SHARE_EXCEEDS"
 
 
 class AlreadyTaken(Conflict):
@@ -329,3 +347,4 @@ class OrderOpen(Conflict):
 
 
 BY_CODE.update({cls.code: cls for cls in (PaymentInFlight, SharePaid, AlreadyTaken, OrderOpen)})
+BY_CODE.update({cls.code: cls for cls in (ShareTaken, ShareExceeds)})

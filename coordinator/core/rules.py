@@ -98,6 +98,9 @@ class HeldLock:
     completing: bool = False
     #: The order version the lock is bound to (None: unknown, never re-bound).
     version: int | None = None
+    #: A split-bill share's payment lock (SPEC §10): it blocks as a payment lock does, but it is
+    #: never the asker's own whole-order lock to hand back or re-bind (core/shares.py decides shares).
+    share: bool = False
 
     def live(self, now: int) -> bool:
         """A lock blocks until ``expires_at`` and never after.
@@ -191,7 +194,7 @@ def decide(
     rebinds = None
     if kind is not None:
         for lock in live:
-            if lock.kind is kind and lock.holder == actor:
+            if lock.kind is kind and lock.holder == actor and not lock.share:
                 if stale:
                     return Decision(allowed=False, kind=kind, code=Code.STALE_VERSION, expired=expired)
                 if not _rebinds(lock, expected_version):

@@ -14,6 +14,8 @@ from typing import Any
 STAFF_ONLY_EVENTS = frozenset({"payment.rejected", "terminal.status", "order.addon_refused"})
 #: SPEC §11: a refund task opened by a forced table operation is for the staff's eyes.
 STAFF_ONLY_EVENTS |= {"refund.needed"}
+#: SPEC §10: a forced change of a partly paid order opens a refund task (staff only).
+STAFF_ONLY_EVENTS |= {"share.refund_due"}
 
 
 def _without_token(lock: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from coordinator.core.models import Checkout, Lock, Order, Released
 from coordinator.core.rules import Action, Kind, Role
 from coordinator.h5.erp_link import ErpLink
 from coordinator.h5.table import Diner, order_paying_with
+from coordinator.core.shares import ShareSpec
 from coordinator.store.engine import LockEngine
+from coordinator.store.share_book import ShareBook
 
 
 class Checkouts:
@@ -19,9 +21,14 @@ class Checkouts:
     def __init__(self, engine: LockEngine, erp: ErpLink) -> None:
         self.engine = engine
         self.erp = erp
+        self.shares = ShareBook(engine)
 
-    async def checkout(self, diner: Diner, *, force: bool = False) -> Checkout:
-        """Pull the table's order from the ERP and take the H5 payment lock bound to that version."""
+    async def checkout(self, diner: Diner, *, force: bool = False, share: ShareSpec | None = None) -> Checkout:
+        """Pull the table's order from the ERP and take the H5 payment lock bound to that version.
+
+        With ``share`` (split bill, SPEC §10) the lock is the share's own (share_claim.lua): other
+        diners' shares do not block it, so the early refusal before the ERP pull is left to the script.
+        """
         if force:
             raise Forbidden()  # SPEC §2: H5 sessions never force
         engine = self.engine
@@ -30,7 +37,8 @@ class Checkouts:
         if order is None:
             raise NotFound()
         if config.strong_link_enabled:
-            await self._refuse_if_locked(diner, order["order_id"])
+            if share is None:
+                await self._refuse_if_locked(diner, order["order_id"])
             result = await self.erp.ask(diner, config, "order.fetch", {"order_id": order["order_id"]})
             pulled = self.erp.order_answer(diner, "order.fetch", result, order["order_id"])
             order = await self.erp.keep(diner, pulled)
@@ -39,9 +47,14 @@ class Checkouts:
             version = pulled.version
         else:
             version = order["version"]  # legacy mode: the last order the ERP pushed, nothing pulled
-        lock, enforced = await engine.acquire(
-            diner.store_id, order["order_id"], diner.holder(), Kind.PAYMENT, expected_version=version,
-        )
+        if share is not None:
+            lock, _ = await self.shares.claim(diner.store_id, order["order_id"], diner.holder(), share,
+                                              expected_version=version)
+            enforced = True
+        else:
+            lock, enforced = await engine.acquire(
+                diner.store_id, order["order_id"], diner.holder(), Kind.PAYMENT, expected_version=version,
+            )
         return Checkout(lock=Lock.model_validate(views.own_lock(lock)), order=Order.model_validate(order),
                         enforced=enforced)
 
@@ -61,4 +74,6 @@ class Checkouts:
         if order_id is None:
             return Released(released=False)
         released = await self.engine.release(diner.store_id, order_id, Kind.PAYMENT, token, diner.holder())
+        if not released:  # a share's lock (SPEC §10) lives beside the whole-order one
+            released = await self.shares.end(diner.store_id, order_id, diner.holder(), token)
         return Released(released=released)

@@ -27,6 +27,7 @@ from coordinator.core.models import (
     TableRef,
 )
 from coordinator.h5.addons import AddOns
+from coordinator.core.shares import ShareSpec
 from coordinator.h5.checkout import Checkouts
 from coordinator.h5.erp_link import ErpLink, RpcCaller
 from coordinator.h5.menu import store_menu
@@ -97,9 +98,9 @@ class H5Service:
         """Add dishes to the table's order through the ERP (it opens one if none); idempotent on request_id."""
         return await self._addons.add(diner, request)
 
-    async def checkout(self, diner: Diner, *, force: bool = False) -> Checkout:
+    async def checkout(self, diner: Diner, *, force: bool = False, share: ShareSpec | None = None) -> Checkout:
         """Pull the table's order from the ERP and take the H5 payment lock bound to that version."""
-        return await self._checkouts.checkout(diner, force=force)
+        return await self._checkouts.checkout(diner, force=force, share=share)
 
     async def cancel_checkout(self, diner: Diner, token: str) -> Released:
         """Give the H5 payment lock back; ``released`` is false when the token holds nothing releasable."""

@@ -25,6 +25,7 @@ from coordinator.payments.providers import (
 from coordinator.payments.records import PaymentRecord
 from coordinator.payments.settlement import Settlement
 from coordinator.payments.vault import ProviderNotConfigured, ProviderVault
+from coordinator.store.share_book import ShareBook
 
 log = logging.getLogger(__name__)
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -147,8 +148,7 @@ class PaymentService:
         order_id, lock = found
         record = await self.ledger.get(store_id, lock["out_trade_no"]) if lock.get("out_trade_no") else None
         if record is None or lock.get("completing"):
-            released = await self.engine.release(store_id, order_id, Kind.PAYMENT, token, holder)
-            return {"released": released, "paid": False}
+            return {"released": await self._release(store_id, order_id, lock, token, holder), "paid": False}
         outcome = await self._close_or_capture(store_id, record, source="cancel")
         if outcome == "paid":
             return {"released": False, "paid": True}
@@ -158,8 +158,14 @@ class PaymentService:
             return {"released": bool(reply.get("lock_ended")), "paid": False}
         # The provider cannot be reached: the lock ends anyway (the diner walks to the till); the
         # trade stays in flight for the poller, and money that still arrives becomes a surplus.
-        released = await self.engine.release(store_id, order_id, Kind.PAYMENT, token, holder)
-        return {"released": released, "paid": False}
+        return {"released": await self._release(store_id, order_id, lock, token, holder), "paid": False}
+
+    async def _release(self, store_id: str, order_id: str, lock: dict[str, Any], token: str,
+                       holder: dict[str, Any]) -> bool:
+        """End the diner's payment lock: a split-bill share's (SPEC §10) or the whole order's."""
+        if lock.get("share"):
+            return await ShareBook(self.engine).end(store_id, order_id, holder, token)
+        return await self.engine.release(store_id, order_id, Kind.PAYMENT, token, holder)
 
     async def before_force(self, store_id: str, order_id: str, *, unverified_ok: bool) -> None:
         """Vet an ERP force against an in-flight H5 payment of the order (SPEC §9.6).
@@ -169,21 +175,20 @@ class PaymentService:
         refused with PaymentUnverified unless the terminal confirmed (``unverified_ok``).
         """
         _, locks = await self.engine.get_order(store_id, order_id)
-        lock = next((l for l in locks if l["kind"] == Kind.PAYMENT.value and l.get("phase") == "in_flight"
-                     and not l.get("completing")), None)
-        if lock is None:
-            return
-        record = await self.ledger.get(store_id, lock["out_trade_no"])
-        if record is None or record.state != "in_flight":
-            return
-        outcome = await self._close_or_capture(store_id, record, source="force")
-        if outcome == "paid":
-            raise PaidMeanwhile()
-        if outcome == "closed":
-            await self.ledger.end(store_id, record, state="closed", end_lock=False, reason="forced")
-            return
-        if not unverified_ok:
-            raise PaymentUnverified()
+        # Several may be in flight at once: the diners' shares of a split bill (SPEC §10).
+        for lock in locks:
+            if lock["kind"] != Kind.PAYMENT.value or lock.get("phase") != "in_flight" or lock.get("completing"):
+                continue
+            record = await self.ledger.get(store_id, lock["out_trade_no"])
+            if record is None or record.state != "in_flight":
+                continue
+            outcome = await self._close_or_capture(store_id, record, source="force")
+            if outcome == "paid":
+                raise PaidMeanwhile()
+            if outcome == "closed":
+                await self.ledger.end(store_id, record, state="closed", end_lock=False, reason="forced")
+            elif not unverified_ok:
+                raise PaymentUnverified()
 
     async def _close_or_capture(self, store_id: str, record: PaymentRecord, *, source: str) -> str:
         """Ask the provider about an in-flight trade and close it unless paid: "paid" | "closed" | "unknown"."""

@@ -13,6 +13,8 @@ payment_ref, and ``pay_confirm.lua`` confirms once (the second sees the record p
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import logging
 from typing import Any, Callable
@@ -80,12 +82,16 @@ class Settlement:
         config = await self.engine.config(store_id)
         params = {"order_id": record.order_id, "version": record.version, "amount_cents": record.received_cents,
                   "payment_ref": record.payment_ref, "fence": record.fence}
+        if record.share:  # a partial order.pay: the ERP records one share (docs/shares.md)
+            params["share"] = json.loads(record.share)
         rpc = self._rpc()
         try:
             if rpc is None:
                 raise ErpUnreachable()
             result = await rpc.call(store_id, "order.pay", params, config.erp_rpc_timeout_ms)
-            if result.get("status") != "paid" or result.get("order_id") != record.order_id:
+            # A share (SPEC §10) leaves the order open until the shares reach its total.
+            confirmed = ("paid", "open") if record.share else ("paid",)
+            if result.get("status") not in confirmed or result.get("order_id") != record.order_id:
                 raise ErpUnreachable(details=[{"reason": "bad_reply", "method": "order.pay"}])
         except ErpUnreachable as exc:
             # Unknown outcome (no master, timeout, an error we cannot read): the money is here,

@@ -36,10 +36,11 @@ _REJECTION_REASONS = {"AMOUNT_MISMATCH": "amount_mismatch", "STALE_VERSION": "ve
 _LOCK_HELD_CODES = frozenset({"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"})
 #: The order reasons are reported in.
 _REASON_ORDER = ("forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
-                 "refund_needed", "reopened")
+                 "refund_needed", "reopened", "share_refund_due")
 #: Event names that can flag an order; a cheap byte test before any JSON is decoded.
 _FLAGGING = (b'"name":"lock.forced"', b'"name":"payment.rejected"', b'"name":"h5.refused_counted"',
-             b'"name":"refund.needed"', b'"name":"order.reopened"')
+             b'"name":"refund.needed"', b'"name":"order.reopened"',
+             b'"name":"share.refund_due"')
 #: Above this many flagged orders, the trail pass decodes every entry instead of byte-testing.
 _MAX_BYTE_TESTS = 32
 
@@ -168,6 +169,8 @@ def flag_reasons(entry: AuditEntry) -> list[str]:
         return ["refund_needed"]
     if entry.name == "order.reopened":  # 反结账: the earlier payment stays in the trail for the books
         return ["reopened"]
+    if entry.name == "share.refund_due":  # a forced change of a partly paid order (SPEC §10)
+        return ["share_refund_due"]
     return []
 
 

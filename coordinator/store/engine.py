@@ -49,12 +49,16 @@ def held_lock(lock: dict[str, Any]) -> HeldLock:
         expires_at=int(lock["expires_at"]),
         completing=bool(lock.get("completing")),
         version=lock.get("version"),
+        share=bool(lock.get("share")),
     )
 
 
 def content_hash(order: OrderIn) -> str:
     """Digest of what makes two pushes of one version "the same content" (status aside)."""
-    body = order.model_dump(include={"table_id", "items", "total_cents"}, mode="json")
+    # Adjustments join the digest only when present, so an order pushed before they existed keeps
+    # its digest and a repeat of it stays idempotent.
+    fields = {"table_id", "items", "total_cents"} | ({"adjustments"} if order.adjustments else set())
+    body = order.model_dump(include=fields, mode="json")
     return hashlib.sha256(compact(body).encode()).hexdigest()
 
 
@@ -124,6 +128,9 @@ class LockEngine:
             metrics.REPLICA_WAIT_SHORT.inc()
             log.warning("WAIT: %s of %s replicas acknowledged within %sms", acked, replicas, timeout_ms)
 
+    #: For the other store-layer books of scripts (store/share_book.py): the same plumbing.
+    run_script = _run
+
     @staticmethod
     def _observe(kind: str, op: str, reply: dict[str, Any]) -> None:
         """Count one lock operation for /metrics: its result, a denial's code, the locks it broke."""
@@ -150,23 +157,36 @@ class LockEngine:
         cls: type[TablelockError] = BY_CODE[code]
         raise cls(**extra)
 
+    raise_reply = _raise
+
+    def new_token(self) -> str:
+        """A fresh lock token from the engine's token source."""
+        return self._token()
+
+    @property
+    def defaults_json(self) -> str:
+        """The store configuration defaults as the scripts take them."""
+        return self._defaults_json
+
     # --- orders ---------------------------------------------------------------------------
 
     async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any], *,
-                        erp_answer: bool = False) -> tuple[dict, bool]:
+                        erp_answer: bool = False, force: bool = False) -> tuple[dict, bool]:
         """Store the ERP's order; returns (order, changed).
 
         ``erp_answer``: the order is the ERP's own answer to an RPC, which may close the version the
-        coordinator holds open (a "paid" a failover lost: put_order.lua).
+        coordinator holds open (a "paid" a failover lost: put_order.lua). ``force``: past a paid
+        share (SPEC §10), opening a refund task.
         """
         # The body goes without status: the script composes the stored JSON from the body and the
         # fields it changes itself (status, updated_at), so it never edits JSON text.
-        body = order.model_dump(mode="json", exclude={"status"})
+        # An order without adjustments is stored exactly as before they existed (the wire stays the same).
+        body = order.model_dump(mode="json", exclude={"status"} | (set() if order.adjustments else {"adjustments"}))
         reply = await self._run(
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
             [order.order_id, compact(body), content_hash(order), order.version, order.status,
-             order.table_id, order.total_cents, "erp" if erp_answer else ""],
+             order.table_id, order.total_cents, "erp" if erp_answer else "", "1" if force else "0"],
             actor,
         )
         await self._raise(store_id, reply, actor, None)

@@ -31,6 +31,8 @@ LOCK_SCRIPTS = (
     "flush_refusals",
     # table operations, stuck locks, service requests (SPEC §11: store/tableops.py, store/service_desk.py)
     "admin_release", "service", "table_op",
+    # split bill (store/share_book.py)
+    "share_claim", "share_pay",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
 STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot")
@@ -74,6 +76,8 @@ class Scripts:
     admin_release: AsyncScript
     service: AsyncScript
     table_op: AsyncScript
+    share_claim: AsyncScript
+    share_pay: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:

@@ -12,6 +12,7 @@ const TEXT = {
     noOrder: "空台", order: "订单", version: "版本", total: "合计", addDish: "加菜", remove: "退",
     dismiss: "知道了", lang: "English", completing: "确认中", presettledMark: "已预结",
     paid: "已完成支付", released: "已释放", seconds: "秒", fromH5: "扫码",
+    sharesPaid: "已分单支付", remaining: "待付", share: "分单",
     move: "换桌", merge: "并桌", moveTo: "把此桌的客人换到:", mergeFrom: "把哪一桌的订单并入此桌:",
     inbox: "服务呼叫", take: "接单", takenBy: "已接单:", noRequests: "暂无呼叫",
     svc_call_waiter: "呼叫服务员", svc_water: "加水", svc_bill: "请求结账", moved: "已换桌", merged: "已并桌",
@@ -26,6 +27,7 @@ const TEXT = {
     order: "Order", version: "v", total: "Total", addDish: "Add", remove: "Remove", dismiss: "OK",
     lang: "中文", completing: "confirming", presettledMark: "Pre-settled", paid: "Payment complete",
     released: "Released", seconds: "s", fromH5: "QR",
+    sharesPaid: "Paid in shares", remaining: "Remaining", share: "share",
     move: "Move", merge: "Merge", moveTo: "Move this party to:", mergeFrom: "Merge the order of which table into this one:",
     inbox: "Service requests", take: "Take", takenBy: "Taken by:", noRequests: "No requests",
     svc_call_waiter: "Call a waiter", svc_water: "Water", svc_bill: "The bill", moved: "Moved", merged: "Merged",
@@ -171,7 +173,8 @@ function card(table, menu) {
         <div class="menu">${menu.map((dish) => `<button class="small" data-testid="btn-${id}-add-${esc(dish.sku)}" data-act="add" data-order="${o}" data-sku="${esc(dish.sku)}">+ ${esc(dish.name)} ${money(dish.unit_price_cents)}</button>`).join("")}</div>
       </div>` : "";
     body = `<div class="order-line" data-testid="order-${id}">${t("order")} ${o} · ${t("version")}${order.version} ·
-        <span class="total" data-testid="total-${id}">${t("total")} ${money(order.total_cents)}</span></div>
+        <span class="total" data-testid="total-${id}">${t("total")} ${money(order.total_cents)}</span>${order.paid_cents
+          ? ` · <span class="split" data-testid="split-${id}">${t("sharesPaid")} ${money(order.paid_cents)} · ${t("remaining")} <span data-testid="remaining-${id}">${money(order.total_cents - order.paid_cents)}</span></span>` : ""}</div>
       <ul class="items">${items}</ul>${editor}
       <div class="actions">${buttons(id, o, held)}</div>`;
   }
@@ -209,6 +212,7 @@ function badge(id, lock) {
     text = `${esc(lock.holder.name || lock.holder.terminal_id)} · ${kind} · ${online}`;
   }
   if (lock.completing) text += ` · ${t("completing")}`;
+  if (lock.share) text += ` · ${t("share")} ${money(lock.share.amount_cents)}`;
   return `<span class="${cls.join(" ")}" data-testid="badge-${id}-${lock.kind}" data-holder="${esc(lock.holder.terminal_id || lock.holder.role)}">${text}</span>`;
 }
 

@@ -69,16 +69,19 @@ from coordinator.core.models.locks import (
     TokenBody,
     ViewerHolder,
 )
-from coordinator.core.models.orders import Order, OrderIn, OrderItem, OrderResponse
+from coordinator.core.models.orders import Adjustment, Order, OrderIn, OrderItem, OrderResponse, PaidShare, Share
+from coordinator.core.models.shares import PutOrderQuery, ShareAmount, ShareClaimRequest, ShareIn, ShareLines, ShareParts, ShareRest
 
 __all__ = [
     "AuditEntry", "AuditPage", "AuditQuery", "Body", "Cents", "CheckRequest", "CheckResult", "Checkout",
     "CheckoutRequest", "ErpHolder", "ErrorBody", "ErrorDetail", "H5Config", "H5Holder", "H5Table",
     "H5TableView", "Id", "JSON_INTEGER", "ItemLine", "ItemsRequest", "Lock", "LockGrant", "LockList", "LockRequest",
-    "LockResponse", "LockView", "LockViewList", "Menu", "MenuItem", "Millis", "Name", "Order", "OrderIn",
+    "Adjustment", "LockResponse", "LockView", "LockViewList", "Menu", "MenuItem", "Millis", "Name", "Order", "OrderIn",
     "OrderItem", "OrderResponse", "OrderWithLockViews", "OrderWithLocks", "PaymentRequest", "Quantity",
     "Reconciliation", "ReconciliationCase", "ReconciliationQuery", "Released", "SessionCreated",
     "SessionRequest", "Store", "StoreConfig", "StoreConfigChange", "StoreConfigPatch", "StoreIn", "StoreList",
     "StoreRef", "StreamId", "Table", "TableIn", "TableList", "TableRef", "Terminal", "TerminalCreated",
     "TerminalIn", "TerminalList", "TimeBound", "Token", "Version", "ViewerHolder", "config_rule",
+    "PaidShare", "PutOrderQuery", "Share", "ShareAmount", "ShareClaimRequest", "ShareIn", "ShareLines",
+    "ShareParts", "ShareRest",
 ]

@@ -107,7 +107,7 @@ class ReconciliationCase(BaseModel):
     order_id: str
     table_id: str | None
     reasons: list[Literal["forced_during_payment", "payment_rejected", "amount_mismatch", "version_mismatch",
-                          "refund_needed", "reopened"]]
+                          "share_refund_due", "refund_needed", "reopened"]]
     trail: list[AuditEntry]
 
 

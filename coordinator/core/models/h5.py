@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from coordinator.core.models.base import Body, Cents, Id, Millis, Name, Quantity
 from coordinator.core.models.locks import Lock, LockView
 from coordinator.core.models.orders import Order
+from coordinator.core.models.shares import ShareIn
 
 
 class SessionRequest(Body):
@@ -96,6 +97,8 @@ class CheckoutRequest(Body):
     """POST /h5/checkout (the body may be absent): ``force: true`` is refused, H5 never forces (SPEC §2)."""
 
     force: bool = False
+    #: Split bill (SPEC §10): pay only this share of the order under its own payment lock.
+    share: ShareIn | None = None
 
 
 class Checkout(BaseModel):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 from pydantic.json_schema import SkipJsonSchema
 
 from coordinator.core.models.base import Body, Cents, Millis, Token, Version
-from coordinator.core.models.orders import Order
+from coordinator.core.models.orders import Order, Share
 from coordinator.core.rules import Action, Kind
 
 
@@ -52,6 +52,16 @@ class Lock(BaseModel):
     phase: Literal["claimed", "in_flight", "completing"] | None = None
     out_trade_no: str | None = None
     provider: str | None = None
+    #: A split-bill share lock's share (SPEC §10); absent on whole-order locks.
+    share: Share | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_share(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Whole-order locks read exactly as before shares existed.
+        data = handler(self)
+        if data.get("share", 0) is None:
+            del data["share"]
+        return data
 
 
 class LockView(Lock):

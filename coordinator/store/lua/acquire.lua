@@ -72,7 +72,7 @@ end
 
 local conflicting = {}
 for _, k in ipairs(REPORT_ORDER) do
-  for _, slot in ipairs({'edit', 'pay'}) do
+  for _, slot in ipairs(held_slots(held)) do  -- share locks (SPEC §10) are payment locks too
     local lock = held[slot]
     if lock and lock.kind == k and not (k == 'order' and holder_id(lock.holder) == me)
         and CONFLICTS[action][k] then

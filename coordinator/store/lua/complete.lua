@@ -6,6 +6,7 @@
 -- KEYS[8] config hash   KEYS[9] payment refs hash tl:{s}:payrefs (payment_ref -> order_id)
 -- ARGV[1..5] common   ARGV[6] order_id   ARGV[7] token   ARGV[8] amount_cents   ARGV[9] version
 -- ARGV[10] payment_ref   ARGV[11] store config JSON defaults
+-- The amount must be what remains due: the total less the paid shares' paid_cents (SPEC §10).
 --
 -- Returns {"ok":1,"paid":true,"order"}.
 -- Idempotent on payment_ref: a replay after the order is paid with that ref → {"ok":1,"paid":true,
@@ -21,9 +22,11 @@ local K_ORDER, K_LOCKS, K_OPEN, K_CONFIG, K_REFS = KEYS[5], KEYS[6], KEYS[7], KE
 local order_id, token, amount, version = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local payment_ref = ARGV[10]
 
-local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref', 'table_id')
+local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref', 'table_id', 'paid_cents')
 if not o[1] then return fail('NOT_FOUND') end
 local json, status, table_id = o[1], o[2], o[6]
+-- Split bill (SPEC §10): after shares are paid a whole-order payment pays what remains due.
+local due = tonumber(o[4]) - (tonumber(o[7]) or 0)
 if status == 'paid' and o[5] == payment_ref then
   return reply({ok = 1, paid = true, replay = true}, json)
 end
@@ -42,7 +45,7 @@ if used_by and used_by ~= order_id then return refuse('PAYMENT_REF_REUSED', fals
 
 if not store_config(K_CONFIG, ARGV[11]).strong_link_enabled then
   if version ~= tonumber(o[3]) then return refuse('STALE_VERSION', true) end
-  if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
+  if amount ~= due then return refuse('AMOUNT_MISMATCH', true) end
   redis.call('HSET', K_REFS, payment_ref, order_id)
   return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
 end
@@ -55,7 +58,7 @@ if lock.completing then return fail('PAYMENT_LOCKED') end
 if version ~= tonumber(lock.version) or tonumber(o[3]) ~= tonumber(lock.version) then
   return refuse('STALE_VERSION', true)
 end
-if amount ~= tonumber(o[4]) then return refuse('AMOUNT_MISMATCH', true) end
+if amount ~= due then return refuse('AMOUNT_MISMATCH', true) end
 
 redis.call('HSET', K_REFS, payment_ref, order_id)
 return reply({ok = 1, paid = true}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))

@@ -11,5 +11,5 @@ local K_LOCKS = KEYS[5]
 local order_id = ARGV[6]
 local before = redis.call('HLEN', K_LOCKS)
 local held = reap(K_LOCKS, order_id)
-local after = (held.edit and 1 or 0) + (held.pay and 1 or 0)
+local after = #held_slots(held)
 return reply({ok = 1, expired = before - after, due = index_order(K_LOCKS, order_id)})

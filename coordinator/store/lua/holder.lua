@@ -13,7 +13,7 @@ local order_id, terminal_id, op, grace = ARGV[6], ARGV[7], ARGV[8], tonumber(ARG
 
 local held = reap(K_LOCKS, order_id)
 local changed = 0
-for _, slot in ipairs({'edit', 'pay'}) do
+for _, slot in ipairs(held_slots(held)) do
   local lock = held[slot]
   if lock and lock.holder.role == 'erp' and lock.holder.terminal_id == terminal_id
       and not lock.completing then

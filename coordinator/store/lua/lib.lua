@@ -72,6 +72,15 @@ end
 local function write_order(order_key, body, status, extra)
   local updated_at = string.format('%d', NOW)
   local json = raw_field(raw_field(body, 'status', encode(status)), 'updated_at', updated_at)
+  -- Split bill (SPEC §10): once a share is paid the order shows paid_cents and its paid shares
+  -- (kept in their own fields, written by share_pay.lua, passed in extra or already stored).
+  local split = redis.call('HMGET', order_key, 'paid_cents', 'shares')
+  for i = 1, #(extra or {}), 2 do
+    if extra[i] == 'paid_cents' then split[1] = extra[i + 1] elseif extra[i] == 'shares' then split[2] = extra[i + 1] end
+  end
+  if split[1] and tonumber(split[1]) > 0 then
+    json = raw_field(raw_field(json, 'paid_cents', string.format('%d', tonumber(split[1]))), 'shares', split[2])
+  end
   local args = {'HSET', order_key, 'body', body, 'json', json, 'status', status, 'updated_at', updated_at}
   for _, v in ipairs(extra or {}) do table.insert(args, v) end
   redis.call(unpack(args))
@@ -133,9 +142,38 @@ end
 
 -- Drop locks past expires_at, emitting lock.expired once for each: whichever script meets an
 -- expired lock first ends it, so the sweeper and a later acquire never both announce it.
+-- The fields of an order's locks hash, in cause order: the edit slot, the whole-order payment
+-- slot, then one "share:<fence>" field per split-bill share lock (SPEC §10), oldest first.
+local function lock_slots(locks_key)
+  local slots = {'edit', 'pay'}
+  local shares = {}
+  for _, field in ipairs(redis.call('HKEYS', locks_key)) do
+    local fence = string.match(field, '^share:(%d+)$')
+    if fence then table.insert(shares, {tonumber(fence), field}) end
+  end
+  table.sort(shares, function(a, b) return a[1] < b[1] end)
+  for _, s in ipairs(shares) do table.insert(slots, s[2]) end
+  return slots
+end
+
+-- The slots of a reaped `held` table in the order lock_slots gives.
+local function held_slots(held)
+  local slots = {}
+  for _, slot in ipairs({'edit', 'pay'}) do
+    if held[slot] then table.insert(slots, slot) end
+  end
+  local shares = {}
+  for slot, lock in pairs(held) do
+    if string.sub(slot, 1, 6) == 'share:' then table.insert(shares, {tonumber(lock.fence), slot}) end
+  end
+  table.sort(shares, function(a, b) return a[1] < b[1] end)
+  for _, s in ipairs(shares) do table.insert(slots, s[2]) end
+  return slots
+end
+
 local function reap(locks_key, order_id)
   local held = {}
-  for _, slot in ipairs({'edit', 'pay'}) do
+  for _, slot in ipairs(lock_slots(locks_key)) do
     local lock = load_slot(locks_key, slot)
     if lock then
       if live(lock) then
@@ -161,7 +199,7 @@ end
 -- Returns that expiry (or -1) so the caller can wake the sweeper's global index.
 local function index_order(locks_key, order_id)
   local due = -1
-  for _, slot in ipairs({'edit', 'pay'}) do
+  for _, slot in ipairs(lock_slots(locks_key)) do
     local lock = load_slot(locks_key, slot)
     if lock then
       local e = tonumber(lock.expires_at)
@@ -178,8 +216,8 @@ end
 
 -- End every lock of a closing order (reason paid | order_closed), in slot order.
 local function release_all(locks_key, held, reason)
-  for _, slot in ipairs({'edit', 'pay'}) do
-    if held[slot] then end_lock(locks_key, slot, held[slot], 'lock.released', {reason = reason}) end
+  for _, slot in ipairs(held_slots(held)) do
+    end_lock(locks_key, slot, held[slot], 'lock.released', {reason = reason})
   end
 end
 
@@ -261,4 +299,40 @@ local function bounded_refusal(k_refused, window_ms, cap, table_id, order_id, co
   redis.call('HSET', k_refused, table_id, encode(st))
   if written then write() end
   return written
+end
+
+-- Split bill (SPEC §10): the payment lock a token holds, whole-order (slot pay) or a share's
+-- (slot share:<fence>); returns slot, lock or nil.
+local function payment_lock_by_token(held, token)
+  for _, slot in ipairs(held_slots(held)) do
+    local lock = held[slot]
+    if slot ~= 'edit' and lock.token == token then return slot, lock end
+  end
+  return nil, nil
+end
+
+-- Mark the share held in `slot` paid: it joins the order's `shares` (without its holder: the
+-- table's diners see only that someone paid it), paid_cents grows, the lock ends (reason paid),
+-- share.paid {share, paid_cents, remaining_cents, order}; when paid_cents reaches the total the
+-- order is paid (mark_paid: the other locks end, then order.paid). payment_ref is remembered
+-- (order field ref:<payment_ref>) for idempotency. Returns the order JSON and whether it is paid.
+local function mark_share_paid(order_key, locks_key, open_key, order_id, held, slot, payment_ref)
+  local lock = held[slot]
+  local o = redis.call('HMGET', order_key, 'body', 'total', 'table_id', 'paid_cents', 'shares')
+  local shares = o[5] and cjson.decode(o[5]) or {}
+  local record = {}
+  for k, v in pairs(lock.share) do record[k] = v end
+  record.fence, record.paid_at = lock.fence, NOW
+  table.insert(shares, record)
+  local paid, total = (tonumber(o[4]) or 0) + tonumber(lock.share.amount_cents), tonumber(o[2])
+  end_lock(locks_key, slot, lock, 'lock.released', {reason = 'paid'})
+  held[slot] = nil
+  local json = write_order(order_key, o[1], 'open', {'paid_cents', paid, 'shares', encode(shares),
+                                                     'ref:' .. payment_ref, lock.fence})
+  emit('share.paid', o[3], order_id,
+       raw_field(encode({share = record, paid_cents = paid, remaining_cents = total - paid}), 'order', json))
+  if paid >= total then
+    return mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, paid), true
+  end
+  return json, false
 end

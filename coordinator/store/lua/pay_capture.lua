@@ -53,15 +53,20 @@ end
 redis.call('ZREM', K_TASKS, 'poll:' .. trade_no)
 
 local reason = nil
-local lock, o = nil, nil
+local slot, lock, o = nil, nil, nil
+-- What this trade must bring: a share its amount, a whole-order payment what remains (SPEC §10).
+local function due_of(l, order)
+  if l and l.share then return tonumber(l.share.amount_cents) end
+  return tonumber(order[4]) - (tonumber(order[6]) or 0)
+end
 if not known then
   reason = 'unknown_trade'
 elseif rec.state ~= 'in_flight' then
   reason = 'payment_' .. rec.state          -- closed, failed: the trade was ended before the money came
 else
-  o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref')
+  o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'paid_ref', 'paid_cents')
   local held = reap(K_LOCKS, order_id)
-  lock = held.pay
+  slot, lock = payment_lock_by_token(held, rec.lock_token)  -- whole-order (pay) or a share's (SPEC §10)
   if not (lock and lock.out_trade_no == trade_no and lock.token == rec.lock_token) then
     lock = nil
     reason = 'lock_gone'
@@ -72,7 +77,7 @@ else
     reason = 'payment_ref_reused'
   elseif tonumber(o[3]) ~= tonumber(rec.version) then
     reason = reason or 'version_changed'
-  elseif amount ~= tonumber(rec.amount_cents) or amount ~= tonumber(o[4]) then
+  elseif amount ~= tonumber(rec.amount_cents) or amount ~= due_of(lock, o) then
     reason = reason or 'amount_mismatch'
   end
 end
@@ -85,7 +90,7 @@ if reason == nil then
   -- The sweeper must never end a lock whose money has arrived: the deadline moves a year out and
   -- only pay_confirm.lua ends it (SPEC §9: it stays completing until the ERP confirms).
   lock.expires_at = NOW + 365 * 86400 * 1000
-  redis.call('HSET', K_LOCKS, 'pay', encode(lock))
+  redis.call('HSET', K_LOCKS, slot, encode(lock))
   redis.call('HSET', K_PAY, 'state', 'completing', 'erp_attempts', 0)
   redis.call('HSET', K_REFS, payment_ref, order_id)
   redis.call('ZADD', K_TASKS, NOW + lease, 'outbox:' .. trade_no)
@@ -96,7 +101,7 @@ end
 
 -- Surplus. An in-flight lock of this trade that can no longer complete ends now.
 if lock then
-  end_lock(K_LOCKS, 'pay', lock, 'lock.released', {reason = 'payment_failed'})
+  end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'payment_failed'})
   index_order(K_LOCKS, order_id)
 end
 local config = store_config(K_CONFIG, ARGV[12])

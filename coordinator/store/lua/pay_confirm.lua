@@ -25,22 +25,27 @@ if r[1] ~= 'completing' then return reply({ok = 1, state = r[1] or 'missing'}) e
 local order_id, token, payment_ref, amount = r[2], r[3], r[4], tonumber(r[5])
 
 local held = reap(K_LOCKS, order_id)
-local lock = held.pay
-if lock and lock.token ~= token then lock = nil end
+local slot, lock = payment_lock_by_token(held, token)  -- whole-order (pay) or a share's (SPEC §10)
 
 if outcome == 'paid' then
   redis.call('HSET', K_PAY, 'state', 'paid', 'confirmed_at', NOW)
   local status = redis.call('HGET', K_ORDER, 'status')
+  if status == 'open' and lock and lock.share then
+    -- A share confirmed: it joins the paid shares; the order is paid when they reach the total.
+    local json = mark_share_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, slot, payment_ref)
+    index_order(K_LOCKS, order_id)
+    return reply({ok = 1, state = 'paid'}, json)
+  end
   if status == 'open' then
     return reply({ok = 1, state = 'paid'}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
   end
-  if lock then end_lock(K_LOCKS, 'pay', lock, 'lock.released', {reason = 'paid'}) end
+  if lock then end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'paid'}) end
   index_order(K_LOCKS, order_id)
   return reply({ok = 1, state = 'paid'})
 end
 
 reject_payment(r[6], order_id, code, payment_ref, amount, tonumber(r[7]), lock)
-if lock then end_lock(K_LOCKS, 'pay', lock, 'lock.released', {reason = 'payment_failed'}) end
+if lock then end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'payment_failed'}) end
 index_order(K_LOCKS, order_id)
 local config = store_config(K_CONFIG, ARGV[9])
 local refund_state = config.auto_refund_surplus and 'pending' or 'manual'

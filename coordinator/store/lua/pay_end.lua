@@ -22,9 +22,9 @@ redis.call('ZREM', K_TASKS, 'poll:' .. trade_no)
 
 local lock_ended = false
 local held = reap(K_LOCKS, order_id)
-local lock = held.pay
+local slot, lock = payment_lock_by_token(held, token)  -- whole-order (pay) or a share's (SPEC §10)
 if mode == 'end' and lock and lock.token == token and lock.out_trade_no == trade_no and not lock.completing then
-  end_lock(K_LOCKS, 'pay', lock, 'lock.released', {reason = reason})
+  end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = reason})
   lock_ended = true
 end
 index_order(K_LOCKS, order_id)

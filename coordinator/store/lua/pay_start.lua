@@ -23,10 +23,11 @@ local K_ORDER, K_LOCKS, K_CONFIG, K_PAY, K_INDEX, K_TASKS = KEYS[5], KEYS[6], KE
 local order_id, token, trade_no, provider = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local margin, first_poll = tonumber(ARGV[11]), tonumber(ARGV[12])
 
-local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'table_id')
+local o = redis.call('HMGET', K_ORDER, 'json', 'status', 'version', 'total', 'table_id', 'paid_cents')
 if not o[1] then return fail('NOT_FOUND') end
 local held = reap(K_LOCKS, order_id)
-local lock = held.pay
+-- The lock may be a split-bill share's (slot share:<fence>, SPEC §10) or the whole order's (pay).
+local slot, lock = payment_lock_by_token(held, token)
 if not lock or lock.kind ~= 'payment' or lock.token ~= token or holder_id(lock.holder) ~= holder_id(ACTOR) then
   index_order(K_LOCKS, order_id)
   return fail('LOCK_LOST')
@@ -42,19 +43,21 @@ if redis.call('EXISTS', K_PAY) == 1 then return fail('TRADE_EXISTS') end
 
 local config = store_config(K_CONFIG, ARGV[10])
 local provider_expires_at = NOW + config.h5_payment_window_seconds * 1000
-local amount = tonumber(o[4])
+-- A share pays its own amount; a whole-order payment what remains after paid shares (SPEC §10).
+local amount = lock.share and tonumber(lock.share.amount_cents) or (tonumber(o[4]) - (tonumber(o[6]) or 0))
 
 lock.phase = 'in_flight'
 lock.out_trade_no = trade_no
 lock.provider = provider
 lock.expires_at = provider_expires_at + margin
-redis.call('HSET', K_LOCKS, 'pay', encode(lock))
+redis.call('HSET', K_LOCKS, slot, encode(lock))
 
 redis.call('HSET', K_PAY, 'out_trade_no', trade_no, 'provider', provider, 'store_id', STORE,
            'order_id', order_id, 'table_id', lock.table_id, 'version', lock.version, 'fence', lock.fence,
            'amount_cents', amount, 'state', 'in_flight', 'created_at', NOW,
            'provider_expires_at', provider_expires_at, 'lock_expires_at', lock.expires_at,
            'lock_token', token, 'holder', encode(lock.holder))
+if lock.share then redis.call('HSET', K_PAY, 'share', encode(lock.share)) end
 redis.call('ZADD', K_INDEX, NOW, trade_no)
 redis.call('ZADD', K_TASKS, NOW + first_poll, 'poll:' .. trade_no)
 

@@ -7,7 +7,7 @@
 // midpoint of the request, so a browser whose clock is off still counts down right.
 
 import { storePath } from "./api.js";
-import { clockTime, holderName, kindName, remaining, shortId } from "./format.js";
+import { clockTime, holderName, kindName, money, remaining, shortId } from "./format.js";
 import { confirmDialog, el, table, toast } from "./dom.js";
 
 const POLL_MS = 1000;
@@ -64,7 +64,8 @@ export function mount(ctx, root) {
       },
     },
     el("td", {}, el("span", { class: `badge kind ${lock.kind}`, testid: "lock-kind", text: kindName(lock.kind, t) }),
-      lock.completing ? el("span", { class: "badge warn", testid: "lock-completing", text: t("completing") }) : null),
+      lock.completing ? el("span", { class: "badge warn", testid: "lock-completing", text: t("completing") }) : null,
+      lock.share ? el("span", { class: "badge", testid: "lock-share", text: `${t("share")} ${money(lock.share.amount_cents)}` }) : null),
     el("td", { class: "mono", testid: "lock-order", text: lock.order_id }),
     el("td", { class: "mono", testid: "lock-table", text: lock.table_id }),
     el("td", { testid: "lock-holder" }, holderName(holder, t),

@@ -72,7 +72,7 @@ export function eventName(name, t) {
   return text === key ? name : text;
 }
 
-function money(cents) {
+export function money(cents) {
   return typeof cents === "number" ? `¥${(cents / 100).toFixed(2)}` : "";
 }
 
@@ -96,6 +96,9 @@ export function summary(entry, t) {
   if (entry.name === "payment.rejected" || entry.name === "order.paid") {
     if (data.amount_cents !== undefined) parts.push(`${t("amount")} ${money(data.amount_cents)}`);
     if (data.payment_ref) parts.push(String(data.payment_ref));
+  }
+  if (entry.name === "share.paid") {
+    parts.push(`${money(data.share && data.share.amount_cents)} · ${t("share")} ${money(data.paid_cents)} / ${money(data.paid_cents + data.remaining_cents)}`);
   }
   if (entry.name === "order.updated" && data.order) {
     parts.push(`${t("version")} ${data.order.version} · ${money(data.order.total_cents)} · ${data.order.status}`);
