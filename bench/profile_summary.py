@@ -31,7 +31,7 @@ STEPS = [
     ("  body parse (pydantic model_validate_json)", "model_validate_json", "main.py"),
     ("  engine.acquire", "acquire", "engine.py"),
     ("  engine.release", "release", "engine.py"),
-    ("  engine._run (script + ZADD due)", "_run", "engine.py"),
+    ("  engine.run (script + ZADD due)", "run", "engine.py"),
     ("  presence.online (TIME + ZRANGEBYSCORE)", "_online", "erp.py"),
     ("  reply serialisation (model_dump_json)", "model_dump_json", "main.py"),
     ("redis-py execute_command (all calls)", "execute_command", "client.py"),

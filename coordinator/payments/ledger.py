@@ -6,13 +6,12 @@ queue, on the Redis server clock, with its events in cause order (see each scrip
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from coordinator.core.errors import BY_CODE, LockLost, TablelockError
 from coordinator.payments.records import PaymentRecord
 from coordinator.store import keys
-from coordinator.store.engine import LockEngine, compact
+from coordinator.store.engine import LockEngine
 
 SYSTEM = {"role": "system", "source": "payments"}
 #: The in-flight lock outlives the provider order by this much, so a payment made in the
@@ -34,20 +33,6 @@ class PaymentLedger:
         self.first_poll_ms = first_poll_ms
         self.redis = engine.redis
 
-    async def _run(self, name: str, store_id: str, extra_keys: list[str], args: list[Any],
-                   actor: dict[str, Any] = SYSTEM) -> dict[str, Any]:
-        engine = self.engine
-        raw = await engine.scripts.by_name(name)(
-            keys=[*keys.common(store_id), *extra_keys],
-            args=[store_id, keys.EVENTS_CHANNEL, engine._event_retention, engine._audit_retention,
-                  compact(actor), *args],
-        )
-        reply = json.loads(raw)
-        due = reply.get("due", -1)
-        if due is not None and due >= 0:
-            await self.redis.zadd(keys.DUE, {store_id: due}, lt=True)
-        return reply
-
     @staticmethod
     def _raise(reply: dict[str, Any]) -> None:
         code = reply.get("err")
@@ -63,11 +48,11 @@ class PaymentLedger:
     async def start(self, store_id: str, order_id: str, actor: dict[str, Any], *, token: str,
                     out_trade_no: str, provider: str) -> dict[str, Any]:
         """Put the claimed lock in flight and open the record (pay_start.lua)."""
-        reply = await self._run(
+        reply = await self.engine.run(
             "pay_start", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id),
              keys.payment(store_id, out_trade_no), keys.payments(store_id), keys.payment_tasks(store_id)],
-            [order_id, token, out_trade_no, provider, self.engine._defaults_json, LOCK_MARGIN_MS, self.first_poll_ms],
+            [order_id, token, out_trade_no, provider, self.engine.defaults_json, LOCK_MARGIN_MS, self.first_poll_ms],
             actor,
         )
         self._raise(reply)
@@ -79,13 +64,13 @@ class PaymentLedger:
         """Record money received for a trade: completing, surplus or duplicate (pay_capture.lua)."""
         record = await self.get(store_id, out_trade_no)
         order_id = (record.order_id if record and record.order_id else order_id) or "_"
-        reply = await self._run(
+        reply = await self.engine.run(
             "pay_capture", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id),
              keys.payment(store_id, out_trade_no), keys.payment_tx(store_id, provider, transaction_id),
              keys.payment_tasks(store_id), keys.payment_refs(store_id), keys.payments(store_id)],
             [out_trade_no, provider, transaction_id, amount_cents, "" if paid_at is None else paid_at,
-             source, self.engine._defaults_json, lease_ms, "" if order_id == "_" else order_id],
+             source, self.engine.defaults_json, lease_ms, "" if order_id == "_" else order_id], SYSTEM,
         )
         self._raise(reply)
         return reply
@@ -93,11 +78,11 @@ class PaymentLedger:
     async def confirm(self, store_id: str, record: PaymentRecord, *, paid: bool, code: str = "") -> dict[str, Any]:
         """End a completing payment as the ERP answered order.pay (pay_confirm.lua)."""
         order_id = record.order_id or "_"
-        reply = await self._run(
+        reply = await self.engine.run(
             "pay_confirm", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
              keys.payment(store_id, record.out_trade_no), keys.payment_tasks(store_id), keys.config(store_id)],
-            [record.out_trade_no, "paid" if paid else "refused", code, self.engine._defaults_json],
+            [record.out_trade_no, "paid" if paid else "refused", code, self.engine.defaults_json], SYSTEM,
         )
         self._raise(reply)
         return reply
@@ -106,7 +91,7 @@ class PaymentLedger:
                   reason: str = "payment_failed", actor: dict[str, Any] = SYSTEM) -> dict[str, Any]:
         """End an in-flight trade that took no money (pay_end.lua)."""
         order_id = record.order_id or "_"
-        reply = await self._run(
+        reply = await self.engine.run(
             "pay_end", store_id,
             [keys.locks(store_id, order_id), keys.payment(store_id, record.out_trade_no),
              keys.payment_tasks(store_id)],
@@ -117,7 +102,7 @@ class PaymentLedger:
 
     async def claim(self, store_id: str, *, limit: int, lease_ms: int) -> list[str]:
         """Lease up to ``limit`` due tasks of the store (pay_claim.lua)."""
-        reply = await self._run("pay_claim", store_id, [keys.payment_tasks(store_id)], [limit, lease_ms])
+        reply = await self.engine.run("pay_claim", store_id, [keys.payment_tasks(store_id)], [limit, lease_ms], SYSTEM)
         return list(reply["tasks"])
 
     async def schedule(self, store_id: str, task: str, due_ms: int) -> None:

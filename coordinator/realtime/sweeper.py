@@ -6,7 +6,7 @@ lock is deleted in the same atomic step that emits its event, so the second call
 
 Indexes: ``tl:{s}:active`` (order -> earliest expiry of its locks, kept by every script) and the
 global ``tl:due`` (store -> earliest expiry in the store). Scripts only ever move a store's due
-time earlier (``ZADD LT``, engine._run); the sweeper sets it back to the truth after a sweep.
+time earlier (``ZADD LT``, engine.run); the sweeper sets it back to the truth after a sweep.
 That re-index races with an acquire on another process, hence two steps:
 
     sweeper                                   acquire (another process)

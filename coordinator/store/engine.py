@@ -80,10 +80,12 @@ class LockEngine:
     ) -> None:
         self.redis = redis
         self.defaults = defaults
-        self._defaults_json = defaults.model_dump_json()
+        #: The store configuration defaults as the scripts take them (ARGV), one JSON text.
+        self.defaults_json = defaults.model_dump_json()
         self._event_retention = str(event_retention)
         self._audit_retention = str(audit_retention)
-        self._token = token_source
+        #: Draws a new lock token (injected in tests).
+        self.new_token = token_source
         #: Every Lua script, registered once here; other layers call their scripts through it.
         self.scripts = Scripts.register(redis)
         self._wait = (wait_replicas, wait_timeout_ms)
@@ -92,9 +94,10 @@ class LockEngine:
 
     # --- script plumbing ------------------------------------------------------------------
 
-    async def _run(
+    async def run(
         self, name: str, store_id: str, extra_keys: list[str], args: list[Any], actor: dict[str, Any]
     ) -> dict[str, Any]:
+        """Run lock script ``name`` with the common KEYS/ARGV of lib.lua; keep the sweeper's due index."""
         raw = await self.scripts.by_name(name)(
             keys=[*keys.common(store_id), *extra_keys],
             args=[
@@ -129,7 +132,6 @@ class LockEngine:
             log.warning("WAIT: %s of %s replicas acknowledged within %sms", acked, replicas, timeout_ms)
 
     #: For the other store-layer books of scripts (store/share_book.py): the same plumbing.
-    run_script = _run
 
     @staticmethod
     def _observe(kind: str, op: str, reply: dict[str, Any]) -> None:
@@ -159,15 +161,6 @@ class LockEngine:
 
     raise_reply = _raise
 
-    def new_token(self) -> str:
-        """A fresh lock token from the engine's token source."""
-        return self._token()
-
-    @property
-    def defaults_json(self) -> str:
-        """The store configuration defaults as the scripts take them."""
-        return self._defaults_json
-
     # --- orders ---------------------------------------------------------------------------
 
     async def put_order(self, store_id: str, order: OrderIn, actor: dict[str, Any], *,
@@ -182,7 +175,7 @@ class LockEngine:
         # fields it changes itself (status, updated_at), so it never edits JSON text.
         # An order without adjustments is stored exactly as before they existed (the wire stays the same).
         body = order.model_dump(mode="json", exclude={"status"} | (set() if order.adjustments else {"adjustments"}))
-        reply = await self._run(
+        reply = await self.run(
             "put_order", store_id,
             [keys.order(store_id, order.order_id), keys.locks(store_id, order.order_id), keys.open_orders(store_id)],
             [order.order_id, compact(body), content_hash(order), order.version, order.status,
@@ -227,11 +220,11 @@ class LockEngine:
     ) -> tuple[dict, bool]:
         """Take a lock; returns (lock with token, enforced) or raises the denial."""
         action = {Kind.ORDER: Action.MODIFY, Kind.PRESETTLE: Action.PRESETTLE, Kind.PAYMENT: Action.PAY}[kind]
-        reply = await self._run(
+        reply = await self.run(
             "acquire", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id)],
             [order_id, action.value, "1" if force else "0",
-             "" if expected_version is None else expected_version, self._token(), self._defaults_json],
+             "" if expected_version is None else expected_version, self.new_token(), self.defaults_json],
             actor,
         )
         self._observe(kind.value, "acquire", reply)
@@ -241,9 +234,9 @@ class LockEngine:
 
     async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> dict:
         """Extend an ERP lock; raises LockLost when the token holds nothing."""
-        reply = await self._run(
+        reply = await self.run(
             "renew", store_id, [keys.locks(store_id, order_id), keys.config(store_id)],
-            [order_id, kind.value, token, self._defaults_json], actor,
+            [order_id, kind.value, token, self.defaults_json], actor,
         )
         self._observe(kind.value, "renew", reply)
         await self._raise(store_id, reply, actor, None)
@@ -251,7 +244,7 @@ class LockEngine:
 
     async def release(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> bool:
         """Give a lock back; False when the token holds nothing releasable."""
-        reply = await self._run(
+        reply = await self.run(
             "release", store_id, [keys.locks(store_id, order_id)], [order_id, kind.value, token], actor
         )
         self._observe(kind.value, "release", reply)
@@ -259,13 +252,13 @@ class LockEngine:
 
     async def expire(self, store_id: str, order_id: str) -> int:
         """End the order's locks past expiry; returns the order's next expiry or -1."""
-        reply = await self._run("expire", store_id, [keys.locks(store_id, order_id)], [order_id], SYSTEM)
+        reply = await self.run("expire", store_id, [keys.locks(store_id, order_id)], [order_id], SYSTEM)
         return reply["due"]
 
     async def _each_order_of_terminal(self, store_id: str, terminal_id: str, op: str, grace_ms: int) -> int:
         changed = 0
         for order_id in await self.redis.zrange(keys.active(store_id), 0, -1):
-            reply = await self._run(
+            reply = await self.run(
                 "holder", store_id, [keys.locks(store_id, order_id.decode())],
                 [order_id.decode(), terminal_id, op, grace_ms], SYSTEM,
             )
@@ -313,11 +306,11 @@ class LockEngine:
         version: int, payment_ref: str,
     ) -> dict:
         """An ERP terminal's own payment: check it against the payment lock and mark the order paid."""
-        reply = await self._run(
+        reply = await self.run(
             "complete", store_id,
             [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.open_orders(store_id),
              keys.config(store_id), keys.payment_refs(store_id)],
-            [order_id, token, amount_cents, version, payment_ref, self._defaults_json],
+            [order_id, token, amount_cents, version, payment_ref, self.defaults_json],
             actor,
         )
         self._observe(Kind.PAYMENT.value, "complete", reply)
@@ -339,7 +332,7 @@ class LockEngine:
         table_id: str = "", order_id: str = "", audit_only: bool = False,
     ) -> int:
         """Append an event (or an audit-only entry) that no lock script produced; returns its seq."""
-        reply = await self._run(
+        reply = await self.run(
             "emit", store_id, [], [name, table_id, order_id, compact(data), "audit" if audit_only else ""], actor
         )
         return reply["seq"]
@@ -349,7 +342,7 @@ class LockEngine:
         table_id: str, order_id: str, code: str,
     ) -> bool:
         """Record an H5 session's refused request (its event ``name``) under the audit bound; False: only counted."""
-        reply = await self._run(
+        reply = await self.run(
             "emit", store_id, [keys.h5_refusals(store_id)],
             [name, table_id, order_id, compact(data), "refusal", *self._refusals, code], actor,
         )
@@ -357,7 +350,7 @@ class LockEngine:
 
     async def flush_refusals(self, store_id: str) -> None:
         """Write the store's counted H5 refusals to the audit log now (before the admin reads it)."""
-        await self._run("flush_refusals", store_id, [keys.h5_refusals(store_id)], [self._refusals[0]], SYSTEM)
+        await self.run("flush_refusals", store_id, [keys.h5_refusals(store_id)], [self._refusals[0]], SYSTEM)
 
     async def seq(self, store_id: str) -> int:
         """The store's last event seq."""

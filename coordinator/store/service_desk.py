@@ -15,7 +15,7 @@ from typing import Any
 
 from coordinator.core.errors import BY_CODE, AlreadyTaken, RateLimited
 from coordinator.store import keys
-from coordinator.store.engine import LockEngine, compact
+from coordinator.store.engine import LockEngine
 
 #: A table may ask for the same kind of service once per this many ms.
 COOLDOWN_MS = 30_000
@@ -33,20 +33,11 @@ class ServiceDesk:
         self.cooldown_ms = cooldown_ms
         self.keep_ms = keep_ms
 
-    async def _run(self, store_id: str, extra_keys: list[str], args: list[Any], actor: dict[str, Any]) -> dict:
-        engine = self.engine
-        raw = await engine.scripts.service(
-            keys=[*keys.common(store_id), *extra_keys],
-            args=[store_id, keys.EVENTS_CHANNEL, engine._event_retention, engine._audit_retention,
-                  compact(actor), *args],
-        )
-        return json.loads(raw)
-
     async def request(self, store_id: str, table_id: str, kind: str, diner: dict[str, Any]) -> dict:
         """Record a diner's request and push it to the terminals; RateLimited while the kind cools down."""
         request_id = secrets.token_hex(8)
-        reply = await self._run(
-            store_id,
+        reply = await self.engine.run(
+            "service", store_id,
             [keys.service_request(store_id, request_id), keys.service_requests(store_id),
              keys.service_cooldown(store_id, table_id, kind)],
             ["request", request_id, table_id, kind, self.cooldown_ms, self.keep_ms], diner,
@@ -58,8 +49,8 @@ class ServiceDesk:
 
     async def take(self, store_id: str, request_id: str, waiter: dict[str, Any]) -> dict:
         """Take the request for ``waiter``: exactly one waiter wins; the others get ALREADY_TAKEN."""
-        reply = await self._run(
-            store_id, [keys.service_request(store_id, request_id), keys.service_requests(store_id)],
+        reply = await self.engine.run(
+            "service", store_id, [keys.service_request(store_id, request_id), keys.service_requests(store_id)],
             ["take", request_id], waiter,
         )
         code = reply.get("err")

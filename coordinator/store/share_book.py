@@ -41,7 +41,7 @@ class ShareBook:
             extra += [keys.open_orders(store_id), keys.payment_refs(store_id)]
         if with_config:
             extra.append(keys.config(store_id))
-        reply = await self.engine.run_script(name, store_id, extra, [order_id, *args], actor)
+        reply = await self.engine.run(name, store_id, extra, [order_id, *args], actor)
         if reply.get("err") == "VALIDATION_ERROR":
             raise ValidationFailed(details=[{"loc": ["share"], "msg": reply.get("detail", ""), "type": "share"}])
         await self.engine.raise_reply(store_id, reply, actor, Action.PAY)

@@ -7,7 +7,6 @@ audit actor.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from coordinator.core.errors import BY_CODE, LockConflict
@@ -23,26 +22,12 @@ class TableOps:
     def __init__(self, engine: LockEngine) -> None:
         self.engine = engine
 
-    async def _run(self, name: str, store_id: str, extra_keys: list[str], args: list[Any],
-                   actor: dict[str, Any]) -> dict[str, Any]:
-        engine = self.engine
-        raw = await engine.scripts.by_name(name)(
-            keys=[*keys.common(store_id), *extra_keys],
-            args=[store_id, keys.EVENTS_CHANNEL, engine._event_retention, engine._audit_retention,
-                  compact(actor), *args],
-        )
-        reply = json.loads(raw)
-        due = reply.get("due", -1)
-        if due is not None and due >= 0:
-            await engine.redis.zadd(keys.DUE, {store_id: due}, lt=True)
-        return reply
-
     async def admin_release(self, store_id: str, order_ids: list[str], kind: str, reason: str,
                             admin: dict[str, Any]) -> tuple[list[dict], list[dict]]:
         """End the orders' locks of ``kind`` ("" = all) as the admin; returns (released, kept)."""
         if not order_ids:
             return [], []
-        reply = await self._run(
+        reply = await self.engine.run(
             "admin_release", store_id, [keys.locks(store_id, o) for o in order_ids],
             [kind, reason, *order_ids], admin,
         )
@@ -72,9 +57,9 @@ class TableOps:
         """Decide a move or merge and hold the orders for it (table_op.lua "begin"); raises the denial."""
         engine = self.engine
         order_keys = [k for o in order_ids for k in (keys.order(store_id, o), keys.locks(store_id, o))]
-        reply = await self._run(
+        reply = await self.engine.run(
             "table_op", store_id, [keys.config(store_id), *order_keys],
-            ["begin", "1" if force else "0", engine._token(), engine._defaults_json, operation, *order_ids], actor,
+            ["begin", "1" if force else "0", engine.new_token(), engine.defaults_json, operation, *order_ids], actor,
         )
         self._raise(reply)
         return reply
@@ -88,7 +73,7 @@ class TableOps:
             extra_keys += [keys.order(store_id, h["order_id"]), keys.locks(store_id, h["order_id"]),
                            keys.table_follow(store_id, h["table_id"])]
             args += [h["order_id"], h["token"], "1" if h["reused"] else "0", h["table_id"]]
-        await self._run("table_op", store_id, extra_keys, args, actor)
+        await self.engine.run("table_op", store_id, extra_keys, args, actor)
 
     async def abort(self, store_id: str, held: list[dict[str, Any]], actor: dict[str, Any]) -> None:
         """The ERP refused or did not answer: give back the locks the operation took."""
@@ -99,7 +84,7 @@ class TableOps:
     async def reopen(self, store_id: str, order: OrderIn, actor: dict[str, Any]) -> tuple[dict, bool]:
         """Store the ERP's reopened order over the paid one, keeping the payment in its history."""
         body = order.model_dump(mode="json", exclude={"status"})
-        reply = await self._run(
+        reply = await self.engine.run(
             "table_op", store_id, [keys.order(store_id, order.order_id), keys.open_orders(store_id)],
             ["reopen", order.order_id, compact(body), content_hash(order), order.version, order.table_id,
              order.total_cents], actor,
