@@ -38,7 +38,7 @@ START_FENCE = 9_000_000_000_000
 NEW_FENCE = START_FENCE + 1
 STORED = 5
 CASES = 3000
-CONCURRENCY = 32
+CONCURRENCY = 8  # cases in flight; more only opens more connections, which time out on a loaded 2-core machine
 DEFAULTS = StoreConfig()
 ITEMS = [
     {"line_id": "l1", "sku": "tea", "name": "茶", "qty": 2, "unit_price_cents": 900, "source": "erp"},
