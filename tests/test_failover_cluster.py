@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from redis.asyncio.connection import Connection as RedisConnection
 from redis.exceptions import ClusterDownError, MasterDownError, RedisError, TryAgainError
 
 from coordinator.api.middleware import errors_middleware
@@ -55,6 +56,25 @@ async def test_a_cluster_in_transition_is_503_unavailable(aiohttp_client, error:
     app.router.add_get("/api/v1/thing", handler)
     resp = await (await aiohttp_client(app)).get("/api/v1/thing")
     assert resp.status == 503 and (await resp.json())["error"]["code"] == "UNAVAILABLE"
+
+
+async def test_redis_py_losing_its_connection_mid_command_is_503_and_our_own_bug_is_500(aiohttp_client):
+    """redis-py's connection layer failing mid-send (its writer torn away) is 503; an AttributeError of ours stays 500."""
+    async def torn(request: web.Request) -> web.Response:
+        # What a concurrent disconnect leaves behind during a failover: a connection with no writer.
+        await RedisConnection()._send_packed_command([b"PING"])
+        return web.Response()
+
+    async def ours(request: web.Request) -> web.Response:
+        return None.missing  # type: ignore[attr-defined]
+
+    app = web.Application(middlewares=[errors_middleware])
+    app.router.add_get("/api/v1/torn", torn)
+    app.router.add_get("/api/v1/ours", ours)
+    http = await aiohttp_client(app)
+    torn_resp, ours_resp = await http.get("/api/v1/torn"), await http.get("/api/v1/ours")
+    assert (torn_resp.status, (await torn_resp.json())["error"]["code"]) == (503, "UNAVAILABLE")
+    assert (ours_resp.status, (await ours_resp.json())["error"]["code"]) == (500, "INTERNAL")
 
 
 async def test_the_cluster_client_follows_a_promotion_by_itself(cluster_replicas: ReplicatedCluster, client, shop):

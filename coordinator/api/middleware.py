@@ -53,6 +53,20 @@ def _from_http(exc: web.HTTPException) -> TablelockError | None:
     return None
 
 
+def _torn_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's own connection layer failing mid-command, not our bug.
+
+    redis-py's asyncio connection can lose its stream writer to a concurrent disconnect while a
+    command is being sent (seen during a Cluster failover: AttributeError on ``_writer``); that is
+    a Redis outage for the caller, like the ConnectionError it should have been.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return (isinstance(exc, AttributeError) and tb is not None
+            and tb.tb_frame.f_code.co_filename.endswith(("redis/asyncio/connection.py", "redis/connection.py")))
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Map every exception to its SPEC body; time the request for /metrics."""
@@ -76,9 +90,13 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
             OSError):
         log.warning("redis unavailable during %s %s", request.method, request.path)
         response = error_response(Unavailable())
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        response = error_response(InternalError())
+    except Exception as exc:
+        if _torn_connection(exc):
+            log.warning("redis connection torn down during %s %s", request.method, request.path)
+            response = error_response(Unavailable())
+        else:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            response = error_response(InternalError())
     metrics.REQUEST_SECONDS.labels(request.method, route, str(response.status)).observe(
         time.perf_counter() - started
     )
