@@ -159,6 +159,12 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "payment.rejected": {"code": str, "payment_ref": str, "amount_cents": int, "version": int},
     "config.updated": {"config": dict},
     "terminal.status": {"terminal_id": str, "online": bool},
+    "order.moved": {"from_table_id": str, "to_table_id": str, "order": models.Order},
+    "order.merged": {"into": str, "from": list[str], "order": models.Order},
+    "order.reopened": {"order": models.Order},
+    "refund.needed": {"reason": str, "paid_cents": int, "operation": str},
+    "service.requested": {"request": dict},
+    "service.taken": {"request": dict},
 }
 
 
