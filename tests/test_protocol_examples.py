@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,12 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "payment.rejected": {"code": str, "payment_ref": str, "amount_cents": int, "version": int},
     "config.updated": {"config": dict},
     "terminal.status": {"terminal_id": str, "online": bool},
+    "order.moved": {"from_table_id": str, "to_table_id": str, "order": models.Order},
+    "order.merged": {"into": str, "from": list[str], "order": models.Order},
+    "order.reopened": {"order": models.Order},
+    "refund.needed": {"reason": str, "paid_cents": int, "operation": str},
+    "service.requested": {"request": dict},
+    "service.taken": {"request": dict},
 }
 
 
@@ -248,3 +255,27 @@ def test_contents_links_reach_their_sections():
     links = re.findall(r"\]\(#([^)]+)\)", outside_code)
     assert len(links) >= 25
     assert sorted(set(links) - anchors) == []
+
+
+def _section(page: str, heading: str) -> str:
+    """The text of the page from ``heading`` to the next heading of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    start = page.index(f"\n{heading}")
+    ends = [page.find(f"\n{'#' * n} ", start + 1) for n in range(1, len(level) + 1)]
+    return page[start:min([e for e in ends if e > 0] or [len(page)])]
+
+
+def test_event_and_error_tables_are_complete():
+    """The A6.2 events table names every event the coordinator emits; the A14 errors table every error code."""
+    page = PAGE.read_text(encoding="utf-8")
+    events = _section(page, "### A6.2 Events")
+    listed = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", events, flags=re.MULTILINE))
+    assert sorted(set(typing.get_args(messages.EventName)) - listed) == []
+    errors = _section(page, "## A14. Errors")
+    # LockConflict takes its code per denial: the three lock codes of SPEC §2.
+    classes, codes = [error_texts.TablelockError], {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}
+    while classes:  # every class of the error tree with a code of its own
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        codes |= {cls.code} if isinstance(getattr(cls, "code", None), str) else set()
+    assert sorted(c for c in codes if f"`{c}`" not in errors) == []

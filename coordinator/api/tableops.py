@@ -9,7 +9,7 @@ audit log with the admin as actor; its holder learns it from that event. A ``com
 (the ERP is confirming money) is kept and listed in ``kept``. 200 either way: releasing a lock
 that has gone meanwhile answers ``released: []``.
 
-ERP (docs/table-operations.md):
+ERP (docs/protocol.md A10):
 - ``POST /stores/{s}/orders/{o}/move {to_table_id, force}`` (换桌) and
   ``POST /stores/{s}/orders/{o}/merge {from_order_ids, force}`` (并桌): one atomic Lua step
   decides under SPEC §2's ``modify`` rules plus money in flight / a share paid (409

@@ -37,7 +37,7 @@ EventName = Literal[
     "order.updated", "order.paid", "payment.rejected", "config.updated", "terminal.status",
     # provider payments (SPEC §9)
     "payment.started", "payment.failed", "payment.surplus", "payment.refund_updated", "order.addon_refused",
-    # SPEC §11: service requests and table operations (docs/table-operations.md)
+    # SPEC §11: service requests and table operations (docs/protocol.md A10-A12)
     "service.requested", "service.taken", "order.moved", "order.merged", "order.reopened",
     "refund.needed",
 ]

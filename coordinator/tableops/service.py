@@ -1,6 +1,6 @@
 """TableOperations: move (换桌) and merge (并桌), with the ERP as the system of record.
 
-One operation, three steps (docs/table-operations.md):
+One operation, three steps (docs/protocol.md A10.2):
 
 1. ``table_op.lua`` begin — one atomic step over every order involved: SPEC §2's ``modify`` rules
    plus money in flight / a share paid (``core/table_ops.py`` is its twin); forced, it breaks the
