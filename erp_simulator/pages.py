@@ -65,7 +65,7 @@ def page_state(terminal: Terminal) -> dict[str, Any]:
         order = orders.get(table_id)
         locks, held = [], []
         if order is not None:
-            # Split bill: what the coordinator says the paid shares came to (docs/shares.md).
+            # Split bill: what the coordinator says the paid shares came to (docs/protocol.md A13).
             order = order | {"paid_cents": int(terminal.view.orders.get(order["order_id"], {}).get("paid_cents", 0))}
             locks = _locks(terminal, order["order_id"], now)
             held = sorted(kind for (order_id, kind) in terminal.held if order_id == order["order_id"])

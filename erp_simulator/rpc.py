@@ -120,7 +120,7 @@ class MasterRpc:
     async def pay(self, params: dict[str, Any]) -> dict[str, Any]:
         """``order.pay``: record a diner's payment if its fence, version and amount hold (no push)."""
         fence = params.get("fence")
-        if params.get("share") is not None:  # split bill: one share of the order (docs/shares.md)
+        if params.get("share") is not None:  # split bill: one share of the order (docs/protocol.md A13)
             order = ShareLedger(self.db).pay_share(
                 params["order_id"], version=int(params["version"]), amount_cents=int(params["amount_cents"]),
                 payment_ref=str(params["payment_ref"]), fence=None if fence is None else int(fence),

@@ -1,4 +1,4 @@
-"""The ERP simulator's books of split-bill payments (SPEC §10, docs/shares.md "What the ERP does").
+"""The ERP simulator's books of split-bill payments (SPEC §10, docs/protocol.md A13.5).
 
 Each share's payment is recorded once (idempotent on ``payment_ref``), fenced like every other
 write, bound to the version it was taken against, and never above what remains; the order turns
@@ -52,7 +52,7 @@ class ShareLedger:
             if order["status"] != "open":
                 raise OrderClosed(f"order {order_id} is {order['status']}")
             # Checked against the fences of whole-order grants, and not raised by it: the shares
-            # of one order are held side by side, each with its own fence (docs/shares.md).
+            # of one order are held side by side, each with its own fence (docs/protocol.md A13).
             self.db._fence(db, order_id, fence, record=False)
             if version != order["version"]:
                 raise VersionMismatch(f"paying version {version}, the ERP has {order['version']}", order=order)

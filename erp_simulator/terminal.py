@@ -210,7 +210,7 @@ class Terminal:
         locks = (message.get("locks") or []) if message.get("type") == "snapshot" else []
         lock = (message.get("data") or {}).get("lock") if message.get("type") == "event" else None
         for item in [*locks, *([lock] if lock else [])]:
-            if not item.get("share"):  # shares held side by side never fence each other out (docs/shares.md)
+            if not item.get("share"):  # shares held side by side never fence each other out (docs/protocol.md A13)
                 self.db.observe_fence(item["order_id"], int(item["fence"]))
 
     def _lock_ended(self, happening: Any) -> None:

@@ -1,4 +1,4 @@
-"""The ERP simulator's books of split-bill payments (erp_simulator/shares.py, docs/shares.md): what an ERP must do."""
+"""The ERP simulator's books of split-bill payments (erp_simulator/shares.py, docs/protocol.md A13): what an ERP must do."""
 
 from __future__ import annotations
 

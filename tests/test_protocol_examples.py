@@ -166,6 +166,8 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
     "refund.needed": {"reason": str, "paid_cents": int, "operation": str},
     "service.requested": {"request": dict},
     "service.taken": {"request": dict},
+    "share.paid": {"share": models.Share, "paid_cents": int, "remaining_cents": int, "order": models.Order},
+    "share.refund_due": {"paid_cents": int, "total_cents": int, "refund_cents": int},
 }
 
 
@@ -270,6 +272,9 @@ def test_event_and_error_tables_are_complete():
     page = PAGE.read_text(encoding="utf-8")
     events = _section(page, "### A6.2 Events")
     listed = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", events, flags=re.MULTILINE))
+    lua = Path(__file__).resolve().parent.parent / "coordinator" / "store" / "lua"
+    emitted = {name for f in lua.glob("*.lua") for name in re.findall(r"'([a-z_]+\.[a-z_]+)'", f.read_text())}
+    assert sorted(emitted - set(typing.get_args(messages.EventName))) == []  # the wire model knows them all
     assert sorted(set(typing.get_args(messages.EventName)) - listed) == []
     errors = _section(page, "## A14. Errors")
     # LockConflict takes its code per denial: the three lock codes of SPEC §2.

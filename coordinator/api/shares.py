@@ -1,4 +1,4 @@
-"""ERP terminal endpoints of the split bill (SPEC §10, docs/shares.md): a share under the terminal's
+"""ERP terminal endpoints of the split bill (SPEC §10, docs/protocol.md A13): a share under the terminal's
 own payment lock (typically "the rest"), given back, or paid at the till (the terminal is the ERP).
 """
 

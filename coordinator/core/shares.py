@@ -11,7 +11,7 @@ A **share** is part of one order's amount due that one payer pays under its own 
 - ``rest``: whatever remains due (total - paid - claimed), when it is above zero.
 
 Order-wide adjustments (a service charge, 抹零, a discount without ``line_id``) belong to no line:
-they are paid by parts, amounts and the rest. ``docs/shares.md`` explains why.
+they are paid by parts, amounts and the rest. ``docs/protocol.md`` A13 explains why.
 
 ``claim_share`` is the pure twin of ``store/lua/share_claim.lua``; ``tests/test_shares.py`` pins
 it row by row and ``tests/test_lua_agrees_with_shares.py`` runs both over generated cases.

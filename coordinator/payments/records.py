@@ -60,7 +60,7 @@ class PaymentRecord(BaseModel):
     refund_state: RefundState | None = None
     refund_cents: int | None = None
     refunded_at: int | None = None
-    #: A split-bill share's trade (SPEC §10): the share as JSON text (docs/shares.md); None: the whole order.
+    #: A split-bill share's trade (SPEC §10): the share as JSON text (docs/protocol.md A13); None: the whole order.
     share: str | None = None
 
     @classmethod

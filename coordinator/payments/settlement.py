@@ -82,7 +82,7 @@ class Settlement:
         config = await self.engine.config(store_id)
         params = {"order_id": record.order_id, "version": record.version, "amount_cents": record.received_cents,
                   "payment_ref": record.payment_ref, "fence": record.fence}
-        if record.share:  # a partial order.pay: the ERP records one share (docs/shares.md)
+        if record.share:  # a partial order.pay: the ERP records one share (docs/protocol.md A13)
             params["share"] = json.loads(record.share)
         rpc = self._rpc()
         try:

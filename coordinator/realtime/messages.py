@@ -40,6 +40,8 @@ EventName = Literal[
     # SPEC §11: service requests and table operations (docs/protocol.md A10-A12)
     "service.requested", "service.taken", "order.moved", "order.merged", "order.reopened",
     "refund.needed",
+    # SPEC §10: split bill (docs/protocol.md A13)
+    "share.paid", "share.refund_due",
 ]
 MessageId = Union[int, Annotated[str, StringConstraints(min_length=1, max_length=128)]]
 
