@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import re
+
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from coordinator.core.models import Body, ItemLine, LockRequest, OrderIn, PaymentRequest
+from coordinator.core.models.base import Name
 from coordinator.realtime.erp_answers import ErpOrder
 from tests.support.app import ADMIN_TOKEN, bearer, order_body, services
 
@@ -174,3 +177,23 @@ async def test_terminal_master_flag_takes_only_a_json_bool(client, shop):
     url = f"/api/v1/admin/stores/{shop.store_id}/terminals"
     status, data = await _send(client, "POST", url, ADMIN_TOKEN, {"name": "后厨", "master": "yes"})
     _assert_invalid(status, data, "master")
+
+
+# Every character some regex engine or str.strip calls blank: ECMA's \s (what a client and the schema
+# fuzzer read from the OpenAPI pattern), Rust's (pydantic) and Python's isspace() disagree on U+0085,
+# U+FEFF and U+001C-U+001F. A schema-valid name was once refused ("\x85", found by schemathesis in CI).
+_BLANKS = sorted({chr(c) for c in range(0x3100) if chr(c).isspace()} | {"\ufeff"})
+
+
+@pytest.mark.parametrize("blank", _BLANKS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_blank_name_is_refused_by_the_schema_pattern_and_by_the_model(blank):
+    pattern = TypeAdapter(Name).json_schema()["pattern"]
+    assert re.search(pattern, blank * 3) is None  # the published pattern says "blank" too
+    with pytest.raises(ValidationError):
+        TypeAdapter(Name).validate_python(blank * 3)
+
+
+@pytest.mark.parametrize("name", ["宫保鸡丁", " a ", "\u0085x", "x\ufeff"])
+def test_a_name_the_pattern_accepts_is_accepted_and_never_strips_to_empty(name):
+    assert re.search(TypeAdapter(Name).json_schema()["pattern"], name)
+    assert TypeAdapter(Name).validate_python(name)

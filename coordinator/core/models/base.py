@@ -19,7 +19,11 @@ def _integral(value: Any) -> Any:
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 #: A display name: 1..100 characters with at least one that is not blank, stored stripped. The bounds
 #: apply before stripping so that the JSON schema (minLength, maxLength, pattern) says exactly what passes.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"\S"), AfterValidator(str.strip)]
+#: "Not blank" spelled out: ``\S`` differs between the JSON Schema (ECMA) regex a client or a
+#: schema fuzzer reads, pydantic's Rust regex and Python's ``str.strip`` (U+0085, U+FEFF, U+001C-1F),
+#: so the class names every character any of them calls blank. A name that passes never strips to "".
+NOT_BLANK = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NOT_BLANK), AfterValidator(str.strip)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 #: Put last in an int's ``Annotated`` (after its bounds, so they stay JSON Schema bounds): a JSON
 #: number without a fraction is an integer; never a bool or a string.

@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from coordinator.core.models.base import Body, Id, Millis
+from coordinator.core.models.base import NOT_BLANK, Body, Id, Millis
 from coordinator.core.models.locks import LockView
 from coordinator.core.models.orders import Order
 
 #: The admin's reason for ending a lock: shown on the board and kept in the audit log.
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
 ServiceKind = Literal["call_waiter", "water", "bill"]
 
 
