@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     ws_connect_rate_per_minute: int = Field(default=120, ge=1)
     ws_slot_ttl_seconds: int = Field(default=60, ge=1)
     ws_replay_max_events: int = Field(default=1000, ge=1)
+    # A store's live channel stays subscribed this long after its last local socket left, so a
+    # reconnecting client does not cost an UNSUBSCRIBE + SUBSCRIBE pair (realtime/stream.py).
+    ws_store_linger_seconds: float = Field(default=2.0, ge=0)
     # Refused H5 requests audited one by one per table and window; the rest are counted
     # (lua/refusals.lua): the first refusal of a kind per session, at most this many per table.
     h5_refusal_window_seconds: int = Field(default=60, ge=1)

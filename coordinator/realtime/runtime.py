@@ -47,7 +47,8 @@ class Realtime:
         self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis))
         self.liveness = Liveness(engine, MasterRegistry(redis, engine.now))
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
-        self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts)
+        self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts,
+                                  linger=settings.ws_store_linger_seconds)
         self.rpc = ErpRpc(redis, subscriber=self.subscriber, terminals=self.hub, masters=self.liveness.masters)
         self.admission = Admission(engine.scripts, Caps(
             per_session=settings.ws_per_h5_session, per_terminal=settings.ws_per_terminal,
@@ -72,6 +73,7 @@ class Realtime:
         await self.hub.aclose()
         await self.admission.stop()
         await self.liveness.stop()
+        await self.stream.close()
         await self.subscriber.stop()
 
     async def close_sockets(self) -> None:

@@ -128,6 +128,7 @@ class Session:
         """Send hello, then the missed events or a snapshot; then start live delivery."""
         conn, hub = self.conn, self.hub
         store, ws, role = conn.store_id, conn.ws, conn.principal.role
+        await self.stream.watch(store)  # before anything is read: stream.py's timeline, t1
         if since is not None and not conn.staff and since < conn.principal.since_seq:
             # Events before the session began are an earlier party's (invariant 11): a snapshot
             # shows the table as it is now instead.

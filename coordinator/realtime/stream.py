@@ -1,9 +1,12 @@
 """The store event streams seen from one process: live delivery in seq order, gap filling, resume, snapshot.
 
-Every script appends its events to ``tl:{s}:events`` (id ``0-<seq>``) and PUBLISHes them on
-``keys.EVENTS_CHANNEL`` in the same atomic step (lua/lib.lua). One ``EventStream`` per process
-reads that channel (and the control channel) through the process's one pub/sub subscription
-(pubsub.py) and hands each event, in seq order, to the hub.
+Every script appends its events to ``tl:{s}:events`` (id ``0-<seq>``) and PUBLISHes them on the
+store's own channel ``keys.live(s)`` in the same atomic step (lua/lib.lua; SPUBLISH on Redis 7
+Cluster, so only the store's shard carries them). One ``EventStream`` per process reads, through
+the process's one pub/sub subscription (pubsub.py), the control channel and the live channels of
+the stores it serves: ``watch`` subscribes a store's channel when its first local socket arrives,
+``forget`` unsubscribes it ``linger`` seconds after the last one left (unless one came back), so a
+process hears no event of a store it does not serve. Each event goes to the hub in seq order.
 
 Pub/sub is at-most-once: a subscription that drops loses what was published meanwhile. The
 stream is the record, so nothing is lost for a store that has local subscribers:
@@ -19,16 +22,19 @@ stream is the record, so nothing is lost for a store that has local subscribers:
 Timeline of a socket joining (session.py), showing why it sees no gap and no duplicate:
 
     t0  hub.register(conn)           live events for the store start queueing on conn
-    t1  snapshot()/replay() → S      everything <= S is in what the client receives first
-    t2  note(store, S)               start tracking the store at S if it was not tracked
-    t3  writer starts                queued events with seq <= S are skipped, > S sent
+    t1  watch(store) returns         Redis confirmed the store's channel is subscribed
+    t2  snapshot()/replay() → S      everything <= S is in what the client receives first
+    t3  note(store, S)               start tracking the store at S if it was not tracked
+    t4  writer starts                queued events with seq <= S are skipped, > S sent
 
-An event published before t1 has seq <= S; one published after t1 has seq > S and reaches the
-listener after t0, so it is queued.
+An event published before t2 has seq <= S; one published after t2 was published after t1, on a
+channel Redis already counts us on, so it reaches the listener (after t0) and is queued. A jump
+in seq (a connection lost meanwhile) is filled from the stream as above.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -80,13 +86,17 @@ class StoreSnapshot:
 class EventStream:
     """This process's live events of every store, in seq order, and reads of the streams."""
 
-    def __init__(self, redis: Any, subscriber: Subscriber, hub: Hub, scripts: Scripts) -> None:
+    def __init__(self, redis: Any, subscriber: Subscriber, hub: Hub, scripts: Scripts, *, linger: float = 2.0) -> None:
         self.redis = redis
         self.subscriber = subscriber
         self.hub = hub
+        self.linger = linger
         self._last: dict[str, int] = {}
         self._scripts = scripts
-        subscriber.listen([keys.EVENTS_CHANNEL, CONTROL_CHANNEL], self)
+        #: Stores without a local socket whose channel is still subscribed, until the timer fires.
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        subscriber.listen([CONTROL_CHANNEL], self)
 
     @property
     def subscriptions(self) -> int:
@@ -168,13 +178,39 @@ class EventStream:
 
     # --- tracking -------------------------------------------------------------------------
 
+    async def watch(self, store_id: str) -> None:
+        """Subscribe the store's live channel (t1 of the timeline above); ConnectionError if Redis does not confirm it."""
+        timer = self._lingering.pop(store_id, None)
+        if timer is not None:
+            timer.cancel()
+        await self.subscriber.watch(keys.live(store_id), self)
+
     def note(self, store_id: str, seq: int) -> None:
         """A socket of the store starts live delivery after ``seq``: track the store from there."""
         self._last.setdefault(store_id, seq)
 
     def forget(self, store_id: str) -> None:
-        """The store's last local socket closed: stop tracking it."""
+        """The store's last local socket closed: stop tracking it, and unsubscribe after ``linger``."""
         self._last.pop(store_id, None)
+        if store_id not in self._lingering:
+            loop = asyncio.get_running_loop()
+            self._lingering[store_id] = loop.call_later(self.linger, self._unwatch, store_id)
+
+    def _unwatch(self, store_id: str) -> None:
+        self._lingering.pop(store_id, None)
+        if self.hub.wants(store_id):
+            return  # a socket came back (its watch is under way or done)
+        task = asyncio.create_task(self.subscriber.unwatch(keys.live(store_id)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Drop pending unsubscriptions (the subscriber, stopped next, holds nothing after)."""
+        for timer in self._lingering.values():
+            timer.cancel()
+        self._lingering.clear()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
 
     def last_seq(self, store_id: str) -> int | None:
         """The last seq delivered for the store, or None if it is not tracked."""

@@ -13,8 +13,6 @@ PREFIX = "tl"
 STORES = f"{PREFIX}:stores"
 #: Sorted set store_id -> earliest lock expiry in that store: the sweeper's wake-up list.
 DUE = f"{PREFIX}:due"
-#: Pub/sub channel every script publishes live events on.
-EVENTS_CHANNEL = f"{PREFIX}:events"
 
 
 def _s(store_id: str) -> str:
@@ -192,3 +190,11 @@ def service_cooldown(store_id: str, table_id: str, kind: str) -> str:
 def table_follow(store_id: str, table_id: str) -> str:
     """Hash: where the table's party went: to (table_id), order_id, at (ms) of the last move or merge away."""
     return f"{_s(store_id)}:follow:{table_id}"
+
+
+# --- live fan-out (realtime/stream.py) ---------------------------------------------------------
+
+
+def live(store_id: str) -> str:
+    """Pub/sub channel of the store's live events; its hash tag makes it a shard channel of the store's slot."""
+    return f"{_s(store_id)}:live"
