@@ -30,11 +30,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, Iterable, Protocol, Sequence
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
+from coordinator.realtime.link import Link
+from coordinator.realtime.shards import ShardLinks
 from coordinator.store import keys
+from coordinator.store.redis_conn import ShardMap
 from coordinator.store.sentinel import subscriber_client
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,6 @@ DEAD_AFTER = 3 * PING_EVERY
 #: How long ``watch`` waits for Redis to confirm a subscription before giving up.
 WATCH_TIMEOUT = 5.0
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
-_MESSAGES = (b"message", b"smessage")
 
 
 async def publish_control(redis: Any, message: dict[str, Any]) -> None:
@@ -66,111 +68,11 @@ class Reader(Protocol):
         """One message published on one of the reader's channels."""
 
 
-class Link:
-    """One pub/sub connection: the channels it must hold, their confirmations, its read loop.
-
-    ``subscribe_cmd`` is SUBSCRIBE, or SSUBSCRIBE for a shard's node (shards.py). The loop ends
-    by raising when the connection fails; its owner decides where to connect next.
-    """
-
-    def __init__(self, client: Redis, subscribe_cmd: str, hand_over: Callable[[bytes, bytes], Any],
-                 *, ping_every: float, dead_after: float) -> None:
-        self.client = client
-        self.pubsub = client.pubsub()
-        self._sub = subscribe_cmd
-        self._unsub = "SUNSUBSCRIBE" if subscribe_cmd == "SSUBSCRIBE" else "UNSUBSCRIBE"
-        self._hand_over = hand_over
-        self._ping_every, self._dead_after = ping_every, dead_after
-        #: Channels this connection subscribes (sent, answered or not) and has not unsubscribed.
-        self.held: set[bytes] = set()
-        #: SUBSCRIBEs sent on this connection and not yet answered, per channel.
-        self._unanswered: dict[bytes, int] = {}
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self.alive = True
-
-    async def subscribe(self, channels: Sequence[bytes]) -> None:
-        """Send one SUBSCRIBE for ``channels`` (confirmations come through ``run``)."""
-        if not channels:
-            return
-        for channel in channels:
-            self.held.add(channel)
-            self._unanswered[channel] = self._unanswered.get(channel, 0) + 1
-        await self.pubsub.execute_command(self._sub, *channels)
-
-    async def unsubscribe(self, channels: Sequence[bytes]) -> None:
-        """Send one UNSUBSCRIBE for ``channels``."""
-        if channels:
-            self.held.difference_update(channels)
-            await self.pubsub.execute_command(self._unsub, *channels)
-
-    def confirmed(self, channel: bytes) -> asyncio.Future[None]:
-        """A future done once every SUBSCRIBE of ``channel`` sent so far is answered."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._unanswered.get(channel, 0) == 0:
-            future.set_result(None)
-        else:
-            self._waiters.setdefault(channel, []).append(future)
-        return future
-
-    def fail_waiters(self) -> None:
-        """The connection is gone: waiters learn it (the owner resubscribes elsewhere)."""
-        self.alive = False
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(ConnectionError("pub/sub connection lost"))
-        self._waiters.clear()
-
-    async def run(self, ready: Callable[[], Any] | None = None) -> None:
-        """Read until the connection fails; ``ready`` runs once every initial SUBSCRIBE is answered."""
-        loop = asyncio.get_running_loop()
-        heard = next_ping = loop.time()
-        while True:
-            if ready is not None and not any(self._unanswered.values()):
-                await ready()
-                ready = None
-            now = loop.time()
-            if now >= next_ping:
-                await self.pubsub.ping()
-                next_ping = now + self._ping_every
-            response = await self.pubsub.parse_response(block=False, timeout=1.0)
-            now = loop.time()
-            if response is None:
-                if now - heard > self._dead_after:
-                    raise ConnectionError(f"pub/sub subscription silent for {now - heard:.0f}s")
-                continue
-            heard = now
-            if not isinstance(response, list) or len(response) < 3:
-                continue  # a PING's answer
-            kind, channel = response[0], response[1]
-            if kind in _MESSAGES:
-                await self._hand_over(channel, response[2])
-            elif kind in (b"subscribe", b"ssubscribe"):
-                self._answered(channel)
-            elif kind == b"sunsubscribe" and channel in self.held:
-                # Not asked for: the slot moved (failover, resharding). Start over where it is now.
-                raise ConnectionError(f"Redis dropped the sharded subscription of {channel!r}")
-
-    def _answered(self, channel: bytes) -> None:
-        left = self._unanswered.get(channel, 0) - 1
-        if left > 0:
-            self._unanswered[channel] = left
-            return
-        self._unanswered.pop(channel, None)
-        for future in self._waiters.pop(channel, ()):
-            if not future.done():
-                future.set_result(None)
-
-    async def aclose(self) -> None:
-        """Close the connection (errors of a broken one ignored)."""
-        self.fail_waiters()
-        await _close(self.pubsub, self.client)
-
-
 class Subscriber:
     """A plain pub/sub client that keeps its channels subscribed, reconnecting as needed."""
 
-    def __init__(self, urls: Sequence[str], *, ping_every: float = PING_EVERY, dead_after: float = DEAD_AFTER) -> None:
+    def __init__(self, urls: Sequence[str], *, ping_every: float = PING_EVERY, dead_after: float = DEAD_AFTER,
+                 shards: ShardMap | None = None) -> None:
         self._urls = list(urls) or [""]
         self._ping_every = ping_every
         self._dead_after = dead_after
@@ -184,6 +86,9 @@ class Subscriber:
         self.subscriptions = 0
         #: Messages received on every channel so far (tests and bench/p7 count them).
         self.messages = 0
+        #: Redis 7 Cluster: watched channels are shard channels, held on their primaries' connections.
+        self.shards = None if shards is None else ShardLinks(
+            shards, self._hand_over, self._resubscribed, ping_every=ping_every, dead_after=dead_after)
 
     def listen(self, channels: Iterable[str], reader: Reader) -> None:
         """Route ``channels`` to ``reader`` (before ``start``)."""
@@ -201,6 +106,12 @@ class Subscriber:
         self._watched[name] = reader
         try:
             async with asyncio.timeout(timeout):
+                while self.shards is not None:
+                    try:
+                        await self.shards.subscribe(name)
+                        return
+                    except (ConnectionError, OSError, RedisError):
+                        await asyncio.sleep(_BACKOFF_MIN)  # the shard is failing over: its channels are placed again
                 while True:
                     await self.subscribed.wait()
                     link = self._link
@@ -212,7 +123,7 @@ class Subscriber:
                             await link.subscribe([name])
                         await link.confirmed(name)
                         return
-                    except (ConnectionError, OSError):
+                    except (ConnectionError, OSError, RedisError):
                         continue  # the next connection subscribes it with the rest
         except TimeoutError:
             raise ConnectionError(f"pub/sub subscription of {channel} not confirmed in {timeout:g}s") from None
@@ -222,11 +133,14 @@ class Subscriber:
         name = channel.encode()
         if self._watched.pop(name, None) is None:
             return
+        if self.shards is not None:
+            await self.shards.unsubscribe(name)
+            return
         link = self._link
         if link is not None and link.alive and name in link.held:
             try:
                 await link.unsubscribe([name])
-            except (ConnectionError, OSError):
+            except (ConnectionError, OSError, RedisError):
                 pass  # a dead connection holds nothing; the next one leaves it out
 
     async def start(self, timeout: float = 5.0) -> None:
@@ -246,6 +160,8 @@ class Subscriber:
             await asyncio.wait([self._task], timeout=1.0)
         self._task = None
         self.subscribed.clear()
+        if self.shards is not None:
+            await self.shards.stop()
 
     async def _run(self) -> None:
         backoff, attempt = _BACKOFF_MIN, 0
@@ -262,7 +178,8 @@ class Subscriber:
             link = Link(client, "SUBSCRIBE", self._hand_over, ping_every=self._ping_every,
                         dead_after=self._dead_after)
             try:
-                await link.subscribe([*self._readers, *self._watched])
+                # Shard channels are not on this connection (shards.py holds them).
+                await link.subscribe([*self._readers, *([] if self.shards else self._watched)])
                 self._link = link
 
                 async def ready() -> None:
@@ -287,6 +204,12 @@ class Subscriber:
                 self._link = None
                 await asyncio.shield(link.aclose())
 
+    async def _resubscribed(self, channels: list[bytes]) -> None:
+        """Shard channels were placed again after a lost connection: readers fill what they missed."""
+        self.subscriptions += 1
+        for reader in dict.fromkeys(self._watched[c] for c in channels if c in self._watched):
+            await reader.on_subscribed(self.subscriptions)
+
     async def _hand_over(self, channel: bytes, data: bytes) -> None:
         self.messages += 1
         reader = self._readers.get(channel) or self._watched.get(channel)
@@ -296,11 +219,3 @@ class Subscriber:
             await reader.on_message(channel, data)
         except Exception:  # one bad message must not cost the subscription
             log.exception("handling a message on %r failed", channel)
-
-
-async def _close(pubsub: Any, client: Redis) -> None:
-    for closing in (pubsub.aclose, client.aclose):
-        try:
-            await closing()
-        except Exception:  # closing a broken connection: nothing left to do
-            pass

@@ -161,7 +161,10 @@ class EventStream:
         log.info("store %s: filled events %d..%d from the stream", store_id, last + 1, upto)
         for event in missed:
             self._hand_over(event)
-        self._last[store_id] = upto
+        if self._last.get(store_id, -1) < upto:
+            # Shard connections deliver concurrently with a catch-up: never move back (a repeat
+            # would be filled again; the writers skip it, but it is work).
+            self._last[store_id] = upto
         return True
 
     async def _catch_up(self) -> None:
