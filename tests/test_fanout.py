@@ -17,9 +17,8 @@ import pytest
 from redis.asyncio import Redis
 
 from coordinator.core.models import OrderIn
-from coordinator.core.rules import Kind
 from coordinator.store import keys
-from tests.support.app import SYSTEM, Shop, order_body, services
+from tests.support.app import SYSTEM, order_body, services
 from tests.support.restaurant import eventually
 from tests.support.ws_socket import Socket, open_socket
 

@@ -10,7 +10,7 @@ the caller's task while the loop reads: redis-py writes and reads a connection i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Sequence
 
 from redis.asyncio import Redis

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from typing import Any, Iterable, Protocol, Sequence
 
+from prometheus_client import Counter
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from coordinator import metrics
 from coordinator.realtime.link import Link
 from coordinator.realtime.shards import ShardLinks
 from coordinator.store import keys
@@ -51,6 +52,11 @@ DEAD_AFTER = 3 * PING_EVERY
 #: How long ``watch`` waits for Redis to confirm a subscription before giving up.
 WATCH_TIMEOUT = 5.0
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
+
+MESSAGES = Counter(
+    "tablelock_pubsub_messages_total", "Messages this process's pub/sub subscriptions received (every channel)",
+    registry=metrics.REGISTRY,
+)
 
 
 async def publish_control(redis: Any, message: dict[str, Any]) -> None:
@@ -182,7 +188,7 @@ class Subscriber:
                 await link.subscribe([*self._readers, *([] if self.shards else self._watched)])
                 self._link = link
 
-                async def ready() -> None:
+                async def ready(url: str = url) -> None:
                     self.subscriptions += 1
                     if self.subscriptions > 1:
                         log.info("pub/sub subscription restored on %s", url)
@@ -212,6 +218,7 @@ class Subscriber:
 
     async def _hand_over(self, channel: bytes, data: bytes) -> None:
         self.messages += 1
+        MESSAGES.inc()
         reader = self._readers.get(channel) or self._watched.get(channel)
         if reader is None:
             return  # unwatched meanwhile

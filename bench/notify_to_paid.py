@@ -1,7 +1,7 @@
-"""P7 notification → order.paid: from the provider's payment to ``order.paid`` on every socket of the store.
+"""Notification → order.paid: from the provider's payment to ``order.paid`` on every socket of the store.
 
-    .venv/bin/python bench/p7_notify_to_paid.py                       # 100 payments, 200 sockets
-    .venv/bin/python bench/p7_notify_to_paid.py --payments 50 --sockets 400 --erp-share 0.4
+    .venv/bin/python bench/notify_to_paid.py                       # 100 payments, 200 sockets
+    .venv/bin/python bench/notify_to_paid.py --payments 50 --sockets 400 --erp-share 0.4
 
 One ``tablelock serve`` process on a private Redis, the sandbox payment provider process
 (``python -m coordinator.payments.sandbox``, configured for the store through the admin API), the
