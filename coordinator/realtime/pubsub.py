@@ -212,7 +212,7 @@ class Subscriber:
 
     async def _resubscribed(self, channels: list[bytes]) -> None:
         """Shard channels were placed again after a lost connection: readers fill what they missed."""
-        self.subscriptions += 1
+        self.subscriptions = max(self.subscriptions, 1) + 1  # always a resubscription to the readers
         for reader in dict.fromkeys(self._watched[c] for c in channels if c in self._watched):
             await reader.on_subscribed(self.subscriptions)
 
