@@ -107,13 +107,14 @@ async def test_connect_disconnect_storm_loses_no_event(client, shop, uid):
     svc = services(client)
     svc.realtime.stream.linger = 0  # unsubscribe at once: the most SUBSCRIBE/UNSUBSCRIBE races
     store, rng = shop.store_id, random.Random(uid)
-    version = 1
+    pushed = 0
 
     async def writer() -> None:
-        nonlocal version
+        nonlocal pushed
         await asyncio.sleep(rng.uniform(0, 0.01))
-        version += 1
-        await bump(svc, store, version)
+        pushed += 1  # a new order each time: concurrent writers never race on one order's version
+        order = OrderIn.model_validate(order_body(order_id=f"w{pushed}", table_id="T2"))
+        await svc.engine.put_order(store, order, SYSTEM)
 
     async def one_socket() -> None:
         sock, _, snapshot = await connect(client, shop.a)
