@@ -30,7 +30,7 @@ from coordinator.store.auth import Authenticator
 from coordinator.store.directory import Directory
 from coordinator.store.engine import LockEngine
 from coordinator.store.ratelimit import RATE_LIMITER, RateLimiter
-from coordinator.store.redis_conn import open_redis, sharded_pubsub
+from coordinator.store.redis_conn import open_redis
 from h5_client import STATIC_DIR as H5_STATIC
 
 ROUTERS = (admin.router, erp.router, h5.router, payments.router, payments.notify_router, admin_payments.router)
@@ -54,8 +54,7 @@ async def _services(app: web.Application):
     engine = LockEngine(redis, defaults=defaults, event_retention=settings.event_retention,
                         wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
                         refusal_window_ms=settings.h5_refusal_window_seconds * 1000,
-                        refusals_per_table=settings.h5_refusals_per_table,
-                        sharded_pubsub=await sharded_pubsub(redis))
+                        refusals_per_table=settings.h5_refusals_per_table)
     auth = Authenticator(
         redis,
         admin_token=settings.admin_token.get_secret_value(),

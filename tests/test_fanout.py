@@ -25,13 +25,6 @@ from tests.support.ws_socket import Socket, open_socket
 LINGER = 0.3
 
 
-@pytest.fixture(params=["single", "cluster", "sharded"])
-def redis_url(request: pytest.FixtureRequest) -> str:
-    """Each test runs on the single server, the 6.2 cluster (plain channels) and a Redis 7 cluster (sharded)."""
-    name = "redis7_cluster" if request.param == "sharded" else f"redis_{request.param}"
-    return request.getfixturevalue(f"{name}_url")
-
-
 @pytest.fixture
 def settings(settings):
     """The usual test settings with a short linger, so unsubscribing is seen within a test."""
@@ -139,14 +132,11 @@ async def test_a_lost_subscription_resubscribes_every_served_store(client, shop,
     second, _, _ = await connect(client, other_token)
     subscriber = svc.realtime.subscriber
     before = subscriber.subscriptions
-    nodes = [redis_url] if not hasattr(svc.redis, "get_nodes") else [
-        f"redis://{node.host}:{node.port}" for node in svc.redis.get_nodes()]
-    for url in nodes:  # every pub/sub connection: the plain one and, sharded, each shard's
-        killer = Redis.from_url(url)
-        try:
-            await killer.client_kill_filter(_type="pubsub")
-        finally:
-            await killer.aclose()
+    killer = Redis.from_url(redis_url)  # the node the listener subscribed to (a cluster's first node)
+    try:
+        await killer.client_kill_filter(_type="pubsub")
+    finally:
+        await killer.aclose()
     await eventually(lambda: subscriber.subscriptions > before and subscriber.subscribed.is_set(), timeout=10)
     assert subscriber.watched == {keys.live(shop.store_id).encode(), keys.live(other).encode()}
     for sock, store in ((first, shop.store_id), (second, other)):
@@ -157,33 +147,14 @@ async def test_a_lost_subscription_resubscribes_every_served_store(client, shop,
 
 
 async def test_watch_returns_only_once_redis_counts_the_subscription(client, shop, redis_url):
-    """When ``watch`` returns, the server the channel lives on already counts this process on it (NUMSUB / SHARDNUMSUB)."""
+    """When ``watch`` returns, the node the process subscribes on already counts it on the channel (PUBSUB NUMSUB)."""
     svc = services(client)
     store = f"{shop.store_id}-w"
     channel = keys.live(store)
     await svc.realtime.stream.watch(store)
-    shards = svc.realtime.subscriber.shards
-    node = Redis.from_url(shards._shards.url_for(channel.encode()) if shards else redis_url)
+    node = Redis.from_url(redis_url)  # the configured URL: the subscription's first choice
     try:
-        if shards:
-            [_, count] = await node.execute_command("PUBSUB", "SHARDNUMSUB", channel)
-        else:
-            [(_, count)] = await node.pubsub_numsub(channel)
+        [(_, count)] = await node.pubsub_numsub(channel)
     finally:
         await node.aclose()
     assert count == 1
-
-
-async def test_sharded_pubsub_exactly_on_a_redis7_cluster(client, shop, request):
-    """Only on Redis 7 Cluster do events go out with SPUBLISH and stores get subscribed on their slot's primary."""
-    svc = services(client)
-    sharded = request.node.callspec.params["redis_url"] == "sharded"
-    assert svc.engine.sharded_pubsub is sharded
-    sock, _, _ = await connect(client, shop.a)
-    shards = svc.realtime.subscriber.shards
-    if sharded:
-        assert shards is not None
-        assert shards.nodes == [shards._shards.url_for(keys.live(shop.store_id).encode())]
-    else:
-        assert shards is None
-    await sock.ws.close()

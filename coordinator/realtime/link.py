@@ -1,7 +1,6 @@
 """One pub/sub connection: the channels it holds, their confirmations, and its read loop.
 
-Used by pubsub.py (the process's plain subscription) and shards.py (one SSUBSCRIBE connection
-per Redis 7 Cluster primary). Replies are read raw (``parse_response``), so a subscription's
+Used by pubsub.py (the process's one subscription, a new Link per connection). Replies are read raw (``parse_response``), so a subscription's
 confirmation is seen: ``confirmed(channel)`` is done once every SUBSCRIBE of the channel sent on
 this connection has been answered, never on the answer to an earlier one. Commands are sent from
 the caller's task while the loop reads: redis-py writes and reads a connection independently.
@@ -15,22 +14,16 @@ from typing import Any, Sequence
 
 from redis.asyncio import Redis
 
-_MESSAGES = (b"message", b"smessage")
-
-
 class Link:
     """One pub/sub connection: the channels it must hold, their confirmations, its read loop.
 
-    ``subscribe_cmd`` is SUBSCRIBE, or SSUBSCRIBE for a shard's node (shards.py). The loop ends
-    by raising when the connection fails; its owner decides where to connect next.
+    The loop ends by raising when the connection fails; its owner decides where to connect next.
     """
 
-    def __init__(self, client: Redis, subscribe_cmd: str, hand_over: Callable[[bytes, bytes], Any],
+    def __init__(self, client: Redis, hand_over: Callable[[bytes, bytes], Any],
                  *, ping_every: float, dead_after: float) -> None:
         self.client = client
         self.pubsub = client.pubsub()
-        self._sub = subscribe_cmd
-        self._unsub = "SUNSUBSCRIBE" if subscribe_cmd == "SSUBSCRIBE" else "UNSUBSCRIBE"
         self._hand_over = hand_over
         self._ping_every, self._dead_after = ping_every, dead_after
         #: Channels this connection subscribes (sent, answered or not) and has not unsubscribed.
@@ -47,13 +40,13 @@ class Link:
         for channel in channels:
             self.held.add(channel)
             self._unanswered[channel] = self._unanswered.get(channel, 0) + 1
-        await self.pubsub.execute_command(self._sub, *channels)
+        await self.pubsub.execute_command("SUBSCRIBE", *channels)
 
     async def unsubscribe(self, channels: Sequence[bytes]) -> None:
         """Send one UNSUBSCRIBE for ``channels``."""
         if channels:
             self.held.difference_update(channels)
-            await self.pubsub.execute_command(self._unsub, *channels)
+            await self.pubsub.execute_command("UNSUBSCRIBE", *channels)
 
     def confirmed(self, channel: bytes) -> asyncio.Future[None]:
         """A future done once every SUBSCRIBE of ``channel`` sent so far is answered."""
@@ -95,13 +88,10 @@ class Link:
             if not isinstance(response, list) or len(response) < 3:
                 continue  # a PING's answer
             kind, channel = response[0], response[1]
-            if kind in _MESSAGES:
+            if kind == b"message":
                 await self._hand_over(channel, response[2])
-            elif kind in (b"subscribe", b"ssubscribe"):
+            elif kind == b"subscribe":
                 self._answered(channel)
-            elif kind == b"sunsubscribe" and channel in self.held:
-                # Not asked for: the slot moved (failover, resharding). Start over where it is now.
-                raise ConnectionError(f"Redis dropped the sharded subscription of {channel!r}")
 
     def _answered(self, channel: bytes) -> None:
         left = self._unanswered.get(channel, 0) - 1

@@ -2,8 +2,8 @@
 
 redis-py's asyncio ``RedisCluster`` has no pub/sub, so the subscription is a plain client on one
 node: the configured URL first, then the other nodes in turn when it fails
-(``redis_conn.subscriber_urls``). A cluster forwards a plain PUBLISH to every node, so any node
-will do; on Redis 7 Cluster the store channels are sharded instead (shards.py).
+(``redis_conn.subscriber_urls``). A cluster forwards a plain PUBLISH to every node over the
+cluster bus, so any node will do (sharded pub/sub, Redis 7, is not used: the tested server is 6.2).
 
 Two kinds of channel:
 
@@ -36,9 +36,7 @@ from redis.exceptions import RedisError
 
 from coordinator import metrics
 from coordinator.realtime.link import Link
-from coordinator.realtime.shards import ShardLinks
 from coordinator.store import keys
-from coordinator.store.redis_conn import ShardMap
 from coordinator.store.sentinel import subscriber_client
 
 log = logging.getLogger(__name__)
@@ -77,8 +75,7 @@ class Reader(Protocol):
 class Subscriber:
     """A plain pub/sub client that keeps its channels subscribed, reconnecting as needed."""
 
-    def __init__(self, urls: Sequence[str], *, ping_every: float = PING_EVERY, dead_after: float = DEAD_AFTER,
-                 shards: ShardMap | None = None) -> None:
+    def __init__(self, urls: Sequence[str], *, ping_every: float = PING_EVERY, dead_after: float = DEAD_AFTER) -> None:
         self._urls = list(urls) or [""]
         self._ping_every = ping_every
         self._dead_after = dead_after
@@ -92,9 +89,6 @@ class Subscriber:
         self.subscriptions = 0
         #: Messages received on every channel so far (tests and bench/p7 count them).
         self.messages = 0
-        #: Redis 7 Cluster: watched channels are shard channels, held on their primaries' connections.
-        self.shards = None if shards is None else ShardLinks(
-            shards, self._hand_over, self._resubscribed, ping_every=ping_every, dead_after=dead_after)
 
     def listen(self, channels: Iterable[str], reader: Reader) -> None:
         """Route ``channels`` to ``reader`` (before ``start``)."""
@@ -112,12 +106,6 @@ class Subscriber:
         self._watched[name] = reader
         try:
             async with asyncio.timeout(timeout):
-                while self.shards is not None:
-                    try:
-                        await self.shards.subscribe(name)
-                        return
-                    except (ConnectionError, OSError, RedisError):
-                        await asyncio.sleep(_BACKOFF_MIN)  # the shard is failing over: its channels are placed again
                 while True:
                     await self.subscribed.wait()
                     link = self._link
@@ -138,9 +126,6 @@ class Subscriber:
         """Stop receiving ``channel`` (the next connection leaves it out too)."""
         name = channel.encode()
         if self._watched.pop(name, None) is None:
-            return
-        if self.shards is not None:
-            await self.shards.unsubscribe(name)
             return
         link = self._link
         if link is not None and link.alive and name in link.held:
@@ -166,8 +151,6 @@ class Subscriber:
             await asyncio.wait([self._task], timeout=1.0)
         self._task = None
         self.subscribed.clear()
-        if self.shards is not None:
-            await self.shards.stop()
 
     async def _run(self) -> None:
         backoff, attempt = _BACKOFF_MIN, 0
@@ -181,11 +164,9 @@ class Subscriber:
                 url, decode_responses=False, protocol=2, socket_timeout=None, socket_connect_timeout=1.0,
                 retry=Retry(NoBackoff(), 0), **keepalive,
             )
-            link = Link(client, "SUBSCRIBE", self._hand_over, ping_every=self._ping_every,
-                        dead_after=self._dead_after)
+            link = Link(client, self._hand_over, ping_every=self._ping_every, dead_after=self._dead_after)
             try:
-                # Shard channels are not on this connection (shards.py holds them).
-                await link.subscribe([*self._readers, *([] if self.shards else self._watched)])
+                await link.subscribe([*self._readers, *self._watched])
                 self._link = link
 
                 async def ready(url: str = url) -> None:
@@ -209,12 +190,6 @@ class Subscriber:
             finally:
                 self._link = None
                 await asyncio.shield(link.aclose())
-
-    async def _resubscribed(self, channels: list[bytes]) -> None:
-        """Shard channels were placed again after a lost connection: readers fill what they missed."""
-        self.subscriptions = max(self.subscriptions, 1) + 1  # always a resubscription to the readers
-        for reader in dict.fromkeys(self._watched[c] for c in channels if c in self._watched):
-            await reader.on_subscribed(self.subscriptions)
 
     async def _hand_over(self, channel: bytes, data: bytes) -> None:
         self.messages += 1

@@ -35,7 +35,7 @@ from coordinator.realtime.sweeper import Sweeper
 from coordinator.settings import Settings
 from coordinator.store.auth import Authenticator, Principal
 from coordinator.store.engine import LockEngine
-from coordinator.store.redis_conn import ShardMap, subscriber_urls
+from coordinator.store.redis_conn import subscriber_urls
 
 
 class Realtime:
@@ -44,8 +44,7 @@ class Realtime:
     def __init__(self, settings: Settings, engine: LockEngine, auth: Authenticator, *, sweeper: bool = True) -> None:
         redis = engine.redis
         self.settings = settings
-        shards = ShardMap(settings.redis_url or "", redis) if engine.sharded_pubsub else None
-        self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis), shards=shards)
+        self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis))
         self.liveness = Liveness(engine, MasterRegistry(redis, engine.now))
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
         self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts,

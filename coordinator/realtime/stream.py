@@ -1,8 +1,8 @@
 """The store event streams seen from one process: live delivery in seq order, gap filling, resume, snapshot.
 
 Every script appends its events to ``tl:{s}:events`` (id ``0-<seq>``) and PUBLISHes them on the
-store's own channel ``keys.live(s)`` in the same atomic step (lua/lib.lua; SPUBLISH on Redis 7
-Cluster, so only the store's shard carries them). One ``EventStream`` per process reads, through
+store's own channel ``keys.live(s)`` in the same atomic step (lua/lib.lua; a plain PUBLISH, which a
+Redis Cluster still forwards to every node over its bus). One ``EventStream`` per process reads, through
 the process's one pub/sub subscription (pubsub.py), the control channel and the live channels of
 the stores it serves: ``watch`` subscribes a store's channel when its first local socket arrives,
 ``forget`` unsubscribes it ``linger`` seconds after the last one left (unless one came back), so a
@@ -161,10 +161,7 @@ class EventStream:
         log.info("store %s: filled events %d..%d from the stream", store_id, last + 1, upto)
         for event in missed:
             self._hand_over(event)
-        if self._last.get(store_id, -1) < upto:
-            # Shard connections deliver concurrently with a catch-up: never move back (a repeat
-            # would be filled again; the writers skip it, but it is work).
-            self._last[store_id] = upto
+        self._last[store_id] = upto
         return True
 
     async def _catch_up(self) -> None:

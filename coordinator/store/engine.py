@@ -77,7 +77,6 @@ class LockEngine:
         wait_timeout_ms: int = 100,
         refusal_window_ms: int = 60_000,
         refusals_per_table: int = 5,
-        sharded_pubsub: bool = False,
     ) -> None:
         self.redis = redis
         self.defaults = defaults
@@ -92,9 +91,6 @@ class LockEngine:
         self._wait = (wait_replicas, wait_timeout_ms)
         #: The audit bound on refused H5 requests (lib.lua bounded_refusal): window, written per table.
         self._refusals = (refusal_window_ms, refusals_per_table)
-        #: Live events go out with SPUBLISH on the store's shard channel (Redis 7 Cluster), else PUBLISH.
-        self.sharded_pubsub = sharded_pubsub
-        self._publish = "SPUBLISH" if sharded_pubsub else "PUBLISH"
 
     # --- script plumbing ------------------------------------------------------------------
 
@@ -105,7 +101,7 @@ class LockEngine:
         raw = await self.scripts.by_name(name)(
             keys=[*keys.common(store_id), *extra_keys],
             args=[
-                store_id, f"{self._publish} {keys.live(store_id)}", self._event_retention, self._audit_retention,
+                store_id, keys.live(store_id), self._event_retention, self._audit_retention,
                 compact(actor), *args,
             ],
         )

@@ -196,5 +196,5 @@ def table_follow(store_id: str, table_id: str) -> str:
 
 
 def live(store_id: str) -> str:
-    """Pub/sub channel of the store's live events; its hash tag makes it a shard channel of the store's slot."""
+    """Pub/sub channel of the store's live events (realtime/stream.py subscribes it per served store)."""
     return f"{_s(store_id)}:live"

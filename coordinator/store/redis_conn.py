@@ -87,44 +87,13 @@ def subscriber_urls(url: str, client: AnyRedis) -> list[str]:
     """
     if not is_cluster(client):
         return [url]
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
     urls = [url]
     for node in client.get_nodes():
-        other = _node_url(url, node.host, node.port)
+        host = f"[{node.host}]" if ":" in node.host else node.host
+        netloc = f"{userinfo}@{host}:{node.port}" if userinfo else f"{host}:{node.port}"
+        other = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
         if other not in urls:
             urls.append(other)
     return urls
-
-
-def _node_url(url: str, host: str, port: int) -> str:
-    """``url`` (scheme, credentials, options) pointed at another node."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-
-
-async def sharded_pubsub(client: AnyRedis) -> bool:
-    """Whether live events go on shard channels: a Redis Cluster whose nodes run Redis 7 or later."""
-    if not is_cluster(client):
-        return False  # one node: a plain channel reaches only its subscribers anyway
-    versions = await client.execute_command("INFO", "server", target_nodes=RedisCluster.ALL_NODES)
-    majors = [int(str(info.get("redis_version", "0")).split(".")[0]) for info in versions.values()]
-    return bool(majors) and min(majors) >= 7
-
-
-class ShardMap:
-    """Where a shard channel is served: the URL of the primary owning its slot (SSUBSCRIBE goes there)."""
-
-    def __init__(self, url: str, client: RedisCluster) -> None:
-        self._url = url
-        self._client = client
-
-    def url_for(self, channel: bytes) -> str:
-        """The URL of the node serving ``channel``'s slot, as this process last learnt the slots."""
-        node = self._client.get_node_from_key(channel)
-        return _node_url(self._url, node.host, node.port)
-
-    async def refresh(self) -> None:
-        """Learn the slots again (after a failover or a moved slot)."""
-        await self._client.nodes_manager.initialize()

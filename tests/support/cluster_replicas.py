@@ -223,14 +223,3 @@ def cluster_replicas(tmp_path: Path) -> Iterator[ReplicatedCluster]:
     """A fresh 3-master + 3-replica cluster for one test, stopped after it."""
     with ReplicatedCluster(tmp_path / "cluster-replicas") as cluster:
         yield cluster
-
-
-@pytest.fixture
-def cluster7_replicas(tmp_path: Path) -> Iterator[ReplicatedCluster]:
-    """The same on the system's Redis 7 (sharded pub/sub), for one test, stopped after it."""
-    from tests.support.redis_servers import SystemRedis  # the plugin that knows the system binary
-
-    cluster = ReplicatedCluster(tmp_path / "cluster7-replicas")
-    cluster.nodes = [SystemRedis(node.data_dir, cluster=True, appendonly=False) for node in cluster.nodes]
-    with cluster:
-        yield cluster

@@ -83,30 +83,3 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., EmbeddedRedis]]:
 def uid() -> str:
     """A short unique string, valid as a SPEC id, to keep this test's keys apart from others'."""
     return uuid.uuid4().hex[:12]
-
-
-#: The system's redis-server (Debian's, 7.x; scripts/test.sh installs it): the wheel's is 6.2, without
-#: sharded pub/sub (SSUBSCRIBE / SPUBLISH, Redis 7).
-SYSTEM_REDIS_SERVER = "/usr/bin/redis-server"
-
-
-class SystemRedis(EmbeddedRedis):
-    """An EmbeddedRedis that runs the system's redis-server instead of the wheel's."""
-
-    def _command(self) -> list[str]:
-        return [SYSTEM_REDIS_SERVER, *super()._command()[1:]]
-
-
-@pytest.fixture(scope="session")
-def redis7_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
-    """A Redis 7 Cluster of 3 masters (the system's redis-server) for the whole session."""
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("redis7-cluster"), masters=3)
-    cluster.nodes = [SystemRedis(node.data_dir, cluster=True, appendonly=False) for node in cluster.nodes]
-    with cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def redis7_cluster_url(redis7_cluster: EmbeddedCluster) -> str:
-    """URL of one node of the session's Redis 7 cluster."""
-    return redis7_cluster.url

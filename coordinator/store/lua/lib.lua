@@ -4,7 +4,7 @@
 -- Every script receives the same first keys and arguments:
 --   KEYS[1] seq counter  tl:{s}:seq        KEYS[2] event stream  tl:{s}:events
 --   KEYS[3] audit stream tl:{s}:audit      KEYS[4] active zset   tl:{s}:active (order -> next expiry)
---   ARGV[1] store_id     ARGV[2] "PUBLISH <channel>" (or "SPUBLISH <channel>" on Redis 7 Cluster): live events
+--   ARGV[1] store_id     ARGV[2] the store's pub/sub channel for live events (tl:{s}:live)
 --   ARGV[3] event stream MAXLEN (approximate)   ARGV[4] audit stream MAXLEN (approximate)
 --   ARGV[5] actor JSON ({"role":"erp","terminal_id","name"} | {"role":"h5","session_id"} | {"role":"system"})
 -- Script-specific keys start at KEYS[5], arguments at ARGV[6].
@@ -13,7 +13,7 @@
 -- Time is the Redis server clock (TIME), so every coordinator process agrees on expiry.
 
 local STORE = ARGV[1]
-local PUBLISH, CHANNEL = string.match(ARGV[2], '^(%u+) (.+)$')
+local CHANNEL = ARGV[2]
 local EV_MAXLEN = ARGV[3]
 local AUDIT_MAXLEN = ARGV[4]
 local ACTOR = cjson.decode(ARGV[5])
@@ -126,7 +126,7 @@ local function emit(name, table_id, order_id, data)
                                      order_id = order_id or cjson.null}), 'data', data)
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EV_MAXLEN, '0-' .. seq, 'e', ev)
   redis.call('XADD', K_AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'e', ev, 'actor', ARGV[5])
-  redis.call(PUBLISH, CHANNEL, ev)
+  redis.call('PUBLISH', CHANNEL, ev)
   return seq
 end
 
