@@ -67,9 +67,7 @@ async def _drive(redis_url: str, stores: list[str], rate: float, kind: str, on: 
     from coordinator.store.engine import LockEngine
 
     redis = await redis_conn.open_redis(redis_url)
-    sharded = getattr(redis_conn, "sharded_pubsub", None)  # older code publishes on one channel
-    engine = LockEngine(redis, defaults=StoreConfig.model_validate(load_store_defaults()),
-                        **({"sharded_pubsub": await sharded(redis)} if sharded else {}))
+    engine = LockEngine(redis, defaults=StoreConfig.model_validate(load_store_defaults()))
     holder = {"role": "erp", "terminal_id": "bench-driver", "name": "driver"}
     versions = dict.fromkeys(stores, 1)
 
