@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from redis.asyncio import Redis
 
+
 class Link:
     """One pub/sub connection: the channels it must hold, their confirmations, its read loop.
 
