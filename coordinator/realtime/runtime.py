@@ -29,7 +29,7 @@ from coordinator.realtime.liveness import Liveness, MasterRegistry
 from coordinator.realtime.messages import CloseCode
 from coordinator.realtime.pubsub import Subscriber
 from coordinator.realtime.rpc import ErpRpc
-from coordinator.realtime.session import Session
+from coordinator.realtime.session import CommandRunner, Session
 from coordinator.realtime.stream import EventStream
 from coordinator.realtime.sweeper import Sweeper
 from coordinator.settings import Settings
@@ -80,8 +80,12 @@ class Realtime:
 
     async def serve(self, ws: web.WebSocketResponse, principal: Principal, token: str | None,
                     since: int | None, transport: asyncio.BaseTransport | None = None,
-                    address: str = "unknown") -> None:
-        """Serve one authenticated websocket until it closes (1008 when a socket cap is full)."""
+                    address: str = "unknown", commands: CommandRunner | None = None) -> None:
+        """Serve one authenticated websocket until it closes (1008 when a socket cap is full).
+
+        ``commands`` runs the ERP commands the socket sends (the API layer's, over the same
+        services as HTTP); without it they are refused as an unknown type.
+        """
         conn = Connection(ws, principal, token, self.settings.ws_queue_size, transport)
         try:
             places = await self.admission.admit(principal, address, conn.conn_id)
@@ -98,7 +102,7 @@ class Realtime:
                 await ws.close(code=CloseCode.GOING_AWAY, message=b"shutting down")
                 return
             session = Session(conn, hub=self.hub, stream=self.stream, liveness=self.liveness, rpc=self.rpc,
-                              max_replay=self.settings.ws_replay_max_events)
+                              max_replay=self.settings.ws_replay_max_events, commands=commands)
             await session.run(since)
         finally:
             await asyncio.shield(self.admission.release(places))
