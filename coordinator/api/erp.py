@@ -7,7 +7,6 @@ commands of ``api/ws_commands.py`` make the same calls), the engine decides and 
 
 from __future__ import annotations
 
-
 from coordinator.api.routing import Call, Reply, Router
 from coordinator.core import views
 from coordinator.core.errors import NotFound, ValidationFailed
