@@ -67,6 +67,8 @@ class Player:
         """Run one replay or receive block; the differences from the page (empty: it matches)."""
         if block.mark == "receive":
             return await self.receive(block.arg, json_values(block.text), f"docs/protocol.md:{block.line}")
+        if block.mark == "send":
+            return await self.send(block.arg, block.text, f"docs/protocol.md:{block.line}")
         ex = exchange(block)
         where = f"docs/protocol.md:{ex.line} ({ex.name})"
         headers = {k: self.bindings.fill(v, where) for k, v in ex.headers.items()}
@@ -114,12 +116,22 @@ class Player:
                     return [f"{where} ({name}): no message matching {want} within 5 s", f"  messages were: {seen}"[:1500]]
                 seen.append(got)
                 passed_over = (skip and got.get("type") == "event" and isinstance(want, dict)
-                               and want.get("type") == "event" and got.get("name") != want.get("name"))
+                               and (want.get("type") == "result"
+                                    or (want.get("type") == "event" and got.get("name") != want.get("name"))))
                 if not passed_over:
                     break
-            problems = match(want, got, self.bindings) + (["a lock token in a broadcast"] if _has_token(got) else [])
+            # A command's result is the holder's own answer (as an HTTP grant is): its token is no broadcast.
+            broadcast = got.get("type") != "result"
+            problems = match(want, got, self.bindings) + (["a lock token in a broadcast"]
+                                                          if broadcast and _has_token(got) else [])
             if problems:
                 return [f"{where} ({name}): {p}" for p in problems] + [f"  messages were: {seen}"[:1500]]
+        return []
+
+    async def send(self, name: str, text: str, where: str) -> list[str]:
+        """Send the messages of a ``<!-- send -->`` block on socket ``name``, one frame each."""
+        for value in json_values(self.bindings.fill(text, where)):
+            await self.sockets[name].send_str(json.dumps(value, ensure_ascii=False))
         return []
 
     async def close(self) -> None:
@@ -129,9 +141,9 @@ class Player:
 
 
 async def test_replayed_examples_match_the_coordinator(client, shop, erp):
-    """Every ``<!-- replay -->``/``<!-- receive -->`` block of the page, run in order, gets the documented answer."""
+    """Every ``<!-- replay -->``/``<!-- receive -->`` block of the page, run in order (``<!-- send -->`` blocks sent on their socket), gets the documented answer."""
     player = Player(client, await bindings_for(client, shop))
-    played = [b for b in page_blocks() if b.mark in ("replay", "receive")]
+    played = [b for b in page_blocks() if b.mark in ("replay", "receive", "send")]
     assert len(played) >= 20, "the page has lost its replayable examples"
     try:
         for block in played:
