@@ -99,7 +99,7 @@ class MasterRpc:
         check = AcceptCheck(True)
         if order_id is not None:
             try:
-                result = await self.terminal.client.check(order_id, "accept_items")
+                result = await self.terminal.locks.check(order_id, "accept_items")
                 check = AcceptCheck(bool(result["allowed"]), result.get("code"))
             except Refused as e:
                 if e.code != "NOT_FOUND":  # an order the coordinator has not heard of yet has no locks

@@ -123,13 +123,13 @@ async def test_h5_add_on_refused_during_payment_shows_toast_on_master(sim, brows
     # The coordinator itself refuses add-ons under a payment lock it knows of; the ERP's own
     # accept check matters when the lock is taken while the add-on is on its way to the ERP.
     # Recreate that moment: B opens the payment page just as the master checks.
-    real_check = sim.master.client.check
+    real_check = sim.master.locks.check
 
     async def check_as_b_opens_payment(order: str, action: str) -> dict:
         await cashier_b.checkout(order)
         return await real_check(order, action)
 
-    sim.master.client.check = check_as_b_opens_payment  # type: ignore[method-assign]
+    sim.master.locks.check = check_as_b_opens_payment  # type: ignore[method-assign]
     async with await H5Client.open(store.base_url, store.qr) as diner:
         with pytest.raises(H5Error) as refused:
             await diner.add_items([("beer", 1)], request_id="r-race")
