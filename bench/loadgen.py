@@ -1,6 +1,7 @@
 """Closed-loop load generators for the lock-cycle benches (P1, P5): one function per system.
 
-Each generator runs ``len(clients)`` concurrent clients in one process; a client repeats
+Each generator runs ``len(clients)`` concurrent clients in one process (over HTTP, websocket commands,
+straight Lua on Redis, or etcd's lock API); a client repeats
 "acquire a payment lock on one of its orders, release it" until the window closes. Clients own
 disjoint orders, so every acquire is granted and the figure is the cost of the cycle, not of
 contention. Processes synchronise on the wall clock: warm-up from ``start_at`` for ``warmup``
@@ -118,6 +119,53 @@ async def coordinator_load(targets: list[str], clients: list[Client], start_at: 
         return await _drive(clients, cycle_for, start_at, warmup, duration)
 
 
+async def coordinator_ws_load(targets: list[str], clients: list[Client], start_at: float, warmup: float,
+                              duration: float) -> dict[str, Any]:
+    """The same cycle as websocket commands (docs/protocol.md A15): one socket per client, lock.acquire
+    then lock.release, each awaited for its ``result``; the socket's events are read and passed over."""
+    async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
+        sockets = []
+        for index, (token, _) in enumerate(clients):
+            ws = await session.ws_connect(f"{targets[index % len(targets)]}/api/v1/ws", max_msg_size=0,
+                                          protocols=("tablelock.v1", f"bearer.{token}"), autoping=True)
+            for _ in range(2):  # hello, snapshot
+                await ws.receive_str(timeout=30)
+            sockets.append(ws)
+        ids = iter(range(1, 1 << 62))
+
+        async def result(ws: aiohttp.ClientWebSocketResponse, ident: int) -> dict[str, Any]:
+            while True:
+                text = await ws.receive_str(timeout=10)
+                if text.startswith('{"type":"result"'):  # events ({"type":"event"...) are not parsed
+                    message = json.loads(text)
+                    if message["id"] == ident:
+                        return message
+
+        def cycle_for(index: int) -> Cycle:
+            ws = sockets[index]
+
+            async def cycle(_: int, order: str) -> bool:
+                ident = next(ids)
+                await ws.send_str(f'{{"id":{ident},"type":"lock.acquire","order_id":"{order}","kind":"payment"}}')
+                grant = await result(ws, ident)
+                if not grant["success"]:
+                    return False
+                token = grant["result"]["lock"]["token"]
+                ident = next(ids)
+                await ws.send_str(f'{{"id":{ident},"type":"lock.release","order_id":"{order}","kind":"payment",'
+                                  f'"token":"{token}"}}')
+                released = await result(ws, ident)
+                return released["success"] and released["result"]["released"] is True
+
+            return cycle
+
+        try:
+            return await _drive(clients, cycle_for, start_at, warmup, duration)
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+
 async def floor_load(redis_url: str, clients: list[Client], start_at: float, warmup: float,
                      duration: float) -> dict[str, Any]:
     """The same cycle as two Lua scripts straight against Redis (redis-py asyncio, hiredis)."""
@@ -167,7 +215,8 @@ async def etcd_load(base: str, clients: list[Client], start_at: float, warmup: f
         return await _drive(clients, lambda _: cycle, start_at, warmup, duration)
 
 
-GENERATORS = {"coordinator": coordinator_load, "floor": floor_load, "etcd": etcd_load}
+GENERATORS = {"coordinator": coordinator_load, "coordinator-ws": coordinator_ws_load, "floor": floor_load,
+              "etcd": etcd_load}
 
 
 def run_worker(system: str, target: Any, clients: list[Client], start_at: float, warmup: float,
