@@ -77,7 +77,7 @@ class WsCommands:
             body = await _CALLS[type(command)](
                 erp_locks(self.services), principal.store_id or "", command.order_id, principal.holder(), command)
             text, outcome = result_text(command.id, body), "ok"
-        except Exception as exc:  # every failure becomes a result, never a closed socket
+        except Exception as exc:  # noqa: BLE001 -- every failure becomes a result, never a closed socket
             error = await self._error(exc, conn, principal, command)
             text, outcome = result_error_text(command.id, error), error.code
         COMMAND_SECONDS.labels(command.type, outcome).observe(time.perf_counter() - started)
@@ -98,7 +98,7 @@ class WsCommands:
             try:
                 await show_lock(exc, principal or conn.principal, principal.store_id if principal else None,
                                 self.services.liveness)
-            except Exception as shown:  # as over HTTP: never the stored form (tokens), but 503 or 500
+            except Exception as shown:  # noqa: BLE001 -- as over HTTP: never the stored form (tokens), but 503 or 500
                 return await self._error(shown, conn, principal, command)
             return exc
         if is_outage(exc):

@@ -87,7 +87,8 @@ class Session:
         self.rpc = rpc
         #: None: this socket takes no commands (they are answered as an unknown type).
         self.commands = commands
-        self._in_flight = asyncio.Semaphore(MAX_COMMANDS_IN_FLIGHT)
+        #: Made at the first command: most sockets (every H5 one) never send any.
+        self._in_flight: asyncio.Semaphore | None = None
         self._rpc_connected = False
 
     async def run(self, since: int | None) -> None:
@@ -209,6 +210,8 @@ class Session:
                     await self._close(CloseCode.POLICY_VIOLATION, "too many invalid messages")
                     return
             if isinstance(message, Command):
+                if self._in_flight is None:
+                    self._in_flight = asyncio.Semaphore(MAX_COMMANDS_IN_FLIGHT)
                 await self._in_flight.acquire()  # back-pressure: read on once a slot is free
                 # settle: shutdown lets a command in flight finish (bounded) rather than cut it mid-way.
                 self.hub.spawn(self._command(message), settle=True)  # type: ignore[arg-type]
@@ -226,7 +229,7 @@ class Session:
             log.exception("command %s failed on %r", command.type, self.conn)
             text = result_error_text(command.id, InternalError())
         finally:
-            self._in_flight.release()
+            self._in_flight.release()  # type: ignore[union-attr]
         self.hub.send(self.conn, text)
 
     async def _on_message(self, data: str | bytes) -> bool | Command:
