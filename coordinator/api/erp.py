@@ -99,7 +99,7 @@ def locks_of(call: Call) -> ErpLocks:
 async def take_lock(call: Call) -> Reply:
     """Take an order, presettle or payment lock (with ``force`` after the user confirmed)."""
     store_id, order_id = _ids(call)
-    return Reply(201, await locks_of(call).take(store_id, order_id, call.principal.holder(), call.body))
+    return Reply(201, await locks_of(call).take(store_id, order_id, call.principal, call.body))
 
 
 @router.route("POST", _ORDER + "/locks/{kind}/renew", auth=("erp",), body=TokenBody,
@@ -108,7 +108,7 @@ async def renew_lock(call: Call) -> Reply:
     """Extend the terminal's lock to now + the kind's duration; LOCK_LOST when it is gone."""
     store_id, order_id = _ids(call)
     kind = Kind(call.path["kind"])
-    return Reply(200, await locks_of(call).renew(store_id, order_id, call.principal.holder(), kind, call.body.token))
+    return Reply(200, await locks_of(call).renew(store_id, order_id, call.principal, kind, call.body.token))
 
 
 @router.route("POST", _ORDER + "/locks/{kind}/release", auth=("erp",), body=TokenBody,
@@ -117,7 +117,7 @@ async def release_lock(call: Call) -> Reply:
     """Give the lock back; ``released`` is false when the token holds nothing releasable."""
     store_id, order_id = _ids(call)
     kind = Kind(call.path["kind"])
-    return Reply(200, await locks_of(call).release(store_id, order_id, call.principal.holder(), kind, call.body.token))
+    return Reply(200, await locks_of(call).release(store_id, order_id, call.principal, kind, call.body.token))
 
 
 @router.route("POST", _ORDER + "/check", auth=("erp",), body=CheckRequest, responses={200: CheckResult},
@@ -125,7 +125,7 @@ async def release_lock(call: Call) -> Reply:
 async def check(call: Call) -> Reply:
     """Say whether an action is allowed on the order now, with the text to show if not."""
     store_id, order_id = _ids(call)
-    return Reply(200, await locks_of(call).check(store_id, order_id, call.principal.holder(), call.body.action))
+    return Reply(200, await locks_of(call).check(store_id, order_id, call.principal, call.body.action))
 
 
 @router.route("POST", _ORDER + "/payments", auth=("erp",), body=PaymentRequest,
@@ -133,4 +133,4 @@ async def check(call: Call) -> Reply:
 async def complete_payment(call: Call) -> Reply:
     """Complete the terminal's own payment: it is the ERP, so check and mark paid are one step."""
     store_id, order_id = _ids(call)
-    return Reply(200, await locks_of(call).complete(store_id, order_id, call.principal.holder(), call.body))
+    return Reply(200, await locks_of(call).complete(store_id, order_id, call.principal, call.body))

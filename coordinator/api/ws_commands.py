@@ -50,9 +50,9 @@ COMMAND_SECONDS = Histogram(
     ["type", "outcome"], registry=metrics.REGISTRY,
 )
 
-Run = Callable[[ErpLocks, str, str, dict[str, Any], Any], Awaitable[BaseModel]]
+Run = Callable[[ErpLocks, str, str, Principal, Any], Awaitable[BaseModel]]
 
-#: Command type → the ErpLocks call of its HTTP route (store, order, holder, command).
+#: Command type → the ErpLocks call of its HTTP route (store, order, terminal, command).
 _CALLS: dict[type, Run] = {
     LockAcquire: lambda locks, s, o, h, c: locks.take(s, o, h, c),
     LockRenew: lambda locks, s, o, h, c: locks.renew(s, o, h, c.kind, c.token),
@@ -75,7 +75,7 @@ class WsCommands:
         try:
             principal = await self._terminal(conn, command)
             body = await _CALLS[type(command)](
-                erp_locks(self.services), principal.store_id or "", command.order_id, principal.holder(), command)
+                erp_locks(self.services), principal.store_id or "", command.order_id, principal, command)
             text, outcome = result_text(command.id, body), "ok"
         except Exception as exc:  # noqa: BLE001 -- every failure becomes a result, never a closed socket
             error = await self._error(exc, conn, principal, command)

@@ -1,8 +1,9 @@
 """ErpLocks: what an ERP terminal may ask about an order's locks, whatever carries the request.
 
-Every method takes the asking terminal's holder (``Principal.holder()``), the ids the request
-names and its validated body, and returns the response model the HTTP API documents. The scope
-checks (the terminal's own store) are the transport's, done before a method is called.
+Every method takes the asking terminal (its ``Principal``, authenticated by the transport), the
+ids the request names and its validated body, and returns the response model the HTTP API
+documents. The scope checks (the terminal's own store) are the transport's, done before a method
+is called.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from coordinator.core.models import (
 from coordinator.core.rules import ACTION_KIND, Action, Kind, Role
 from coordinator.payments.service import PaymentService
 from coordinator.realtime.liveness import Liveness
+from coordinator.store.auth import Principal
 from coordinator.store.engine import LockEngine
-
-Holder = dict[str, Any]
 
 
 class ErpLocks:
@@ -39,36 +39,38 @@ class ErpLocks:
         #: None when the process runs without provider payments (then no diner's payment is in flight).
         self.payments = payments
 
-    async def take(self, store_id: str, order_id: str, holder: Holder, request: LockRequest) -> LockGrant:
+    async def take(self, store_id: str, order_id: str, terminal: Principal, request: LockRequest) -> LockGrant:
         """Take an order, presettle or payment lock (with ``force`` after the user confirmed)."""
         if request.force and self.payments is not None:
             # A diner's payment in flight is asked about at the provider before it may be broken (SPEC §9.6).
             await self.payments.before_force(store_id, order_id, unverified_ok=request.force_unverified)
         lock, enforced = await self.engine.acquire(
-            store_id, order_id, holder, request.kind, force=request.force, expected_version=request.expected_version,
+            store_id, order_id, terminal.holder(), request.kind,
+            force=request.force, expected_version=request.expected_version,
         )
         online = await self.liveness.online(store_id)
         return LockGrant(lock=Lock.model_validate(views.own_lock(lock, online)), enforced=enforced)
 
-    async def renew(self, store_id: str, order_id: str, holder: Holder, kind: Kind, token: str) -> LockResponse:
+    async def renew(self, store_id: str, order_id: str, terminal: Principal, kind: Kind, token: str) -> LockResponse:
         """Extend the terminal's lock to now + the kind's duration; LOCK_LOST when it is gone."""
-        lock = await self.engine.renew(store_id, order_id, kind, token, holder)
+        lock = await self.engine.renew(store_id, order_id, kind, token, terminal.holder())
         online = await self.liveness.online(store_id)
         return LockResponse(lock=Lock.model_validate(views.own_lock(lock, online)))
 
-    async def release(self, store_id: str, order_id: str, holder: Holder, kind: Kind, token: str) -> Released:
+    async def release(self, store_id: str, order_id: str, terminal: Principal, kind: Kind, token: str) -> Released:
         """Give the lock back; ``released`` is false when the token holds nothing releasable."""
-        return Released(released=await self.engine.release(store_id, order_id, kind, token, holder))
+        return Released(released=await self.engine.release(store_id, order_id, kind, token, terminal.holder()))
 
-    async def check(self, store_id: str, order_id: str, holder: Holder, action: Action) -> CheckResult:
+    async def check(self, store_id: str, order_id: str, terminal: Principal, action: Action) -> CheckResult:
         """Say whether an action is allowed on the order now, with the text to show if not."""
-        decision = await self.engine.check(store_id, order_id, holder, action)
+        decision = await self.engine.check(store_id, order_id, terminal.holder(), action)
         return check_result(decision.allowed, decision.code, decision.force_allowed, action)
 
-    async def complete(self, store_id: str, order_id: str, holder: Holder, payment: PaymentRequest) -> OrderResponse:
+    async def complete(self, store_id: str, order_id: str, terminal: Principal,
+                       payment: PaymentRequest) -> OrderResponse:
         """Complete the terminal's own payment: it is the ERP, so check and mark paid are one step."""
         reply = await self.engine.complete(
-            store_id, order_id, holder, token=payment.token, amount_cents=payment.amount_cents,
+            store_id, order_id, terminal.holder(), token=payment.token, amount_cents=payment.amount_cents,
             version=payment.version, payment_ref=payment.payment_ref,
         )
         return OrderResponse(order=Order.model_validate(reply["order"]))
