@@ -92,31 +92,76 @@ async def _drive(clients: list[Client], cycle_for: Callable[[int], Cycle], start
             "cpu": (cpu[1] - cpu[0]) / duration, "duration": duration}
 
 
+def _store_of(token: str) -> str:
+    """The store of a terminal token (``erp~<store>~<terminal>~<secret>``)."""
+    return token.split("~")[1]
+
+
+async def _open_sockets(session: aiohttp.ClientSession, targets: list[str],
+                        clients: list[Client]) -> list[aiohttp.ClientWebSocketResponse]:
+    """One websocket per client (its terminal's), past hello and snapshot."""
+    sockets = []
+    for index, (token, _) in enumerate(clients):
+        ws = await session.ws_connect(f"{targets[index % len(targets)]}/api/v1/ws", max_msg_size=0,
+                                      protocols=("tablelock.v1", f"bearer.{token}"), autoping=True)
+        for _ in range(2):  # hello, snapshot
+            await ws.receive_str(timeout=30)
+        sockets.append(ws)
+    return sockets
+
+
 async def coordinator_load(targets: list[str], clients: list[Client], start_at: float, warmup: float,
                            duration: float) -> dict[str, Any]:
     """Acquire + release of a payment lock over the HTTP API; client i talks to targets[i % n]."""
-    acquire_body = json.dumps({"kind": "payment"}).encode()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=_TIMEOUT) as session:
+        return await _http_cycles(session, targets, clients, start_at, warmup, duration)
 
-        def cycle_for(index: int) -> Cycle:
-            token, _ = clients[index]
-            base = f"{targets[index % len(targets)]}/api/v1/stores/bench/orders/"
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-            async def cycle(_: int, order: str) -> bool:
-                async with session.post(f"{base}{order}/locks", data=acquire_body, headers=headers) as r:
-                    body = await r.read()
-                    if r.status != 201:
-                        return False
-                lock_token = json.loads(body)["lock"]["token"]
-                release = json.dumps({"token": lock_token}).encode()
-                async with session.post(f"{base}{order}/locks/payment/release", data=release, headers=headers) as r:
-                    body = await r.read()
-                    return r.status == 200 and json.loads(body)["released"] is True
+async def coordinator_http_socket_load(targets: list[str], clients: list[Client], start_at: float, warmup: float,
+                                       duration: float) -> dict[str, Any]:
+    """The HTTP cycle by terminals that also hold their websocket, as real ones do: the events of their
+    cycles are delivered to them (read and dropped), so it compares with websocket commands transport
+    for transport."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=_TIMEOUT) as session:
+        sockets = await _open_sockets(session, targets, clients)
 
-            return cycle
+        async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for _ in ws:
+                pass
 
-        return await _drive(clients, cycle_for, start_at, warmup, duration)
+        readers = [asyncio.create_task(drain(ws)) for ws in sockets]
+        try:
+            return await _http_cycles(session, targets, clients, start_at, warmup, duration)
+        finally:
+            for ws in sockets:
+                await ws.close()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def _http_cycles(session: aiohttp.ClientSession, targets: list[str], clients: list[Client], start_at: float,
+                       warmup: float, duration: float) -> dict[str, Any]:
+    """Acquire + release cycles over HTTP on ``session``; each client in its terminal's store."""
+    acquire_body = json.dumps({"kind": "payment"}).encode()
+
+    def cycle_for(index: int) -> Cycle:
+        token, _ = clients[index]
+        base = f"{targets[index % len(targets)]}/api/v1/stores/{_store_of(token)}/orders/"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        async def cycle(_: int, order: str) -> bool:
+            async with session.post(f"{base}{order}/locks", data=acquire_body, headers=headers) as r:
+                body = await r.read()
+                if r.status != 201:
+                    return False
+            lock_token = json.loads(body)["lock"]["token"]
+            release = json.dumps({"token": lock_token}).encode()
+            async with session.post(f"{base}{order}/locks/payment/release", data=release, headers=headers) as r:
+                body = await r.read()
+                return r.status == 200 and json.loads(body)["released"] is True
+
+        return cycle
+
+    return await _drive(clients, cycle_for, start_at, warmup, duration)
 
 
 async def coordinator_ws_load(targets: list[str], clients: list[Client], start_at: float, warmup: float,
@@ -124,13 +169,7 @@ async def coordinator_ws_load(targets: list[str], clients: list[Client], start_a
     """The same cycle as websocket commands (docs/protocol.md A15): one socket per client, lock.acquire
     then lock.release, each awaited for its ``result``; the socket's events are read and passed over."""
     async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
-        sockets = []
-        for index, (token, _) in enumerate(clients):
-            ws = await session.ws_connect(f"{targets[index % len(targets)]}/api/v1/ws", max_msg_size=0,
-                                          protocols=("tablelock.v1", f"bearer.{token}"), autoping=True)
-            for _ in range(2):  # hello, snapshot
-                await ws.receive_str(timeout=30)
-            sockets.append(ws)
+        sockets = await _open_sockets(session, targets, clients)
         ids = iter(range(1, 1 << 62))
 
         async def result(ws: aiohttp.ClientWebSocketResponse, ident: int) -> dict[str, Any]:
@@ -215,8 +254,8 @@ async def etcd_load(base: str, clients: list[Client], start_at: float, warmup: f
         return await _drive(clients, lambda _: cycle, start_at, warmup, duration)
 
 
-GENERATORS = {"coordinator": coordinator_load, "coordinator-ws": coordinator_ws_load, "floor": floor_load,
-              "etcd": etcd_load}
+GENERATORS = {"coordinator": coordinator_load, "coordinator-ws": coordinator_ws_load,
+              "coordinator-http+socket": coordinator_http_socket_load, "floor": floor_load, "etcd": etcd_load}
 
 
 def run_worker(system: str, target: Any, clients: list[Client], start_at: float, warmup: float,

@@ -22,6 +22,9 @@ the admin and ERP API. Then, each round, side by side:
                  its socket receives the events of its own cycles only (2 per cycle), as the HTTP
                  clients, who hold no socket, receive none; in one shared store every socket would
                  get every terminal's events (32 x 2 per cycle), which is fan-out, not the cycle;
+* http+socket    the HTTP cycle by those same 32 terminals while they hold their sockets (as real
+                 terminals do), which then carry the same events: websocket commands against HTTP,
+                 transport for transport;
 * etcd           32 aiohttp clients on etcd's HTTP gateway: lease grant, lock, unlock, revoke.
 
 Each client owns 1/32 of the orders, so every acquire is granted. It prints cycles/s, p50/p99
@@ -221,6 +224,9 @@ def run_rounds(pool: ProcessPoolExecutor, args: argparse.Namespace, redis_url: s
         print(row(f"[{n + 1}] coordinator, 2 client procs", r["coordinator2"], "server"))
         r["ws"] = measure(pool, "coordinator-ws", [coordinator.url], ws_clients, procs=1, watch=watch, **common)
         print(row(f"[{n + 1}] coordinator, ws commands", r["ws"], "server"))
+        r["http_socket"] = measure(pool, "coordinator-http+socket", [coordinator.url], ws_clients, procs=1,
+                                   watch=watch, **common)
+        print(row(f"[{n + 1}] coordinator, HTTP + sockets", r["http_socket"], "server"))
         if etcd is not None:
             r["etcd"] = measure(pool, "etcd", etcd.url, clients, procs=1, watch={"server": etcd.pid}, **common)
             print(row(f"[{n + 1}] etcd 3.4 lock API", r["etcd"], "server"))
@@ -236,7 +242,8 @@ def summarize(rounds: list[dict[str, dict]], with_etcd: bool) -> None:
     print("\nmedians over the rounds")
     print(f"{'system':<30} {'cycles/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/cycle (server / client)':>32}")
     systems = [("floor", "floor (redis-py Lua)"), ("bare", "bare HTTP (aiohttp+Lua)"), ("coordinator", "coordinator"),
-               ("coordinator2", "coordinator, 2 client procs"), ("ws", "coordinator, ws commands")] + (
+               ("coordinator2", "coordinator, 2 client procs"), ("ws", "coordinator, ws commands"),
+               ("http_socket", "coordinator, HTTP + sockets")] + (
                    [("etcd", "etcd 3.4 lock API")] if with_etcd else [])
     for key, label in systems:
         server = median(r[key]["cpu"].get("server", float("nan")) / r[key]["rate"] * 1e6 for r in rounds)
@@ -258,7 +265,13 @@ def summarize(rounds: list[dict[str, dict]], with_etcd: bool) -> None:
     ws_floor = median(r["ws"]["rate"] / r["floor"]["rate"] for r in rounds)
     ws_http = median(r["ws"]["rate"] / r["coordinator"]["rate"] for r in rounds)
     print(f"ws commands / floor            {ws_floor:.2f}x   (target >= 0.6x)  {'met' if ws_floor >= 0.6 else 'NOT met'}")
+    ws_http_socket = median(r["ws"]["rate"] / r["http_socket"]["rate"] for r in rounds)
+    ws_cpu = median(r["ws"]["cpu"].get("server", float("nan")) / r["ws"]["rate"] for r in rounds)
+    http_socket_cpu = median(r["http_socket"]["cpu"].get("server", float("nan")) / r["http_socket"]["rate"]
+                             for r in rounds)
     print(f"ws commands / HTTP             {ws_http:.2f}x   (the same coordinator, the same cycle)")
+    print(f"ws commands / HTTP + sockets   {ws_http_socket:.2f}x   (both carry the events; server CPU per cycle "
+          f"{ws_cpu * 1e6:.0f} vs {http_socket_cpu * 1e6:.0f} us)")
     if with_etcd:
         ws_etcd = median(r["ws"]["rate"] / r["etcd"]["rate"] for r in rounds)
         print(f"ws commands / etcd             {ws_etcd:.2f}x   (target >= 6x)    {'met' if ws_etcd >= 6 else 'NOT met'}")
