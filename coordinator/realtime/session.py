@@ -137,11 +137,12 @@ class Session:
             if events is not None:
                 seq = events[-1]["seq"] if events else since
                 online = await hub.refresh_online(store) if conn.staff else set()
-                await ws.send_str(hello_text(role, conn.client_id, seq))
-                for event in events:
-                    text = self._view_text(event, online)
-                    if text is not None:
-                        await ws.send_str(text)
+                texts = [t for t in (self._view_text(event, online) for event in events) if t is not None]
+                # hello says how many events follow, so a client knows when the replay is over
+                # (also when nothing was missed and nothing follows).
+                await ws.send_str(hello_text(role, conn.client_id, seq, len(texts)))
+                for text in texts:
+                    await ws.send_str(text)
                 self._go_live(seq)
                 return
         snap = await self.stream.snapshot(store)

@@ -17,7 +17,7 @@ import secrets
 from typing import Any, Callable
 
 from coordinator import metrics
-from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
+from coordinator.core.errors import BY_CODE, LockConflict, LockLost, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
 from coordinator.core.tables import current_order
@@ -99,7 +99,8 @@ class LockEngine:
     ) -> dict[str, Any]:
         """Run lock script ``name`` with the common KEYS/ARGV of lib.lua; keep the sweeper's due index."""
         raw = await self.scripts.by_name(name)(
-            keys=[*keys.common(store_id), *extra_keys],
+            # The presence zset last: events get their ERP holders' ``online`` in Lua (lib.lua).
+            keys=[*keys.common(store_id), *extra_keys, keys.presence(store_id)],
             args=[
                 store_id, keys.EVENTS_CHANNEL, self._event_retention, self._audit_retention,
                 compact(actor), *args,
@@ -145,7 +146,8 @@ class LockEngine:
             metrics.FORCED.labels(broken).inc()
 
     async def _raise(
-        self, store_id: str, reply: dict[str, Any], actor: dict[str, Any], action: Action | None
+        self, store_id: str, reply: dict[str, Any], actor: dict[str, Any], action: Action | None,
+        kind: Kind | None = None,
     ) -> None:
         code = reply.get("err")
         if code is None:
@@ -156,6 +158,8 @@ class LockEngine:
         if code in _LOCK_CODES:
             role = Role(actor["role"]) if actor.get("role") in ("erp", "h5") else Role.ERP
             raise LockConflict(code, role, action, force_allowed=reply.get("force_allowed", False), **extra)
+        if code == "LOCK_LOST" and kind is not None:
+            raise LockLost(kind=kind.value, **extra)  # the text names the lock that was lost
         cls: type[TablelockError] = BY_CODE[code]
         raise cls(**extra)
 
@@ -239,7 +243,7 @@ class LockEngine:
             [order_id, kind.value, token, self.defaults_json], actor,
         )
         self._observe(kind.value, "renew", reply)
-        await self._raise(store_id, reply, actor, None)
+        await self._raise(store_id, reply, actor, None, kind)
         return reply["lock"]
 
     async def release(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> bool:

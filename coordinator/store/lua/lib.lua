@@ -8,6 +8,10 @@
 --   ARGV[3] event stream MAXLEN (approximate)   ARGV[4] audit stream MAXLEN (approximate)
 --   ARGV[5] actor JSON ({"role":"erp","terminal_id","name"} | {"role":"h5","session_id"} | {"role":"system"})
 -- Script-specific keys start at KEYS[5], arguments at ARGV[6].
+-- The LAST key is the store's presence zset tl:{s}:presence (engine.run appends it): emit writes
+-- each ERP holder's `online` into the event from it, so an event is final when stored and a
+-- replay sends what went out live (issue 17). Without it (a script called bare) events carry no
+-- `online` and viewers fill it in, as before. N_KEYS counts the keys before it.
 -- Replies are one JSON string: {"ok":...} or {"err":CODE, ...}.
 --
 -- Time is the Redis server clock (TIME), so every coordinator process agrees on expiry.
@@ -18,6 +22,10 @@ local EV_MAXLEN = ARGV[3]
 local AUDIT_MAXLEN = ARGV[4]
 local ACTOR = cjson.decode(ARGV[5])
 local K_SEQ, K_EVENTS, K_AUDIT, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_PRESENCE = (#KEYS > 4 and string.match(KEYS[#KEYS], ':presence$')) and KEYS[#KEYS] or nil
+local N_KEYS = K_PRESENCE and #KEYS - 1 or #KEYS
+-- A presence entry older than this no longer counts (realtime/liveness.py STALE_MS).
+local PRESENCE_STALE_MS = 30000
 
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -115,12 +123,41 @@ local function fail(code, extra, order_json)
   return raw_field(encode(r), 'order', order_json)
 end
 
+-- Terminals of the store with a live presence entry now (read once per script run).
+local ONLINE = nil
+local function online_terminals()
+  if ONLINE then return ONLINE end
+  ONLINE = {}
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', K_PRESENCE, NOW - PRESENCE_STALE_MS, '+inf')) do
+    ONLINE[string.match(member, '^(.*)|[^|]*$') or member] = true
+  end
+  return ONLINE
+end
+
+-- An ERP holder as staff see it in an event: with `online` as of now (others unchanged).
+local function holder_now(h)
+  if not K_PRESENCE or type(h) ~= 'table' or h.role ~= 'erp' then return h end
+  local copy = {}
+  for k, v in pairs(h) do copy[k] = v end
+  copy.online = online_terminals()[h.terminal_id] == true
+  return copy
+end
+
 -- Append an event to the store's stream (for resume), to the audit log, and publish it live.
 -- seq strictly increases per store; the stream id is 0-<seq> so resume is XRANGE (0-since.
 -- data is a table, or JSON text when it carries an order.
 local function emit(name, table_id, order_id, data)
   local seq = redis.call('INCR', K_SEQ)
-  if type(data) == 'table' then data = encode(data) end
+  if type(data) == 'table' then
+    if type(data.lock) == 'table' and data.lock.holder then
+      local lock = {}
+      for k, v in pairs(data.lock) do lock[k] = v end
+      lock.holder = holder_now(lock.holder)
+      data.lock = lock
+    end
+    if data.by then data.by = holder_now(data.by) end
+    data = encode(data)
+  end
   local ev = raw_field(encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
                                      table_id = table_id or cjson.null,
                                      order_id = order_id or cjson.null}), 'data', data)
