@@ -213,6 +213,7 @@ def test_every_other_json_example_parses():
 def coordinator_texts() -> set[str]:
     """Every zh-CN text the coordinator may put in an error (SPEC §5 messages table and the rest)."""
     texts = {zh for zh, _ in error_texts.MESSAGES.values()}
+    texts |= {zh for zh, _ in error_texts.LOCK_LOST_BY_KIND.values()}  # LOCK_LOST per lock kind
     for code in ("ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"):
         for action in Action:
             texts.add(error_texts.lock_message(code, Role.ERP, action, True)[0])
