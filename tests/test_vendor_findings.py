@@ -8,14 +8,16 @@ Every test runs against the single Redis and the 3-master cluster (``redis_url``
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from coordinator.core import errors
 from coordinator.core.rules import Kind
+from coordinator.realtime import liveness
 from tests.support.app import ADMIN_TOKEN, Shop, bearer, h5, post, services
 from tests.support.erp_master import until
 from tests.support.payments import wechat_notification
-from tests.support.ws_socket import Socket, open_socket
+from tests.support.ws_socket import Socket
 
 
 async def connect(client: Any, token: str, since: int | None = None) -> tuple[Socket, dict]:
@@ -140,3 +142,9 @@ async def test_an_order_pay_answer_with_a_new_version_is_stored_at_that_version(
 
     await until(paid_at_erps_version)
     assert erp.db.order("o1")["version"] == 2
+
+
+def test_lua_and_liveness_agree_on_when_a_presence_entry_is_stale():
+    """lib.lua's PRESENCE_STALE_MS (events' holder.online) is liveness.STALE_MS (snapshots, the hub)."""
+    lib = Path(liveness.__file__).resolve().parent.parent / "store" / "lua" / "lib.lua"
+    assert f"local PRESENCE_STALE_MS = {liveness.STALE_MS}\n" in lib.read_text()
