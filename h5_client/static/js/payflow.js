@@ -70,12 +70,15 @@ export function payEvent(state, event) {
       if (!mineByLock(payment, data.lock) || data.reason !== "paid") return state;
       if (payment.share) {
         return result(state, { kind: "share_paid", amount_cents: payment.amount_cents, out_trade_no: payment.out_trade_no,
-          share: payment.share });
+          share: payment.share, order_id: payment.order_id });
       }
       return result(state, { kind: "paid", amount_cents: payment.amount_cents, out_trade_no: payment.out_trade_no },
         { paidByMe: true });
+    case "share.paid":
+      return adoptPaidOrder(state, data.order);
     case "order.paid": {
       const order = data.order;
+      if (!payment) return adoptPaidOrder(state, order);
       const ref = String(data.payment_ref || (order && order.payment_ref) || "");
       if (!payment || !order || order.order_id !== payment.order_id) return state;
       if (payment.share) return state; // my share ends by its own lock.released (paid), just before
@@ -102,6 +105,19 @@ export function payEvent(state, event) {
     default:
       return state;
   }
+}
+
+/**
+ * Back from the pay page after my share was paid, the table read may no longer list the order (the
+ * shares reached the total, it left the table): the replayed events about it bring it back, so
+ * the page still shows what the table paid.
+ */
+function adoptPaidOrder(state, order) {
+  const done = state.payResult;
+  if (!done || done.kind !== "share_paid" || !order || order.order_id !== done.order_id) return state;
+  const current = state.order;
+  if (current && current.order_id === order.order_id && (current.status === "paid" || order.status !== "paid")) return state;
+  return { ...state, order, closed: false };
 }
 
 /**

@@ -26,8 +26,9 @@ export function renderSplitSummary(root, m) {
   box.dataset.remaining = String(summary.remaining);
   box.dataset.full = summary.full ? "1" : "0";
   const rows = [el("div", { "data-testid": "split-status", class: summary.full ? "full" : "",
-    text: summary.full ? t("split_full", money(summary.total))
-      : t("split_summary", summary.paidCount, money(summary.paid), money(summary.remaining)) })];
+    text: summary.full ? t("split_full", money(summary.total)) : summary.paidCount
+      ? t("split_summary", summary.paidCount, money(summary.paid), money(summary.remaining))
+      : t("split_due_all", money(summary.remaining)) })];
   if (!summary.full && summary.claimed) rows.push(el("small", { text: t("split_claimed", money(summary.claimed)) }));
   if (summary.partsN) {
     const parts = [];
