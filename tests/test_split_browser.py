@@ -201,6 +201,33 @@ async def test_aa_two_people_each_pay_a_part(browser: Browser, paying: PayingRes
         await page.context.close()
 
 
+async def test_a_failed_share_frees_its_part_and_retry_claims_it_again(browser: Browser,
+                                                                        paying: PayingRestaurant) -> None:
+    """支付失败 at the sandbox for part 1 of AA 2: the other phone sees the part free again, and 重新支付 claims the
+    same part (same N, same amount) back into the pay sheet."""
+    half = FIRST_TOTAL // 2
+    a, b = await phone(browser, paying), await phone(browser, paying)
+    await a.get_by_test_id("split-button").click()
+    await a.get_by_test_id("split-mode-parts").click()
+    await a.get_by_test_id("split-part-1").click()
+    await a.get_by_test_id("split-pay").click()
+    await expect(b.get_by_test_id("split-summary-part-1")).to_have_attribute("data-state", "taken", timeout=WAIT_MS)
+    await to_sandbox(a, paying, "wechatpay")
+    await a.locator("#pay-fail").click()
+    await a.wait_for_url(re.compile("^" + re.escape(paying.shop.base_url) + "/h5/"), timeout=WAIT_MS)
+    await expect(a.get_by_test_id("result-panel")).to_have_attribute("data-kind", "failed", timeout=WAIT_MS)
+    await expect(a.get_by_test_id("result-title")).to_have_text("支付失败,请重试")
+    await expect(b.get_by_test_id("split-summary")).to_be_hidden(timeout=WAIT_MS)  # nothing paid or held any more
+    await a.get_by_test_id("retry-pay").click()
+    await expect(a.get_by_test_id("pay-panel")).to_have_attribute("data-phase", "confirm", timeout=WAIT_MS)
+    await expect(a.get_by_test_id("pay-panel")).to_have_attribute("data-share", "parts")
+    await expect(a.get_by_test_id("pay-amount")).to_have_text(yuan(half))
+    await expect(b.get_by_test_id("split-summary-part-1")).to_have_attribute("data-state", "taken", timeout=WAIT_MS)
+    await shot(b, "split-fail-1-b-sees-part-1-held-again")
+    for page in (a, b):
+        await page.context.close()
+
+
 SPLIT_CHECKS = """
 async () => {
   const sp = await import("/h5/static/js/split.js");
