@@ -4,7 +4,9 @@
         ``payment_ref`` was sent by an ERP actor) or by a provider payment the sandbox captured
         (``payment_ref`` = ``<provider>:<transaction id>`` of a paid trade)
     I9  every provider transaction the sandbox captured ends as exactly one of: the order it was
-        started for, marked paid once by that payment (and never refunded), or a surplus with a
+        started for, marked paid once by that payment (and never refunded) — for a split-bill
+        share's trade (SPEC §10: the trade names its lock's ``fence`` and ``share``), that share
+        paid once (``share.paid`` of that fence, for the amount taken) —, or a surplus with a
         refund task (refund pending, processing or succeeded, never more than was received);
         none lost, none counted twice. A trade the provider did not capture has no outcome at all.
 
@@ -44,11 +46,14 @@ def check_payments(history: History, stream: list[dict[str, Any]], counts: Count
 
     paid_by_ref: dict[str, list[dict[str, Any]]] = defaultdict(list)
     surplus_by_no: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    share_paid: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     refund_events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in stream:
         data = event.get("data") or {}
         if event["name"] == "order.paid":
             paid_by_ref[str(data.get("payment_ref"))].append(event)
+        elif event["name"] == "share.paid":
+            share_paid[(str(event["order_id"]), int((data.get("share") or {}).get("fence") or -1))].append(event)
         elif event["name"] == "payment.surplus":
             surplus_by_no[str(data.get("out_trade_no"))].append(event)
         elif event["name"] == "payment.refund_updated":
@@ -69,7 +74,10 @@ def check_payments(history: History, stream: list[dict[str, Any]], counts: Count
         ref = f"{trade['provider']}:{final.get('transaction_id')}"
         captured.add(ref)
         counts["I9 captured"] += 1
-        paid, surplus = paid_by_ref.get(ref, []), surplus_by_no.get(no, [])
+        share = trade.get("share") is not None
+        # A share's trade pays its share; the order.paid its last share brings is the order's, not a second outcome.
+        paid = share_paid.get((trade["order_id"], int(trade.get("fence") or -1)), []) if share else paid_by_ref.get(ref, [])
+        surplus = surplus_by_no.get(no, [])
         refunds = list((final.get("refunds") or {}).values())
         refunded = sum(int(r.get("amount_cents") or 0) for r in refunds)
         if not paid and not surplus:
@@ -90,9 +98,13 @@ def check_payments(history: History, stream: list[dict[str, Any]], counts: Count
             if event["order_id"] != trade["order_id"]:
                 out.append(Flag("I9", f"trade {no} was started for order {trade['order_id']} but paid "
                                            f"{event['order_id']} (seq {event['seq']})"))
-            if int((event.get("data") or {}).get("amount_cents") or 0) != int(final.get("amount_cents") or -1):
-                out.append(Flag("I9", f"trade {no}: order.paid for {event['data'].get('amount_cents')} cents, "
+            data = event.get("data") or {}
+            got = (data.get("share") or {}).get("amount_cents") if share else data.get("amount_cents")
+            if int(got or 0) != int(final.get("amount_cents") or -1):
+                out.append(Flag("I9", f"trade {no}: {event['name']} for {got} cents, "
                                            f"the provider took {final.get('amount_cents')}"))
+            if share:
+                counts["I9 shares paid"] += 1
             if refunds:
                 out.append(Flag("I9", f"trade {no} paid order {event['order_id']} and was refunded "
                                            f"{refunded} cents too: counted twice"))
