@@ -1,5 +1,6 @@
-"""The history checker: honest on hand-made histories (each invariant's violation is reported), and
-silent on a real randomized run across two coordinator processes with a kill -9 and a Redis restart."""
+"""The history checker: honest on hand-made histories (each invariant's violation is reported; split-bill
+ones in ``test_history_shares.py``), and silent on a real randomized run across two coordinator processes
+with a kill -9 and a Redis restart, diners paying whole orders and shares through the sandbox provider."""
 
 from __future__ import annotations
 
@@ -323,11 +324,13 @@ def test_checker_reports_each_kind_of_violation(name):
 
 
 async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_redis_restart(redis_factory, tmp_path):
-    """A randomized run of ERP terminals and diners paying through the sandbox provider on two processes, with
-    kill -9 and a Redis restart, breaks no invariant (provider money included: I8, I9)."""
+    """A randomized run of ERP terminals and diners paying through the sandbox provider — whole orders and split-bill
+    shares side by side — on two processes, with kill -9 and a Redis restart, breaks no invariant (provider money
+    and split bill included: I8, I9, I10)."""
     redis = redis_factory(tcp=True)
     started = time.monotonic()
-    history = await run_workload(Plan(ops=3000, max_seconds=60, providers=True, settle_seconds=15), redis, tmp_path)
+    history = await run_workload(Plan(ops=3000, max_seconds=60, providers=True, settle_seconds=15, shares=0.25),
+                                 redis, tmp_path)
     report = check(history)
     statuses = history.notes["statuses"]
     faults = [f.kind for f in history.faults]
@@ -346,3 +349,8 @@ async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_r
     assert report.counts["TO moves"] > 0 and report.counts["TO merges"] > 0, "no move or merge went through"
     assert report.counts["I9 captured"] >= 3, "too little provider traffic to judge invariant 9"
     assert report.counts["I9 paid"] + report.counts["I9 surplus"] == report.counts["I9 captured"]
+    c = report.counts
+    assert c["I10 shares granted"] >= 10 and c["I10 grants beside live shares"] >= 1, "too few shares side by side"
+    assert c["I10 shares paid"] >= 5 and c["I9 shares paid"] >= 1 and c["I10 split orders paid"] >= 1, \
+        "too few shares paid to judge invariant 10"
+    assert c["I10 order changes after a share was paid"] >= 1 and c["I10 ERP books compared"] >= 1
