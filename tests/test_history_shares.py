@@ -1,7 +1,8 @@
 """The history checker's split-bill part (SPEC §10, invariant 10 of §13, and invariant 9 for share
 trades) is honest: a clean hand-made split bill passes, and each planted violation — overlapping
 shares, shares above the total, a share paid twice, the order paid while its shares fall short,
-books that disagree at the end — is reported under its invariant."""
+books that disagree at the end, a table operation forcing a share in flight, a share lock left
+behind by a move — is reported under its invariant."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def clean_split_history() -> History:
         trades=[_trade("TL1", 1, S1, "4201"), _trade("TL2", 2, S2, "4202")],
         payments=[{"out_trade_no": "TL1", "order_id": "o3", "state": "paid"},
                   {"out_trade_no": "TL2", "order_id": "o3", "state": "paid"}],
-        final_orders={"o3": {"status": "paid", "version": 2, "total_cents": 1200, "paid_cents": 1200, "shares": shares,
+        final_orders={"o3": {"status": "paid", "version": 2, "table_id": "T3", "total_cents": 1200, "paid_cents": 1200, "shares": shares,
                              "refs": {"wechatpay:4201": 1, "wechatpay:4202": 2, "r-rest": 3}}},
         erp_books={"o3": {"status": "paid", "shares": {"wechatpay:4201": 600, "wechatpay:4202": 300, "r-rest": 300}}},
         terminals={TERMINAL: "erp~s~" + TERMINAL + "~secret0123456789"},
@@ -170,6 +171,17 @@ def _share_trade_lost(h: History) -> None:
     h.trades.append(_trade("TL9", 7, {"kind": "amount", "amount_cents": 100}, "4209"))
 
 
+def _operation_forced_a_share_in_flight(h: History) -> None:
+    # A move (forced) broke diner B's share while its money was in flight, instead of being refused.
+    lock = {**_ev(h, 3)["data"]["lock"], "phase": "in_flight", "out_trade_no": "TL2"}
+    _ev(h, 6).update(name="lock.forced", data={"by": ERP, "operation": "move", "lock": lock})
+
+
+def _lock_left_on_the_old_table(h: History) -> None:
+    h.final_orders["o3"]["table_id"] = "T4"  # the order moved; a share lock still names T3
+    h.final_locks = [{**_lock(4, H5A, S3, 3900), "table_id": "T3"}]
+
+
 #: name -> (invariant, a phrase the report must carry, the plant)
 VIOLATIONS: dict[str, tuple[str, str, Callable[[History], None]]] = {
     "overlapping lines": ("I10", "overlaps", _overlapping_shares),
@@ -184,6 +196,8 @@ VIOLATIONS: dict[str, tuple[str, str, Callable[[History], None]]] = {
     "ERP books disagree": ("I10", "the ERP booked", _erp_books_disagree),
     "share trade paid and surplus": ("I9", "counted twice", _share_trade_paid_and_surplus),
     "share trade lost": ("I9", "lost", _share_trade_lost),
+    "an operation forced a share in flight": ("TO4", "with money in flight", _operation_forced_a_share_in_flight),
+    "a share lock left on the old table": ("TO5", "its order is at T4", _lock_left_on_the_old_table),
 }
 
 

@@ -151,6 +151,7 @@ def _granted(order_id: str, event: dict[str, Any], st: OrderShares, counts: Coun
         flag(f"order {order_id}: share#{share['fence']} (seq {event['seq']}) overlaps: {why}")
     held = sum(int(s.get("amount_cents") or 0) for s in counted)
     if st.total is not None:
+        counts["I10 grants checked against the total"] += 1
         if held + amount > st.total:
             flag(f"order {order_id}: share#{share['fence']} of {amount} (seq {event['seq']}) with {held} already "
                  f"claimed or paid is above the total {st.total}")

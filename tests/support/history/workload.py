@@ -302,7 +302,7 @@ class Run(Steps):
             if not f:
                 continue
             self.history.final_orders[order_id] = {
-                "status": f.get("status"), "version": int(f.get("version") or 0),
+                "status": f.get("status"), "version": int(f.get("version") or 0), "table_id": f.get("table_id"),
                 "total_cents": int(f.get("total") or 0), "paid_cents": int(f.get("paid_cents") or 0),
                 "shares": json.loads(f.get("shares") or "[]"),
                 "refs": {k[4:]: int(v) for k, v in f.items() if k.startswith("ref:")},
