@@ -7,7 +7,8 @@ behind by a move — is reported under its invariant."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

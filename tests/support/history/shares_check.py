@@ -22,8 +22,9 @@ I9 for a share's provider trade (its outcome is that share paid, or a surplus) i
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from tests.support.history.recorder import History
 
@@ -59,7 +60,7 @@ def overlap(share: dict[str, Any], others: Iterable[dict[str, Any]]) -> str | No
         if share.get("kind") == "lines" and other.get("kind") == "lines":
             both = set(share.get("line_ids") or []) & set(other.get("line_ids") or [])
             if both:
-                return f"line {sorted(both)[0]} also in share#{other.get('fence')}"
+                return f"line {min(both)} also in share#{other.get('fence')}"
         if share.get("kind") == "parts" and other.get("kind") == "parts":
             if int(other["parts"]) != int(share["parts"]):
                 return f"parts of {share['parts']} beside parts of {other['parts']} (share#{other.get('fence')})"

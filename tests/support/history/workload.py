@@ -30,11 +30,14 @@ from tests.support.history.clients import (
     sample_clock,
     seed_store,
 )
-from tests.support.history.erp_model import ErpModel
+from tests.support.history.erp_model import ErpModel, order_body
 from tests.support.history.provider import PROCESS_ENV, ProviderTraffic
 from tests.support.history.recorder import Fault, History
 from tests.support.history.shares_workload import ShareTraffic
 from tests.support.history.steps import Steps
+
+#: ``order_body`` lives in ``erp_model`` now; it stays importable from here (tests/test_faults.py).
+__all__ = ["Actor", "Plan", "Run", "order_body", "run_workload"]
 
 
 @dataclass
