@@ -279,6 +279,32 @@ def test_checker_accepts_a_provider_payment_and_a_refunded_surplus():
     assert counts["I8 orders paid"] == 1
 
 
+def _paid_by_the_erps_copy(h: History) -> None:
+    # o2 is paid by a captured trade, but the ERP's copy (status paid) closed it before the confirmation.
+    paid_copy = {"order_id": "o2", "table_id": "T2", "version": 1, "status": "paid", "items": [], "total_cents": 500}
+    h.stream.append(_event(9, 6300, "order.updated", "o2", {"order": paid_copy}))
+    h.trades.append(_trade("TL4", "o2", "42000004"))
+    h.payments = [{"out_trade_no": "TL4", "state": "paid"}]
+    h.final_seq = 9
+
+
+def test_checker_accepts_a_payment_confirmed_after_the_erps_copy_closed_the_order():
+    """I9: a captured trade whose order the ERP's own copy closed first (no order.paid, record paid) is paid, not lost."""
+    h = clean_history()
+    _paid_by_the_erps_copy(h)
+    counts: Counter = Counter()
+    assert check_payments(h, sorted(h.stream, key=lambda e: e["seq"]), counts) == []
+    assert counts["I9 paid, closed by the ERP's copy"] == 1
+
+
+def _erps_copy_but_paid_by_another(h: History) -> None:
+    _paid_by_the_erps_copy(h)
+    h.stream.append(_event(10, 6400, "order.paid", "o2", {"payment_ref": "erp-x", "amount_cents": 500,
+                                                          "order": {"order_id": "o2", "table_id": "T2",
+                                                                    "status": "paid", "total_cents": 500}}))
+    h.final_seq = 10
+
+
 VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "two payment locks": ("I1", _second_payment_overlaps),
     "two edit-slot locks": ("I1", _edit_slot_overlaps),
@@ -307,6 +333,7 @@ VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "provider payment paid and surplus": ("I9", _provider_payment_counted_twice),
     "provider payment paid and refunded": ("I9", _provider_payment_paid_and_refunded),
     "order paid by no payment": ("I8", _order_paid_by_nobody),
+    "ERP's copy closed an order another payment paid": ("I9", _erps_copy_but_paid_by_another),
 }
 
 

@@ -9,6 +9,9 @@
         paid once (``share.paid`` of that fence, for the amount taken) —, or a surplus with a
         refund task (refund pending, processing or succeeded, never more than was received);
         none lost, none counted twice. A trade the provider did not capture has no outcome at all.
+        A whole-order trade the ERP confirmed while its own copy of the order (status paid) closed the
+        order first is paid without an order.paid (pay_confirm.lua): accepted when the record is paid,
+        nothing refunded, and no other payment paid that order.
 
 The sandbox's final trades (``History.trades[*].final``) are the provider's truth; the event
 stream is the coordinator's record; the admin payment records (``History.payments``) its books.
@@ -59,6 +62,10 @@ def check_payments(history: History, stream: list[dict[str, Any]], counts: Count
         elif event["name"] == "payment.refund_updated":
             refund_events[str(data.get("out_trade_no"))].append(event)
     records = {p["out_trade_no"]: p for p in history.payments}
+    #: Orders an ERP copy stored as paid (order.updated with status paid), and orders with an order.paid.
+    closed_by_copy = {e["order_id"] for e in stream if e["name"] == "order.updated"
+                      and ((e.get("data") or {}).get("order") or {}).get("status") == "paid"}
+    paid_orders = {e["order_id"]: True for e in stream if e["name"] == "order.paid"}
     captured: set[str] = set()
     # A start repeated while in flight answers the same trade: one transaction, however many starts.
     for trade in {t["out_trade_no"]: t for t in history.trades}.values():
@@ -80,6 +87,12 @@ def check_payments(history: History, stream: list[dict[str, Any]], counts: Count
         surplus = surplus_by_no.get(no, [])
         refunds = list((final.get("refunds") or {}).values())
         refunded = sum(int(r.get("amount_cents") or 0) for r in refunds)
+        if not paid and not surplus and not share and record.get("state") == "paid" and not refunds \
+                and trade["order_id"] in closed_by_copy and not paid_orders.get(trade["order_id"]):
+            # pay_confirm.lua: the ERP confirmed this payment, but its own copy of the order (status paid,
+            # stored from an order.fetch answer) closed the order first — paid, without an order.paid.
+            counts["I9 paid, closed by the ERP's copy"] += 1
+            continue
         if not paid and not surplus:
             out.append(Flag("I9", f"trade {no} ({ref}, {final.get('amount_cents')} cents) was captured but "
                                        f"neither paid an order nor became a surplus (record: {record.get('state')}): lost"))
