@@ -23,10 +23,11 @@ def _without_token(lock: dict[str, Any]) -> dict[str, Any]:
 
 
 def staff_holder(holder: dict[str, Any], online: set[str] | frozenset[str]) -> dict[str, Any]:
-    """A holder as ERP viewers and admins see it."""
+    """A holder as ERP viewers and admins see it (``online`` as the lock script saw it, if it did)."""
     if holder.get("role") == "erp":
+        seen = holder["online"] if "online" in holder else holder["terminal_id"] in online
         return {"role": "erp", "terminal_id": holder["terminal_id"], "name": holder.get("name") or "",
-                "online": holder["terminal_id"] in online}
+                "online": bool(seen)}
     if holder.get("role") == "h5":
         return {"role": "h5", "session_id": holder["session_id"]}
     return dict(holder)

@@ -45,6 +45,8 @@ class Realtime:
         redis = engine.redis
         self.settings = settings
         self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis))
+        # The terminal cache is trusted while revocations reach this process (store/auth_cache.py).
+        auth.cache.link = lambda: self.subscriber.subscriptions if self.subscriber.subscribed.is_set() else None
         self.liveness = Liveness(engine, MasterRegistry(redis, engine.now))
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
         self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts)
