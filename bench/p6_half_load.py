@@ -66,7 +66,7 @@ def main() -> int:
           f"{args.capacity_seconds:g} s), then {args.load:g} x capacity open loop for {args.duration:g} s")
     print(f"machine: {machine_line()}")
     print(f"{'round':<6} {'capacity':>9} {'offered':>8} {'achieved':>9} {'req p50':>8} {'req p99':>8} "
-          f"{'p99.9':>7} {'cycle p99':>10} {'errors':>6} {'server':>7} {'client':>7} {'machine':>8}")
+          f"{'p99.9':>7} {'cycle p99':>10} {'errors':>6} {'server':>7} {'client':>7} {'lag ms':>7} {'machine':>8}")
     with tempfile.TemporaryDirectory(prefix="tablelock-p6-") as tmp:
         work = Path(tmp)
         redis = start_redis(work)
@@ -87,7 +87,7 @@ def main() -> int:
                 print(f"{n + 1:<6} {cap['rate']:>9.0f} {r['offered']:>8.0f} {r['achieved']:>9.0f} "
                       f"{percentile(r['requests'], 50):>8.2f} {percentile(r['requests'], 99):>8.2f} "
                       f"{percentile(r['requests'], 99.9):>7.2f} {percentile(r['cycles'], 99):>10.2f} "
-                      f"{r['errors'] + r['starved']:>6} {r['cpu_used']['server']:>7.2f} {r['cpu']:>7.2f} "
+                      f"{r['errors'] + r['starved']:>6} {r['cpu_used']['server']:>7.2f} {r['cpu']:>7.2f} {r['late_ms']:>7.1f} "
                       f"{r['machine'] * 100:>7.0f}%")
         finally:
             pool.shutdown(cancel_futures=True)
@@ -102,7 +102,8 @@ def main() -> int:
               f"cycle p99 {median(percentile(r['cycles'], 99) for r in rounds):.2f} ms")
         print(f"request p99 at half load      {p99:.2f} ms (target <= {TARGET_P99_MS:g} ms) "
               f"{'met' if p99 <= TARGET_P99_MS else 'NOT met'}")
-        print("CPU columns: cores used over the window (server = the coordinator, client = the load generator)")
+        print("CPU columns: cores used over the window (server = the coordinator, client = the load generator); "
+              "lag: the generator's worst delay behind its arrival schedule (its own loop, starved or busy)")
     return 0
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from coordinator.app import build_app
 from coordinator.core.models import OrderIn
 from coordinator.settings import Settings
+from coordinator.store import keys
 from coordinator.store.redis_conn import open_redis
 from tests.support.app import ADMIN_TOKEN, SYSTEM, bearer, order_body, services
 
@@ -144,3 +145,27 @@ async def test_each_lock_request_of_a_terminal_costs_one_redis_command(private):
         assert per_request <= BUDGET + SLACK, f"{name}: {per_request:.2f} commands per request; {busy} (idle {idle})"
         assert busy["evalsha"] >= REQUESTS, (name, busy)  # the one round trip is the lock's script
     await monitor.stop()
+
+
+async def test_grant_and_denial_carry_the_holders_presence_read_by_the_script(client, shop):
+    """The one script's reply says whether the holder is online: in the grant, the renewal and a 409's lock."""
+    svc = services(client)
+    base = f"/api/v1/stores/{shop.store_id}/orders/{shop.order_id}"
+    now = await svc.engine.now()
+
+    async def take(token: str, status: int) -> dict[str, Any]:
+        resp = await client.post(f"{base}/locks", json={"kind": "payment"}, headers=bearer(token))
+        assert resp.status == status, await resp.text()
+        return await resp.json()
+
+    grant = await take(shop.a, 201)
+    assert grant["lock"]["holder"]["online"] is False  # A has no socket
+    await svc.liveness.touch(shop.store_id, shop.a_id, "c1", now)
+    denied = await take(shop.b, 409)
+    assert denied["error"]["lock"]["holder"] == {"role": "erp", "terminal_id": shop.a_id, "name": "收银台",
+                                                 "online": True}
+    resp = await client.post(f"{base}/locks/payment/renew", json={"token": grant["lock"]["token"]},
+                             headers=bearer(shop.a))
+    assert (await resp.json())["lock"]["holder"]["online"] is True
+    await svc.redis.zadd(keys.presence(shop.store_id), {f"{shop.a_id}|c1": now - 31_000})  # stale
+    assert (await take(shop.b, 409))["error"]["lock"]["holder"]["online"] is False
