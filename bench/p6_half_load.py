@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CpuWindow, machine_line, median, percentile, start_coordinator, start_redis  # noqa: E402
-from loadgen import run_open_loop  # noqa: E402
-from p1_lock_cycle import measure, pool_for, seed  # noqa: E402
+from common import CpuWindow, machine_line, median, percentile, start_coordinator, start_redis
+from loadgen import run_open_loop
+from p1_lock_cycle import measure, pool_for, seed
 
 TARGET_P99_MS = 5.0
 

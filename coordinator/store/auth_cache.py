@@ -21,7 +21,8 @@ out a ticket, and ``put`` drops a record whose ticket predates an invalidation o
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class TerminalCache:

@@ -5,8 +5,8 @@
 -- Optional (issue 18): KEYS[7] terminals hash, KEYS[8] presence zset, ARGV[10] the terminal's token
 -- hash ("" = not checked), ARGV[11] presence stale ms ("" = none): holder.online and "now" in the reply.
 --
--- Returns {"ok":1,"lock":Lock+token,"due":ms} | {"err":"LOCK_LOST"} | {"err":"UNAUTHENTICATED"} | {"err":"FORBIDDEN"} (H5 locks
--- are not renewable). A completing lock is handed back unchanged: its deadline is the RPC's.
+-- Returns {"ok":1,"lock":Lock+token,"due":ms} | {"err":"LOCK_LOST"} | {"err":"UNAUTHENTICATED"}
+-- | {"err":"FORBIDDEN"} (H5 locks are not renewable). A completing lock is handed back unchanged: its deadline is the RPC's.
 -- Emits lock.expired (if the lock was found past expiry) or lock.renewed.
 
 local K_LOCKS, K_CONFIG = KEYS[5], KEYS[6]
