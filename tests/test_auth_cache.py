@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from coordinator.app import build_app
+from coordinator.core.errors import Unauthenticated
 from coordinator.store import keys
 from coordinator.store.auth_cache import TerminalCache
 from tests.support.app import ADMIN_TOKEN, bearer, services
@@ -114,3 +117,19 @@ async def test_a_lock_request_is_refused_by_its_script_even_while_the_record_is_
         resp = await client.post(base + path, json=body, headers=bearer(shop.b))
         assert resp.status == 401, (path, await resp.text())
         assert (await resp.json())["error"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_an_h5_session_is_checked_on_the_local_redis_clock_without_a_time_round_trip(client, shop):
+    """With the runtime's clock set, an H5 token's expiry needs no TIME, and an expired one is still refused."""
+    svc = services(client)
+    assert svc.auth.clock is not None
+
+    async def no_time() -> int:
+        raise AssertionError("a Redis TIME round trip was asked for")
+
+    now = await svc.engine.now()
+    token, session_id, _ = svc.auth.new_session(shop.store_id, "T1", now)
+    assert (await svc.auth.authenticate(token, no_time)).session_id == session_id
+    expired, _, _ = svc.auth.new_session(shop.store_id, "T1", now - svc.auth.session_ttl_ms - 1)
+    with pytest.raises(Unauthenticated):
+        await svc.auth.authenticate(expired, no_time)

@@ -56,6 +56,8 @@ class Realtime:
             per_address=settings.ws_per_address, lease_ms=settings.ws_slot_ttl_seconds * 1000))
         #: None when the app runs without expiry (a test of the scripts' own expiry checks).
         self.sweeper = Sweeper(engine) if sweeper else None
+        if self.sweeper is not None:  # kept in step with Redis by the expiry loop (every 5 s)
+            auth.clock = self.sweeper.clock.reading
 
     async def start(self) -> None:
         """Start every part, in build order."""

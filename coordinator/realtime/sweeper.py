@@ -80,6 +80,10 @@ class RedisClock:
         if self._offset is None or time.monotonic() - self._measured_at >= self.refresh_seconds:
             await self.sync()
 
+    def reading(self) -> int | None:
+        """Redis time now in Unix ms, or None before the first ``sync``."""
+        return None if self._offset is None else self.now()
+
     def now(self) -> int:
         """Redis time now, in Unix ms (call ``sync`` once first)."""
         assert self._offset is not None, "RedisClock.sync() first"

@@ -104,6 +104,9 @@ class Authenticator:
         self.session_ttl_ms = session_ttl_ms
         #: Terminal records (auth_cache.py); trusted once realtime/runtime.py links it to pub/sub.
         self.cache = TerminalCache()
+        #: A local reading of the Redis clock (realtime/sweeper.py RedisClock), set by the runtime:
+        #: an H5 session's expiry is then checked without a TIME round trip. None: ask ``now``.
+        self.clock: Callable[[], int | None] | None = None
 
     def new_session(self, store_id: str, table_id: str, now: int, since_seq: int = 0) -> tuple[str, str, int]:
         """A session token bound to one table and begun at event ``since_seq``: (token, session_id, expires_at)."""
@@ -128,7 +131,10 @@ class Authenticator:
         if parts[0] == "erp" and len(parts) == 4:
             return await self._terminal(*parts[1:], fresh=fresh)
         if parts[0] == "h5" and len(parts) == 7:
-            return await self._followed(self._session(parts, now if isinstance(now, int) else await now()))
+            if not isinstance(now, int):
+                local = self.clock() if self.clock is not None else None
+                now = local if local is not None else await now()
+            return await self._followed(self._session(parts, now))
         raise Unauthenticated()
 
     async def _terminal(self, store_id: str, terminal_id: str, secret: str, *, fresh: bool = False) -> Principal:
