@@ -10,6 +10,7 @@ import pytest
 
 from coordinator.app import build_app
 from coordinator.core.errors import Unauthenticated
+from coordinator.settings import Settings
 from coordinator.store import keys
 from coordinator.store.auth_cache import TerminalCache
 from tests.support.app import ADMIN_TOKEN, bearer, services
@@ -133,3 +134,22 @@ async def test_an_h5_session_is_checked_on_the_local_redis_clock_without_a_time_
     expired, _, _ = svc.auth.new_session(shop.store_id, "T1", now - svc.auth.session_ttl_ms - 1)
     with pytest.raises(Unauthenticated):
         await svc.auth.authenticate(expired, no_time)
+
+
+async def test_a_resubscription_empties_the_cache_of_a_running_process(aiohttp_client, tmp_path, redis_single_url, uid):
+    """When its pub/sub link is cut and comes back, a process answers no terminal from what it cached before."""
+    settings = Settings(redis_url=redis_single_url, data_dir=tmp_path, admin_token=ADMIN_TOKEN,
+                        secret_key="test-secret-key-0123456789", public_url="http://tablelock.test")
+    app = await aiohttp_client(build_app(settings))
+    svc = services(app)
+    await svc.directory.put_store(f"s-{uid}", "店", {"role": "admin"})
+    terminal = await svc.directory.register_terminal(f"s-{uid}", "收银台", True, {"role": "admin"})
+    assert (await app.get(f"/api/v1/stores/s-{uid}/locks", headers=bearer(terminal.token))).status == 200
+    assert svc.auth.cache.get(f"s-{uid}", terminal.terminal_id) is not None
+    before = svc.realtime.subscriber.subscriptions
+    await svc.redis.client_kill_filter(_type="pubsub")
+    deadline = time.monotonic() + 5
+    while not (svc.realtime.subscriber.subscriptions > before and svc.realtime.subscriber.subscribed.is_set()):
+        assert time.monotonic() < deadline, "the subscription did not come back"
+        await asyncio.sleep(0.02)
+    assert svc.auth.cache.get(f"s-{uid}", terminal.terminal_id) is None
