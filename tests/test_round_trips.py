@@ -5,6 +5,9 @@ trip, or one pipelined batch's share) from those a Lua script runs inside (``[0 
 ``INFO commandstats`` counts both alike. Over many requests, minus what the coordinator's own
 background loops send in an idle window of the same length (pub/sub pings, presence and master
 heartbeats), a round trip added to the request path shows up as +1.0 per request and fails.
+The app runs without its expiry sweeper (whose 25 ms polling would be most of that background),
+and a plan is measured up to ATTEMPTS times, keeping the quietest: background noise rarely hits
+every attempt, a real extra round trip always does.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ BUDGET = 1.0
 REQUESTS = 60
 #: Background commands that fall into one window but not the other (a heartbeat's timing).
 SLACK = 4 / REQUESTS
+ATTEMPTS = 3
 
 
 class Monitor:
@@ -83,7 +87,7 @@ async def private(redis_factory, tmp_path, aiohttp_client):
     server = redis_factory()
     settings = Settings(redis_url=server.url, data_dir=tmp_path, admin_token=ADMIN_TOKEN,
                         secret_key="test-secret-key-0123456789", public_url="http://tablelock.test")
-    client = await aiohttp_client(build_app(settings))
+    client = await aiohttp_client(build_app(settings, sweeper=False))
     svc = services(client)
     await svc.directory.put_store("s1", "店", SYSTEM)
     terminal = await svc.directory.register_terminal("s1", "收银台", True, SYSTEM)
@@ -142,7 +146,12 @@ async def test_each_lock_request_of_a_terminal_costs_one_redis_command(private):
         "release": [lambda o=o: call(f"{o}/locks/payment/release", {"token": tokens[o]}) for o in orders],
     }
     for name, requests in plans.items():
-        per_request, busy, idle = await measure(monitor, name, requests)
+        attempts = []
+        for attempt in range(ATTEMPTS):  # acquire hands the own lock back, release says false: same script
+            attempts.append(await measure(monitor, f"{name}-{attempt}", requests))
+            if attempts[-1][0] <= BUDGET + SLACK:
+                break
+        per_request, busy, idle = min(attempts, key=lambda a: a[0])
         assert per_request <= BUDGET + SLACK, f"{name}: {per_request:.2f} commands per request; {busy} (idle {idle})"
         assert busy["evalsha"] >= REQUESTS, (name, busy)  # the one round trip is the lock's script
     await monitor.stop()
