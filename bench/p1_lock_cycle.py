@@ -221,14 +221,14 @@ def summarize(rounds: list[dict[str, dict]], with_etcd: bool) -> None:
     vs_bare = median(r["coordinator"]["rate"] / r["bare"]["rate"] for r in rounds)
     bare_floor = median(r["bare"]["rate"] / r["floor"]["rate"] for r in rounds)
     two_procs = median(r["coordinator2"]["rate"] / r["coordinator"]["rate"] for r in rounds)
-    print(f"\ncoordinator / floor            {vs_floor:.2f}x   (target >= 0.5x)  "
-          f"{'met' if vs_floor >= 0.5 else 'NOT met'}")
+    print(f"\ncoordinator / floor            {vs_floor:.2f}x   (issue 18, HTTP: >= 0.35x)  "
+          f"{'met' if vs_floor >= 0.35 else 'NOT met'}")
     print(f"bare HTTP / floor              {bare_floor:.2f}x   (the most any aiohttp service gets here)")
     print(f"coordinator / bare HTTP        {vs_bare:.2f}x   (the product's own work)")
     if with_etcd:
         vs_etcd = median(r["coordinator"]["rate"] / r["etcd"]["rate"] for r in rounds)
-        print(f"coordinator / etcd             {vs_etcd:.2f}x   (target >= 4x)    "
-              f"{'met' if vs_etcd >= 4 else 'NOT met'}")
+        print(f"coordinator / etcd             {vs_etcd:.2f}x   (issue 18 asks >= 6x of the websocket commands, "
+              "not of HTTP)")
     p99 = med("coordinator", "p99")
     print(f"coordinator p99                {p99:.1f} ms (target <= 25 ms) {'met' if p99 <= 25 else 'NOT met'}")
     print(f"2 client procs / 1 client proc {two_procs:.2f}x   (about 1 or below: the load generator "

@@ -94,12 +94,13 @@ async def take_lock(call: Call) -> Reply:
     if request.force and call.services.payments is not None:
         # A diner's payment in flight is asked about at the provider before it may be broken (SPEC §9.6).
         await call.services.payments.service.before_force(store_id, order_id, unverified_ok=request.force_unverified)
+    # One Redis round trip (issue 18): the script checks the terminal and reads the holder's presence.
     lock, enforced = await call.services.engine.acquire(
         store_id, order_id, call.principal.holder(), request.kind,
         force=request.force, expected_version=request.expected_version,
+        credential=call.principal.credential, online=True,
     )
-    online = await _online(call, store_id)
-    return Reply(201, LockGrant(lock=Lock.model_validate(views.own_lock(lock, online)), enforced=enforced))
+    return Reply(201, LockGrant(lock=Lock.model_validate(views.own_lock(lock)), enforced=enforced))
 
 
 @router.route("POST", _ORDER + "/locks/{kind}/renew", auth=("erp",), body=TokenBody,
@@ -108,10 +109,10 @@ async def renew_lock(call: Call) -> Reply:
     """Extend the terminal's lock to now + the kind's duration; LOCK_LOST when it is gone."""
     store_id, order_id = _ids(call)
     lock = await call.services.engine.renew(
-        store_id, order_id, Kind(call.path["kind"]), call.body.token, call.principal.holder()
+        store_id, order_id, Kind(call.path["kind"]), call.body.token, call.principal.holder(),
+        credential=call.principal.credential, online=True,
     )
-    online = await _online(call, store_id)
-    return Reply(200, LockResponse(lock=Lock.model_validate(views.own_lock(lock, online))))
+    return Reply(200, LockResponse(lock=Lock.model_validate(views.own_lock(lock))))
 
 
 @router.route("POST", _ORDER + "/locks/{kind}/release", auth=("erp",), body=TokenBody,
@@ -120,7 +121,8 @@ async def release_lock(call: Call) -> Reply:
     """Give the lock back; ``released`` is false when the token holds nothing releasable."""
     store_id, order_id = _ids(call)
     released = await call.services.engine.release(
-        store_id, order_id, Kind(call.path["kind"]), call.body.token, call.principal.holder()
+        store_id, order_id, Kind(call.path["kind"]), call.body.token, call.principal.holder(),
+        credential=call.principal.credential,
     )
     return Reply(200, Released(released=released))
 
@@ -131,7 +133,8 @@ async def check(call: Call) -> Reply:
     """Say whether an action is allowed on the order now, with the text to show if not."""
     store_id, order_id = _ids(call)
     action: Action = call.body.action
-    decision = await call.services.engine.check(store_id, order_id, call.principal.holder(), action)
+    decision = await call.services.engine.check(store_id, order_id, call.principal.holder(), action,
+                                                credential=call.principal.credential)
     return Reply(200, _check_result(decision.allowed, decision.code, decision.force_allowed, action))
 
 

@@ -23,7 +23,7 @@ def _without_token(lock: dict[str, Any]) -> dict[str, Any]:
 
 
 def staff_holder(holder: dict[str, Any], online: set[str] | frozenset[str]) -> dict[str, Any]:
-    """A holder as ERP viewers and admins see it; an ``online`` stored with it (events) is kept."""
+    """A holder as ERP viewers and admins see it; an ``online`` stored with it (events, lock replies) is kept."""
     if holder.get("role") == "erp":
         # An event's holders carry ``online`` as it was when the event happened (lib.lua emit), so
         # the event reads the same live and replayed; ``online`` fills in only for the rest.

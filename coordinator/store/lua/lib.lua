@@ -113,14 +113,32 @@ local function lock_seconds(config, kind, role)
   return config.presettle_lock_seconds
 end
 
+-- The store's earliest lock expiry before this script touched tl:{s}:active (false: not read yet).
+local ACTIVE_BEFORE = false
+
+local function active_first()
+  local first = redis.call('ZRANGE', K_ACTIVE, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2]) or nil
+end
+
+-- wake: the store's earliest expiry moved earlier (or appeared), so the global index tl:due
+-- must learn it (engine.run, sweeper.py); otherwise its entry is already early enough.
+local function with_wake(tbl)
+  if ACTIVE_BEFORE ~= false then
+    local after = active_first()
+    if after and (ACTIVE_BEFORE == nil or after < ACTIVE_BEFORE) then tbl.wake = after end
+  end
+  return tbl
+end
+
 local function reply(tbl, order_json)
-  return raw_field(encode(tbl), 'order', order_json)
+  return raw_field(encode(with_wake(tbl)), 'order', order_json)
 end
 
 local function fail(code, extra, order_json)
   local r = extra or {}
   r.err = code
-  return raw_field(encode(r), 'order', order_json)
+  return raw_field(encode(with_wake(r)), 'order', order_json)
 end
 
 -- Terminals of the store with a live presence entry now (read once per script run).
@@ -235,6 +253,7 @@ end
 -- Keep tl:{s}:active in step with the order's locks: score = the earliest expiry, or gone.
 -- Returns that expiry (or -1) so the caller can wake the sweeper's global index.
 local function index_order(locks_key, order_id)
+  if ACTIVE_BEFORE == false then ACTIVE_BEFORE = active_first() end
   local due = -1
   for _, slot in ipairs(lock_slots(locks_key)) do
     local lock = load_slot(locks_key, slot)
@@ -372,4 +391,25 @@ local function mark_share_paid(order_key, locks_key, open_key, order_id, held, s
     return mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, paid), true
   end
   return json, false
+end
+
+-- Issue 18: what a lock request by an ERP terminal needs, answered inside its one script.
+-- authentic: the terminal's record (tl:{s}:terminals) still carries the token hash the
+-- coordinator verified (store/auth.py), so a revoked or replaced token is refused atomically
+-- with the lock operation, whatever an in-process auth cache still holds.
+local function authentic(terminals_key, credential)
+  if credential == nil or credential == '' then return true end
+  local raw = redis.call('HGET', terminals_key, tostring(ACTOR.terminal_id))
+  return raw ~= false and cjson.decode(raw).token_hash == credential
+end
+
+-- A copy of a lock for a staff reply whose holder carries `online` (views.staff_holder reads it).
+local function seen_lock(lock, online)
+  if not online or not lock or lock.holder.role ~= 'erp' then return lock end
+  local copy, holder = {}, {}
+  for k, v in pairs(lock) do copy[k] = v end
+  for k, v in pairs(lock.holder) do holder[k] = v end
+  holder.online = online[tostring(holder.terminal_id)] == true
+  copy.holder = holder
+  return copy
 end
