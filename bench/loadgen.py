@@ -254,6 +254,90 @@ async def etcd_load(base: str, clients: list[Client], start_at: float, warmup: f
         return await _drive(clients, lambda _: cycle, start_at, warmup, duration)
 
 
+async def open_loop_load(targets: list[str], clients: list[Client], rate: float, start_at: float, warmup: float,
+                         duration: float, seed: int = 1) -> dict[str, Any]:
+    """P6: acquire + release cycles *arriving* at ``rate`` per second (Poisson), whatever the answers.
+
+    Open loop, so a slow answer does not slow the arrivals (no coordinated omission): each
+    request's latency is taken from its scheduled time (the acquire) or its sending (the release,
+    sent as soon as the acquire answered). Every cycle takes an order no cycle in flight holds, so
+    every acquire is granted; the terminal is the order's owner (``clients``).
+    """
+    import random
+    from collections import deque
+
+    rng = random.Random(seed)
+    free = deque((token, order) for token, orders in clients for order in orders)
+    rng.shuffle(free)
+    acquire_body = json.dumps({"kind": "payment"}).encode()
+    t_start, t_end = start_at + warmup, start_at + warmup + duration
+    requests: list[float] = []
+    cycles: list[float] = []
+    counts = {"errors": 0, "starved": 0, "late_ms": 0.0}
+    cpu: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=_TIMEOUT) as session:
+
+        async def one(scheduled: float, token: str, order: str, target: str) -> None:
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            base = f"{target}/api/v1/stores/bench/orders/{order}"
+            measured = t_start <= time.time() <= t_end
+            try:
+                async with session.post(f"{base}/locks", data=acquire_body, headers=headers) as r:
+                    body = await r.read()
+                    if r.status != 201:
+                        raise ValueError(f"acquire -> {r.status}")
+                t1 = time.perf_counter()
+                release = json.dumps({"token": json.loads(body)["lock"]["token"]}).encode()
+                async with session.post(f"{base}/locks/payment/release", data=release, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise ValueError(f"release -> {r.status}")
+                t2 = time.perf_counter()
+                if measured:
+                    requests.extend(((t1 - scheduled) * 1000, (t2 - t1) * 1000))
+                    cycles.append((t2 - scheduled) * 1000)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError) as exc:
+                if counts["errors"] < 3:
+                    print(f"loadgen: {type(exc).__name__}: {exc}", flush=True)
+                counts["errors"] += 1
+            finally:
+                free.append((token, order))
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        tasks: set[asyncio.Task] = set()
+        next_at = time.perf_counter()
+        wall_offset = time.time() - time.perf_counter()
+        n = 0
+        while next_at + wall_offset < t_end:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                counts["late_ms"] = max(counts["late_ms"], -delay * 1000)
+            if not cpu and time.time() >= t_start:
+                cpu.append(time.process_time())
+            if free:
+                token, order = free.popleft()
+                task = asyncio.create_task(one(next_at, token, order, targets[n % len(targets)]))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            else:
+                counts["starved"] += 1
+            n += 1
+            next_at += rng.expovariate(rate)
+        cpu.append(time.process_time())
+        await asyncio.gather(*tasks)
+    return {"requests": requests, "cycles": cycles, "errors": counts["errors"], "starved": counts["starved"],
+            "late_ms": counts["late_ms"], "cpu": (cpu[-1] - cpu[0]) / duration if len(cpu) > 1 else 0.0,
+            "duration": duration}
+
+
+def run_open_loop(targets: list[str], clients: list[Client], rate: float, start_at: float, warmup: float,
+                  duration: float, seed: int = 1) -> dict[str, Any]:
+    """Run ``open_loop_load`` in this (worker) process and return its figures."""
+    return asyncio.run(open_loop_load(targets, clients, rate, start_at, warmup, duration, seed))
+
+
 GENERATORS = {"coordinator": coordinator_load, "coordinator-ws": coordinator_ws_load,
               "coordinator-http+socket": coordinator_http_socket_load, "floor": floor_load, "etcd": etcd_load}
 

@@ -254,14 +254,14 @@ def summarize(rounds: list[dict[str, dict]], with_etcd: bool) -> None:
     vs_bare = median(r["coordinator"]["rate"] / r["bare"]["rate"] for r in rounds)
     bare_floor = median(r["bare"]["rate"] / r["floor"]["rate"] for r in rounds)
     two_procs = median(r["coordinator2"]["rate"] / r["coordinator"]["rate"] for r in rounds)
-    print(f"\ncoordinator / floor            {vs_floor:.2f}x   (target >= 0.5x)  "
-          f"{'met' if vs_floor >= 0.5 else 'NOT met'}")
+    print(f"\ncoordinator / floor            {vs_floor:.2f}x   (issue 18, HTTP: >= 0.35x)  "
+          f"{'met' if vs_floor >= 0.35 else 'NOT met'}")
     print(f"bare HTTP / floor              {bare_floor:.2f}x   (the most any aiohttp service gets here)")
     print(f"coordinator / bare HTTP        {vs_bare:.2f}x   (the product's own work)")
     if with_etcd:
         vs_etcd = median(r["coordinator"]["rate"] / r["etcd"]["rate"] for r in rounds)
-        print(f"coordinator / etcd             {vs_etcd:.2f}x   (target >= 4x)    "
-              f"{'met' if vs_etcd >= 4 else 'NOT met'}")
+        print(f"coordinator / etcd             {vs_etcd:.2f}x   (issue 18 asks >= 6x of the websocket commands, "
+              "not of HTTP)")
     ws_floor = median(r["ws"]["rate"] / r["floor"]["rate"] for r in rounds)
     ws_http = median(r["ws"]["rate"] / r["coordinator"]["rate"] for r in rounds)
     print(f"ws commands / floor            {ws_floor:.2f}x   (target >= 0.6x)  {'met' if ws_floor >= 0.6 else 'NOT met'}")

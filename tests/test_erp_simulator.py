@@ -19,7 +19,6 @@ from erp_simulator.simulator import Simulator
 from erp_simulator.view import LockEnded, Resynced, StoreView
 from h5_client.client import H5Client, H5Error
 from tests.support.app import ADMIN_TOKEN, bearer
-from tests.support.erp_store import Store, make_store
 from tests.support.payments import wechat_notification
 
 # --- the pure view ---------------------------------------------------------------------------
@@ -116,11 +115,6 @@ def redis_url(redis_single_url: str) -> str:
     """These tests exercise the ERP side: one Redis node is enough (the coordinator tests cover the cluster)."""
     return redis_single_url
 
-
-@pytest.fixture
-async def store(client, uid) -> Store:
-    """A fresh store on the in-process coordinator."""
-    return await make_store(client, f"s-{uid}")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""ERP commands over the websocket (docs/protocol.md A14) against the same requests over HTTP.
+"""ERP commands over the websocket (docs/protocol.md A15) against the same requests over HTTP.
 
 Every test runs against the single Redis and the 3-master cluster. A command and its HTTP route
 must give the same body, or the same SPEC error body (plus the HTTP status as ``status``).

@@ -86,7 +86,7 @@ async def list_locks(call: Call) -> Reply:
 
 def erp_locks(services: Services) -> ErpLocks:
     """The ERP lock service over the process's services (payments may be off); HTTP and websocket commands."""
-    return ErpLocks(services.engine, services.liveness, services.payments.service if services.payments else None)
+    return ErpLocks(services.engine, services.payments.service if services.payments else None)
 
 
 def locks_of(call: Call) -> ErpLocks:

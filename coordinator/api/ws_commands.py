@@ -1,4 +1,4 @@
-"""ERP commands over the websocket (docs/protocol.md A14): the HTTP lock routes, sent on the socket.
+"""ERP commands over the websocket (docs/protocol.md A15): the HTTP lock routes, sent on the socket.
 
     {"id": 7, "type": "lock.acquire", "order_id": "o1", "kind": "payment"}
     → {"type": "result", "id": 7, "success": true, "result": {"lock": {...}, "enforced": true}}

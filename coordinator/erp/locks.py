@@ -25,7 +25,6 @@ from coordinator.core.models import (
 )
 from coordinator.core.rules import ACTION_KIND, Action, Kind, Role
 from coordinator.payments.service import PaymentService
-from coordinator.realtime.liveness import Liveness
 from coordinator.store.auth import Principal
 from coordinator.store.engine import LockEngine
 
@@ -33,9 +32,8 @@ from coordinator.store.engine import LockEngine
 class ErpLocks:
     """Lock, renew, release, check and complete for ERP terminals (SPEC §2, §5)."""
 
-    def __init__(self, engine: LockEngine, liveness: Liveness, payments: PaymentService | None = None) -> None:
+    def __init__(self, engine: LockEngine, payments: PaymentService | None = None) -> None:
         self.engine = engine
-        self.liveness = liveness
         #: None when the process runs without provider payments (then no diner's payment is in flight).
         self.payments = payments
 
@@ -47,23 +45,26 @@ class ErpLocks:
         lock, enforced = await self.engine.acquire(
             store_id, order_id, terminal.holder(), request.kind,
             force=request.force, expected_version=request.expected_version,
+            credential=terminal.credential, online=True,  # one round trip: the script checks and reads presence
         )
-        online = await self.liveness.online(store_id)
-        return LockGrant(lock=Lock.model_validate(views.own_lock(lock, online)), enforced=enforced)
+        return LockGrant(lock=Lock.model_validate(views.own_lock(lock)), enforced=enforced)
 
     async def renew(self, store_id: str, order_id: str, terminal: Principal, kind: Kind, token: str) -> LockResponse:
         """Extend the terminal's lock to now + the kind's duration; LOCK_LOST when it is gone."""
-        lock = await self.engine.renew(store_id, order_id, kind, token, terminal.holder())
-        online = await self.liveness.online(store_id)
-        return LockResponse(lock=Lock.model_validate(views.own_lock(lock, online)))
+        lock = await self.engine.renew(store_id, order_id, kind, token, terminal.holder(),
+                                       credential=terminal.credential, online=True)
+        return LockResponse(lock=Lock.model_validate(views.own_lock(lock)))
 
     async def release(self, store_id: str, order_id: str, terminal: Principal, kind: Kind, token: str) -> Released:
         """Give the lock back; ``released`` is false when the token holds nothing releasable."""
-        return Released(released=await self.engine.release(store_id, order_id, kind, token, terminal.holder()))
+        released = await self.engine.release(store_id, order_id, kind, token, terminal.holder(),
+                                             credential=terminal.credential)
+        return Released(released=released)
 
     async def check(self, store_id: str, order_id: str, terminal: Principal, action: Action) -> CheckResult:
         """Say whether an action is allowed on the order now, with the text to show if not."""
-        decision = await self.engine.check(store_id, order_id, terminal.holder(), action)
+        decision = await self.engine.check(store_id, order_id, terminal.holder(), action,
+                                           credential=terminal.credential)
         return check_result(decision.allowed, decision.code, decision.force_allowed, action)
 
     async def complete(self, store_id: str, order_id: str, terminal: Principal,

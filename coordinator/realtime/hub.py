@@ -320,6 +320,7 @@ class Hub:
             self.drop(conn, CloseCode.RESYNC, "resync")
 
     def _close_terminal(self, store_id: str, terminal_id: str) -> int:
+        self.auth.cache.invalidate(store_id, terminal_id)  # revoked: no cached record may outlive it
         conns = list(self._terminals.get((store_id, terminal_id), {}))
         for conn in conns:
             self.drop(conn, CloseCode.UNAUTHENTICATED, "revoked")
@@ -367,7 +368,7 @@ class Hub:
         async def check(conn: Connection) -> None:
             async with limit:
                 try:
-                    await self.auth.authenticate(conn.token, now)
+                    await self.auth.authenticate(conn.token, now, fresh=True)
                 except Unauthenticated:
                     self.drop(conn, CloseCode.UNAUTHENTICATED, "revoked")
                     return

@@ -5,7 +5,7 @@
     snapshot  {seq, orders, locks}           rpc_result  {id, result}
     event     {seq, ts, name, store_id,      rpc_error   {id, error: {code, message}}
                table_id, order_id, data}
-    rpc       {id, method, params}           ERP commands (docs/protocol.md A14), each
+    rpc       {id, method, params}           ERP commands (docs/protocol.md A15), each
     pong      {id?}                            {id, store_id?, order_id, ...the HTTP body}:
     error     {id?, error: SPEC Error}         lock.acquire  lock.renew  lock.release
     result    {id, success: true, result}      order.check   payment.complete
@@ -96,6 +96,10 @@ class Hello(BaseModel):
     #: The terminal id of an ERP terminal, the session id of an H5 session (its own).
     client_id: str
     seq: int
+    #: What follows hello (issue 17): one ``snapshot``, or ``replay_count`` replayed ``event``
+    #: messages (none when nothing was missed); live events come after either.
+    resume: Literal["snapshot", "replay"] = "snapshot"
+    replay_count: int = 0
 
 
 class Snapshot(BaseModel):
@@ -277,9 +281,11 @@ def event_text(view: dict[str, Any]) -> str:
     return dumps({"type": "event", **{k: view.get(k) for k in _EVENT_FIELDS}})
 
 
-def hello_text(role: str, client_id: str, seq: int) -> str:
-    """The wire text of ``hello``."""
-    return Hello(role=role, client_id=client_id, seq=seq).model_dump_json()
+def hello_text(role: str, client_id: str, seq: int, replay_count: int | None = None) -> str:
+    """The wire text of ``hello``: a snapshot follows, or (``replay_count`` given) that many replayed events."""
+    resume = "snapshot" if replay_count is None else "replay"
+    return Hello(role=role, client_id=client_id, seq=seq, resume=resume,
+                 replay_count=replay_count or 0).model_dump_json()
 
 
 def snapshot_text(seq: int, orders: list[dict[str, Any]], locks: list[dict[str, Any]]) -> str:

@@ -45,6 +45,8 @@ class Realtime:
         redis = engine.redis
         self.settings = settings
         self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis))
+        # The terminal cache is trusted while revocations reach this process (store/auth_cache.py).
+        auth.cache.link = lambda: self.subscriber.subscriptions if self.subscriber.subscribed.is_set() else None
         self.liveness = Liveness(engine, MasterRegistry(redis, engine.now))
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
         self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts)
@@ -54,6 +56,8 @@ class Realtime:
             per_address=settings.ws_per_address, lease_ms=settings.ws_slot_ttl_seconds * 1000))
         #: None when the app runs without expiry (a test of the scripts' own expiry checks).
         self.sweeper = Sweeper(engine) if sweeper else None
+        if self.sweeper is not None:  # kept in step with Redis by the expiry loop (every 5 s)
+            auth.clock = self.sweeper.clock.reading
 
     async def start(self) -> None:
         """Start every part, in build order."""

@@ -7,7 +7,7 @@ the session reads:
 
 * ``ping`` → ``pong``;
 * ``rpc_result`` / ``rpc_error`` from an ERP terminal → ``rpc.on_reply(principal, message)``;
-* an ERP command (``lock.acquire`` …, docs/protocol.md A14) → the ``commands`` runner the API
+* an ERP command (``lock.acquire`` …, docs/protocol.md A15) → the ``commands`` runner the API
   layer handed in, each in its own task, at most ``MAX_COMMANDS_IN_FLIGHT`` at once per socket
   (the next one is not read until one ends: back-pressure on the client, not a close); its answer
   is one ``result`` with the command's id. A command that does not validate, one from an H5
@@ -162,11 +162,12 @@ class Session:
             if events is not None:
                 seq = events[-1]["seq"] if events else since
                 online = await hub.refresh_online(store) if conn.staff else set()
-                await ws.send_str(hello_text(role, conn.client_id, seq))
-                for event in events:
-                    text = self._view_text(event, online)
-                    if text is not None:
-                        await ws.send_str(text)
+                texts = [t for t in (self._view_text(event, online) for event in events) if t is not None]
+                # hello says how many events follow, so a client knows when the replay is over
+                # (also when nothing was missed and nothing follows).
+                await ws.send_str(hello_text(role, conn.client_id, seq, len(texts)))
+                for text in texts:
+                    await ws.send_str(text)
                 self._go_live(seq)
                 return
         snap = await self.stream.snapshot(store)
