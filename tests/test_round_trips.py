@@ -114,17 +114,54 @@ async def measure(monitor: Monitor, name: str, requests: list) -> tuple[float, C
     return (sum(busy.values()) - sum(idle.values())) / len(requests), busy, idle
 
 
-async def test_each_lock_request_of_a_terminal_costs_one_redis_command(private):
-    """Acquire, renew, release and check by an ERP terminal each cost at most BUDGET Redis commands."""
-    client, redis, auth = private
-    monitor = Monitor(redis)
-    await monitor.start()
-    base = "/api/v1/stores/s1/orders"
+Call = Callable[..., Awaitable[dict[str, Any]]]
 
+
+async def over_http(client: Any, auth: dict[str, str]) -> tuple[Call, Any]:
+    """POST ``{order_id}/...`` of the ERP API; the answer's body."""
     async def call(path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
-        resp = await client.post(f"{base}/{path}", json=body, headers=auth)
+        resp = await client.post(f"/api/v1/stores/s1/orders/{path}", json=body, headers=auth)
         assert resp.status == status, await resp.text()
         return await resp.json()
+
+    return call, None
+
+
+async def over_websocket(client: Any, auth: dict[str, str]) -> tuple[Call, Any]:
+    """The same requests as websocket commands (docs/protocol.md A15) on the terminal's socket; the result's body."""
+    ws = await client.ws_connect("/api/v1/ws", protocols=("tablelock.v1", f"bearer.{auth['Authorization'][7:]}"))
+    for _ in range(2):  # hello, snapshot
+        await ws.receive_json(timeout=10)
+    ids = iter(range(1, 1 << 30))
+
+    async def call(path: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+        order_id, _, rest = path.partition("/")
+        parts = rest.split("/")  # locks | locks/{kind}/renew | locks/{kind}/release | check
+        if parts == ["locks"]:
+            command = {"type": "lock.acquire", **body}
+        elif parts[0] == "locks":
+            command = {"type": f"lock.{parts[2]}", "kind": parts[1], **body}
+        else:
+            command = {"type": "order.check", **body}
+        ident = next(ids)
+        await ws.send_json({"id": ident, "order_id": order_id, **command})
+        while True:
+            reply = await ws.receive_json(timeout=10)
+            if reply.get("type") == "result" and reply["id"] == ident:
+                assert reply["success"], reply
+                return reply["result"]
+
+    return call, ws
+
+
+@pytest.mark.parametrize("transport", [over_http, over_websocket], ids=["http", "websocket"])
+async def test_each_lock_request_of_a_terminal_costs_one_redis_command(private, transport):
+    """Acquire, renew, release and check by an ERP terminal each cost at most BUDGET Redis commands, over HTTP
+    and as websocket commands (the socket's token re-check is the same cached authentication)."""
+    client, redis, auth = private
+    call, ws = await transport(client, auth)
+    monitor = Monitor(redis)
+    await monitor.start()
 
     # Warm up: the terminal's record into the cache, each script into Redis, a lock that expires
     # first (so no later acquire moves the store's earliest expiry: engine.run's rare second write).
@@ -155,6 +192,8 @@ async def test_each_lock_request_of_a_terminal_costs_one_redis_command(private):
         assert per_request <= BUDGET + SLACK, f"{name}: {per_request:.2f} commands per request; {busy} (idle {idle})"
         assert busy["evalsha"] >= REQUESTS, (name, busy)  # the one round trip is the lock's script
     await monitor.stop()
+    if ws is not None:
+        await ws.close()
 
 
 async def test_grant_and_denial_carry_the_holders_presence_read_by_the_script(client, shop):
