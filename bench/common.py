@@ -144,6 +144,9 @@ def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | N
                            # The benches create thousands of H5 sessions from one address: rate limits out of the way.
                            "TABLELOCK_SESSION_RATE_PER_MINUTE": "100000000",
                            "TABLELOCK_H5_RATE_PER_MINUTE": "100000000",
+                           # ... and thousands of websockets from one address (P2, P4).
+                           "TABLELOCK_WS_PER_ADDRESS": "100000000",
+                           "TABLELOCK_WS_CONNECT_RATE_PER_MINUTE": "100000000",
                            **(env or {}),
                        })
 
