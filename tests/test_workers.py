@@ -152,3 +152,31 @@ def test_sigterm_stops_every_worker(served):
     assert not [pid for pid in workers if alive(pid)]
     with pytest.raises(ProcessLookupError):
         os.killpg(served.pid, 0)
+
+
+def test_a_killed_worker_is_replaced(served):
+    """A SIGKILLed worker is restarted by the parent: two workers again, the new one serving on the same port."""
+    before = children(served.pid)
+    assert len(before) == 2
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    now = before
+    while time.monotonic() < deadline:
+        now = children(served.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.1)
+    assert len(now) == 2 and victim not in now and now & before == before - {victim}
+    (new,) = now - before
+    seen: set[str] = set()
+    while time.monotonic() < deadline and not any(p.startswith(f"{new}-") for p in seen):
+        seen |= asyncio.run(worker_ids(served.url, timeout=2))
+    assert any(p.startswith(f"{new}-") for p in seen), f"worker {new} never answered: {seen}"
+
+
+def test_workers_below_one_are_refused(tmp_path):
+    """``serve --workers 0`` is an invalid setting (exit 2), before anything starts."""
+    from coordinator.cli import main
+
+    assert main(["serve", "--workers", "0", "--data-dir", str(tmp_path)]) == 2
