@@ -17,7 +17,8 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -39,8 +40,8 @@ class Connection:
     """One websocket: who is on it, its pending messages and, only while they are pending, its writer."""
 
     # Thousands of these live in a process: no per-instance dict.
-    __slots__ = ("ws", "principal", "token", "transport", "conn_id", "queue_size", "outbox", "sent_seq", "writer",
-                 "started", "closing", "close_code", "broken")
+    __slots__ = ("broken", "close_code", "closing", "conn_id", "outbox", "principal", "queue_size", "sent_seq",
+                 "started", "token", "transport", "writer", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, principal: Principal, token: str | None, queue_size: int,
                  transport: asyncio.BaseTransport | None = None) -> None:
@@ -131,7 +132,7 @@ class Connection:
             waiting = send.send(None)
         except StopIteration:
             return
-        except Exception as exc:  # the socket broke under us; the reader sees it too
+        except Exception as exc:  # noqa: BLE001 - the socket broke under us; the reader sees it too
             log.debug("writing to %r failed: %s", self, exc)
             self.broken = True
             return
@@ -156,7 +157,7 @@ class Connection:
                 await ws.send_str(text)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the socket broke under us; the reader sees it too
+        except Exception as exc:  # noqa: BLE001 - the socket broke under us; the reader sees it too
             log.debug("writer of %r stopped: %s", self, exc)
             self.broken = True
         self.outbox = None
