@@ -30,6 +30,20 @@ from sockets import seed_stores, subscriber_main  # noqa: E402
 from coordinator.redis_embedded import free_port  # noqa: E402
 
 
+def drop_parser_after_upgrade() -> None:
+    """Free the request parser aiohttp keeps on an upgraded connection (what it would save; not in the product)."""
+    from aiohttp import web
+
+    prepare = web.WebSocketResponse.prepare
+
+    async def prepare_and_drop(self, request):  # type: ignore[no-untyped-def]
+        writer = await prepare(self, request)
+        request.protocol._parser = None  # unused once upgraded; aiohttp 3.14 checks for None
+        return writer
+
+    web.WebSocketResponse.prepare = prepare_and_drop  # type: ignore[method-assign]
+
+
 def type_counts() -> Counter[str]:
     """Live gc-tracked objects by type name."""
     return Counter(type(o).__name__ for o in gc.get_objects())
@@ -105,7 +119,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=600)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--drop-parser", action="store_true",
+                        help="experiment: free aiohttp's HTTP parser after each upgrade (a private attribute)")
     args = parser.parse_args()
+    if args.drop_parser:
+        drop_parser_after_upgrade()
     raise_nofile(args.clients + args.warmup + 4096)
     tracemalloc.start(1)
     with tempfile.TemporaryDirectory(prefix="tablelock-diag-") as tmp:
