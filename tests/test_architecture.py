@@ -32,7 +32,7 @@ LAYERS: dict[str, int] = {
     "h5": 3, "payments": 3, "tableops": 3, "erp": 3,
     "services": 4,
     "api": 5,
-    "app": 6, "launcher": 6, "cli": 6,
+    "app": 6, "launcher": 6, "cli": 6, "workers": 6,
 }
 
 

@@ -56,8 +56,12 @@ class Realtime:
             per_address=settings.ws_per_address, lease_ms=settings.ws_slot_ttl_seconds * 1000))
         #: None when the app runs without expiry (a test of the scripts' own expiry checks).
         self.sweeper = Sweeper(engine) if sweeper else None
-        if self.sweeper is not None:  # kept in step with Redis by the expiry loop (every 5 s)
-            auth.clock = self.sweeper.clock.reading
+        if self.sweeper is not None:
+            auth.clock = self.sweeper.clock.reading  # kept in step with Redis by the expiry loop (every 5 s)
+            # The N workers of one `serve --workers N` each poll the due index N times less often:
+            # together they poll Redis as often as one process, and a due lock is still caught as
+            # soon (whichever worker polls first expires it; the script makes that exactly once).
+            self.sweeper.max_sleep *= settings.workers
 
     async def start(self) -> None:
         """Start every part, in build order."""
