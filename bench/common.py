@@ -133,17 +133,22 @@ Coordinator = ServeProcess
 
 
 def start_coordinator(redis_url: str, data_dir: Path, *, env: dict[str, str] | None = None,
-                      timeout: float = 30.0, loop: str = "asyncio", source: Path | None = None) -> Coordinator:
+                      timeout: float = 30.0, loop: str = "asyncio", source: Path | None = None,
+                      workers: int = 1) -> Coordinator:
     """Start ``tablelock serve`` on a free loopback port against ``redis_url``; wait for /readyz.
 
     ``loop="uvloop"`` runs the same command under uvloop; ``source`` runs the ``coordinator``
-    package found in that directory instead of this repository's (both for bench/ab.py).
+    package found in that directory instead of this repository's (both for bench/ab.py);
+    ``workers`` > 1 runs ``serve --workers`` (P5).
     """
     return start_serve(redis_url, data_dir, admin_token=ADMIN_TOKEN, secret_key=SECRET_KEY, log_level="WARNING",
-                       loop=loop, source=source, cwd=REPO, timeout=timeout, env={
+                       loop=loop, source=source, cwd=REPO, timeout=timeout, workers=workers, env={
                            # The benches create thousands of H5 sessions from one address: rate limits out of the way.
                            "TABLELOCK_SESSION_RATE_PER_MINUTE": "100000000",
                            "TABLELOCK_H5_RATE_PER_MINUTE": "100000000",
+                           # ... and thousands of websockets from one address (P2, P4).
+                           "TABLELOCK_WS_PER_ADDRESS": "100000000",
+                           "TABLELOCK_WS_CONNECT_RATE_PER_MINUTE": "100000000",  # P1 reconnects its sockets each window
                            **(env or {}),
                        })
 

@@ -1,6 +1,7 @@
 """The long history run: >= 100,000 randomized operations across two coordinator processes on a private
 Redis, with repeated kill -9 of a coordinator and Redis restarts, then every SPEC §3 invariant checked —
-and, with diners paying through the sandbox provider (the default), SPEC §13 invariants 8 and 9.
+and, with diners paying through the sandbox provider (the default), SPEC §13 invariants 8 and 9, and
+with split-bill shares (the default, ``--shares``) invariant 10.
 
     .venv/bin/python bench/history_long.py                 # 100,000 operations
     .venv/bin/python bench/history_long.py --ops 20000 --save /tmp/history.json
@@ -42,7 +43,8 @@ async def main(args: argparse.Namespace) -> int:
         try:
             plan = Plan(ops=args.ops, erp_actors=args.erp, h5_actors=args.h5, tables=args.tables,
                         faults=faults_for(args.kills, args.restarts), seed=args.seed, max_seconds=args.max_seconds,
-                        providers=args.providers)  # on unless --no-providers
+                        providers=args.providers,  # on unless --no-providers
+                        shares=args.shares if args.providers else 0.0)
             history = await run_workload(plan, redis, Path(tmp))
         finally:
             redis.stop()
@@ -69,6 +71,11 @@ async def main(args: argparse.Namespace) -> int:
           f"{c['I9 not captured']} never paid; settled in {history.notes.get('settle_seconds')} s")
     print(f"captured by     {dict(Counter(p.get('capture_source') for p in history.payments if p.get('capture_source')))}; "
           f"surplus {dict(Counter(p.get('surplus_reason') for p in history.payments if p.get('surplus_reason')))}")
+    print(f"split bill      {c['I10 shares granted']} shares granted ({c['I10 grants beside live shares']} beside live "
+          f"ones), {c['I10 shares paid']} paid ({c['I9 shares paid']} through the provider), "
+          f"{c['I10 split orders paid']} orders paid by shares ({c['I10 rests paid whole']} with a whole-order rest), "
+          f"{c['I10 order changes after a share was paid']} order changes after a capture; ERP books compared on "
+          f"{c['I10 ERP books compared']} orders")
     print(f"checked         {dict(report.counts)}")
     print(f"violations      {len(report.violations)} {dict(report.by_invariant())}")
     for violation in report.violations[:50]:
@@ -88,5 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-seconds", type=float, default=4 * 3600, help="stop issuing after this long")
     parser.add_argument("--no-providers", dest="providers", action="store_false",
                         help="diners do not pay through the sandbox provider")
+    parser.add_argument("--shares", type=float, default=0.25,
+                        help="fraction of diners' and terminals' steps spent on split-bill shares (SPEC §10; 0: none)")
     parser.add_argument("--save", type=Path, default=None, help="write the history as JSON")
     sys.exit(asyncio.run(main(parser.parse_args())))

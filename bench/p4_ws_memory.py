@@ -9,7 +9,7 @@ first (first-use allocations: imports, caches, pymalloc arenas), then the rest i
 equal steps, each held by its own subscriber process (bench/sockets.py). After each step,
 when every socket has its hello and snapshot and the process has settled, it reads the
 coordinator's RSS. The figure is the least-squares slope of RSS over sockets (KB per socket;
-1 KB = 1,024 bytes), median over runs. Target: <= 20 KB. Kernel socket buffers are not in RSS.
+1 KB = 1,024 bytes), median over runs. Target (issue 18): <= 16 KB. Kernel socket buffers are not in RSS.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main() -> int:
         print(f"{n + 1:<4} {r['before'] / 2**20:>12.1f} {r['points'][-1][1] / 2**20:>12.1f} "
               f"{r['per_socket'] / 1024:>16.1f} {r['overall'] / 1024:>17.1f}")
     per = median(r["per_socket"] for r in results) / 1024
-    print(f"median: {per:.1f} KB per idle websocket (target <= 20 KB) {'met' if per <= 20 else 'NOT met'}")
+    print(f"median: {per:.1f} KB per idle websocket (target <= 16 KB) {'met' if per <= 16 else 'NOT met'}")
     return 0
 
 

@@ -77,9 +77,10 @@ async def _subscribe(ws_url: str, listeners: list[tuple[str, str, str]], report:
                 try:
                     ws = await session.ws_connect(f"{ws_url}?token={token}", heartbeat=None, timeout=timeout,
                                                   max_msg_size=0, autoping=False)
-                    # hello + snapshot: the socket is live once both are in.
+                    # hello + snapshot: the socket is live once both are in (a close frame is a refusal).
                     for _ in range(2):
-                        await asyncio.wait_for(ws.receive(), 30)
+                        if (await asyncio.wait_for(ws.receive(), 30)).type != aiohttp.WSMsgType.TEXT:
+                            raise aiohttp.ClientError(f"closed with {ws.close_code}")
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                     failures += 1
                     return

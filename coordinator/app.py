@@ -95,8 +95,10 @@ async def _payments(app: web.Application):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """The process is up."""
-    return web.json_response({"status": "ok"})
+    """The process is up; ``process`` names it (the id in presence and RPC routing; one per worker)."""
+    services = request.app.get(SERVICES)
+    process = services.realtime.liveness.masters.process_id if services is not None else None
+    return web.json_response({"status": "ok", "process": process})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--data-dir", type=Path, help="embedded Redis data and secrets (TABLELOCK_DATA_DIR)")
     serve.add_argument("--config", type=Path, help=f"settings TOML file ({CONFIG_ENV}, default config/tablelock.toml)")
+    serve.add_argument("--workers", type=int,
+                       help="coordinator processes sharing the port with SO_REUSEPORT (TABLELOCK_WORKERS, default 1)")
     serve.set_defaults(run=serve_command)
 
     demo = commands.add_parser(
@@ -112,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def load_settings(args: argparse.Namespace) -> Settings:
     """Build Settings from the TOML file, the environment and the flags that were given."""
-    flags = {"host": args.host, "port": args.port, "redis_url": args.redis_url, "data_dir": args.data_dir}
+    flags = {"host": args.host, "port": args.port, "redis_url": args.redis_url, "data_dir": args.data_dir,
+             "workers": getattr(args, "workers", None)}
     return Settings(_config_file=args.config, **{k: v for k, v in flags.items() if v is not None})
 
 
@@ -124,8 +127,7 @@ def serve_command(args: argparse.Namespace) -> int:
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as e:
         print(f"tablelock: invalid settings: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_redaction()
+    setup_logging(settings)
     if configured.admin_token is None:
         _say(f"admin token: {settings.secret_file('admin_token')}")
     else:
@@ -134,7 +136,20 @@ def serve_command(args: argparse.Namespace) -> int:
     # Until aiohttp installs its own handlers, turn SIGTERM into an exception so `finally` runs.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     with _redis(settings) as settings:
-        return 1 if settings is None else _run_app(settings)
+        if settings is None:
+            return 1
+        if settings.workers == 1:
+            return run_app(settings)
+        from coordinator.workers import run_workers
+
+        return run_workers(settings, settings.workers)
+
+
+def setup_logging(settings: Settings, tag: str = "") -> None:
+    """Log at ``settings.log_level`` with secrets redacted; ``tag`` names a worker process in each line."""
+    prefix = f"[{tag}] " if tag else ""
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+    install_redaction()
 
 
 @contextlib.contextmanager
@@ -196,7 +211,8 @@ def erp_command(args: argparse.Namespace) -> int:
     return run_erp(args)
 
 
-def _run_app(settings: Settings) -> int:
+def run_app(settings: Settings, *, reuse_port: bool = False, announce: bool = True) -> int:
+    """Serve the coordinator in this process until SIGINT/SIGTERM; ``reuse_port`` for a worker of several."""
     from aiohttp import web
 
     from coordinator.app import build_app  # late: the service pulls in everything else
@@ -208,7 +224,8 @@ def _run_app(settings: Settings) -> int:
             app,
             host=settings.host,
             port=settings.port,
-            print=_announce(settings),
+            print=_announce(settings) if announce else None,
+            reuse_port=reuse_port or None,
             access_log_class=RedactingAccessLogger,  # ?token= of old websocket clients, ?qr= of H5 links
             shutdown_timeout=10,  # websockets are closed by the app; do not linger a minute
         )

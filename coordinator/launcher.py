@@ -114,13 +114,15 @@ def _tail(log: Path | None) -> str:
 
 def start_serve(redis_url: str, data_dir: Path, *, admin_token: str, secret_key: str,
                 env: dict[str, str] | None = None, log_level: str | None = None, loop: str = "asyncio",
-                source: Path | None = None, cwd: Path | None = None, timeout: float = 30.0) -> ServeProcess:
+                source: Path | None = None, cwd: Path | None = None, timeout: float = 30.0,
+                workers: int = 1) -> ServeProcess:
     """Start ``tablelock serve`` on a free loopback port against ``redis_url`` and wait until it is ready.
 
     ``env`` adds or overrides ``TABLELOCK_*`` settings; ``log_level`` sets TABLELOCK_LOG_LEVEL;
     ``loop="uvloop"`` runs the same command under uvloop; ``source`` runs the ``coordinator``
     package found in that directory instead of the importable one; ``cwd`` is the child's working
-    directory (default: ours). Output goes to ``data_dir/coordinator-<port>.log``. On failure the child is stopped before the error is raised.
+    directory (default: ours); ``workers`` > 1 runs ``--workers`` (``pid`` is then the supervising
+    parent's; the workers are in its process group). Output goes to ``data_dir/coordinator-<port>.log``. On failure the child is stopped before the error is raised.
     """
     if loop not in ("asyncio", "uvloop"):
         raise ValueError(f"loop must be asyncio or uvloop, not {loop!r}")
@@ -133,6 +135,7 @@ def start_serve(redis_url: str, data_dir: Path, *, admin_token: str, secret_key:
         "TABLELOCK_ADMIN_TOKEN": admin_token, "TABLELOCK_SECRET_KEY": secret_key,
         "TABLELOCK_PUBLIC_URL": f"http://127.0.0.1:{port}",
         **({"TABLELOCK_LOG_LEVEL": log_level} if log_level else {}),
+        **({"TABLELOCK_WORKERS": str(workers)} if workers != 1 else {}),
         **(env or {}),
     }
     if source is not None:

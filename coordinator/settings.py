@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # the timeout of one call to a payment provider.
     payment_first_query_ms: int = Field(default=20000, ge=1)
     payment_provider_timeout_seconds: float = Field(default=5.0, gt=0)
+    # `tablelock serve`: coordinator processes sharing the port (SO_REUSEPORT; coordinator/workers.py).
+    workers: int = Field(default=1, ge=1, le=64)
 
     def __init__(self, _config_file: Path | str | None = None, **values: Any) -> None:
         token = _config_file_override.set(Path(_config_file) if _config_file is not None else None)

@@ -53,6 +53,10 @@ class CoordinatorClient:
         """Close the HTTP session."""
         await self._session.close()
 
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``method`` the store's ``path`` (``/orders/o1/check``) with ``body``; the answer, or Refused."""
+        return await self._call(method, path, body)
+
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         url = f"{self.base_url}{API}/stores/{self.store_id}{path}"
         try:

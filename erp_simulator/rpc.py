@@ -36,6 +36,9 @@ class Behaviour:
     #: An ERP that closes a paid order itself: ``order.pay`` records the payment as a new version
     #: and pushes it to the coordinator before answering.
     push_paid_before_answering: bool = False
+    #: An ERP that bumps the version when it records a payment and only answers with it (no push):
+    #: the coordinator keeps the version answered (docs/protocol.md A7.4).
+    answer_paid_as_new_version: bool = False
     #: An ERP that turns a request down for reasons of its own: method -> the refusal to answer
     #: with, e.g. ``{"order.pay": AmountMismatch("the card terminal disagrees")}`` (nothing is changed).
     refuse: dict[str, ErpError] = field(default_factory=dict)
@@ -99,7 +102,7 @@ class MasterRpc:
         check = AcceptCheck(True)
         if order_id is not None:
             try:
-                result = await self.terminal.client.check(order_id, "accept_items")
+                result = await self.terminal.locks.check(order_id, "accept_items")
                 check = AcceptCheck(bool(result["allowed"]), result.get("code"))
             except Refused as e:
                 if e.code != "NOT_FOUND":  # an order the coordinator has not heard of yet has no locks
@@ -130,7 +133,8 @@ class MasterRpc:
         pushes = self.behaviour.push_paid_before_answering
         order = self.db.mark_paid(params["order_id"], version=int(params["version"]),
                                   amount_cents=int(params["amount_cents"]), payment_ref=str(params["payment_ref"]),
-                                  fence=None if fence is None else int(fence), new_version=pushes)
+                                  fence=None if fence is None else int(fence),
+                                  new_version=pushes or self.behaviour.answer_paid_as_new_version)
         if pushes:
             await self.terminal.push(order)
         self.terminal.tell(None)

@@ -2,7 +2,9 @@
 
 The terminal keeps a ``StoreView`` from its socket (``hello`` → snapshot or replay → events),
 reconnects after a drop with ``since`` and a bounded backoff, remembers the locks it holds
-(with their tokens) and renews the ones a user has open. The **master** also answers the
+(with their tokens) and renews the ones a user has open. Its lock requests (take, renew,
+release, check, complete) travel on that socket as commands (docs/protocol.md A15,
+``commands.py``), over HTTP only while it is down. The **master** also answers the
 coordinator's RPCs from the ERP database (``order.fetch``, ``order.add_items``, ``order.pay``,
 ``menu.list``). Every order change a terminal makes is pushed with ``PUT .../orders/{o}``.
 
@@ -27,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 from websockets.typing import Subprotocol
 
 from .client import CoordinatorClient, Refused
+from .commands import LockRequests
 from .db import ErpDatabase, wall_ms
 from .errors import ErpError
 from .payment_notices import payment_notice
@@ -70,6 +73,8 @@ class Terminal:
         self.db = db
         self.view = StoreView()
         self.client = CoordinatorClient(self.coordinator_url, store_id, token)
+        #: Lock requests go as websocket commands while the socket is up, else over HTTP (``client``).
+        self.locks = LockRequests(self.client)
         self.held: dict[tuple[str, str], dict[str, Any]] = {}  # (order_id, kind) -> lock with token
         self.notices: deque[dict[str, Any]] = deque(maxlen=30)
         self.listeners: list[Listener] = []
@@ -171,6 +176,7 @@ class Terminal:
                         self.terminal_id, e)
             finally:
                 self._ws = None
+                self.locks.detach()
                 if self.connected:
                     self.connected = False
                     self._up.clear()
@@ -191,6 +197,9 @@ class Terminal:
         if kind == "rpc":
             self._spawn(self._answer(message, self._ws))
             return False
+        if kind == "result":
+            self.locks.on_result(message)
+            return False
         if kind in ("rpc_result", "rpc_error", "pong", "error"):
             return False
         happenings = self.view.apply(message, self._clock())
@@ -198,6 +207,7 @@ class Terminal:
         for happening in happenings:
             self._lock_ended(happening)
         if kind == "hello":
+            self.locks.attach(self._ws)
             self.connected = True
             self.connections += 1
             self._up.set()
@@ -292,7 +302,7 @@ class Terminal:
         """加菜: in the editor under its fence; outside it after the coordinator allows ``add_items``."""
         lock = self.held.get((order_id, "order"))
         if lock is None:
-            result = await self.client.check(order_id, "add_items")
+            result = await self.locks.check(order_id, "add_items")
             if not result["allowed"]:
                 raise Refused(result["code"], result["message"], result.get("message_en") or "")
         fence = lock["fence"] if lock else None
@@ -344,7 +354,7 @@ class Terminal:
             return await self.push(self._erp(lambda: self.db.mark_paid(
                 order_id, version=order["version"], amount_cents=order["total_cents"], payment_ref=ref,
                 fence=lock["fence"], new_version=True)))
-        await self.client.pay(order_id, token=lock["token"], amount_cents=order["total_cents"],
+        await self.locks.pay(order_id, token=lock["token"], amount_cents=order["total_cents"],
                               version=order["version"], payment_ref=ref)
         self._drop(order_id, "payment")
         return self._erp(lambda: self.db.mark_paid(order_id, version=order["version"], amount_cents=order["total_cents"],
@@ -362,7 +372,7 @@ class Terminal:
         if known is None or known.get("version") != order["version"]:
             await self.push(order)  # a lock binds to a version the coordinator must know
         expected = order["version"] if kind != "order" else None
-        lock = await self.client.take_lock(order_id, kind, force=force, expected_version=expected,
+        lock = await self.locks.take_lock(order_id, kind, force=force, expected_version=expected,
                                            force_unverified=force_unverified)
         self.db.observe_fence(order_id, int(lock["fence"]))
         if kind in ("payment", "presettle"):
@@ -378,7 +388,7 @@ class Terminal:
         if lock is None:
             return False
         # Legacy mode stored nothing: there is nothing to give back.
-        released = await self.client.release(order_id, kind, lock["token"]) if lock["enforced"] else True
+        released = await self.locks.release(order_id, kind, lock["token"]) if lock["enforced"] else True
         self._drop(order_id, kind)
         self.tell()
         return released
@@ -400,7 +410,7 @@ class Terminal:
             if lock is None:
                 return
             try:
-                renewed = await self.client.renew(order_id, kind, lock["token"])
+                renewed = await self.locks.renew(order_id, kind, lock["token"])
             except Refused as e:
                 if e.code in ("LOCK_LOST", "FORBIDDEN", "ORDER_CLOSED", "NOT_FOUND"):
                     self._renewers.pop((order_id, kind), None)

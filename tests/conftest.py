@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.support.browser",         # headless Chromium
     "tests.support.restaurant",      # coordinator on a real port + the ERP simulator's terminals
     "tests.support.erp_master",      # the ERP simulator's master terminal on a shop's socket
+    "tests.support.erp_store",       # a store for the ERP simulator and its seeded ERP with waiter pages
     "tests.support.sandbox",         # the sandbox payment provider process, a notify receiver
     "tests.support.payments",        # a restaurant taking provider payments through the sandbox
     "tests.support.sentinel",        # a primary, a replica and three sentinels

@@ -398,13 +398,14 @@ async def test_renew_extends_the_lock(client, shop):
 
 
 async def test_renew_with_a_wrong_token_or_kind_is_lock_lost(client, shop):
-    """Renewing with a token that holds nothing is 409 LOCK_LOST with the holder's text."""
+    """Renewing with a token that holds nothing is 409 LOCK_LOST with the text of the kind renewed (issue 17)."""
     _, grant = await take(client, shop, shop.a, "order")
-    for kind, token in (("order", "not-the-token"), ("payment", grant["lock"]["token"])):
+    for kind, token, text in (("order", "not-the-token", "编辑已超时或已被其他终端接管,请重新获取订单后再修改"),
+                              ("payment", grant["lock"]["token"], "支付已超时或已被其他终端接管,请重新获取订单后再支付")):
         status, data = await call(client, "POST", order_url(shop, suffix=f"/locks/{kind}/renew"), shop.a,
                                   {"token": token})
         assert status == 409 and error(data)["code"] == "LOCK_LOST"
-        assert error(data)["message"] == "支付已超时或已被其他终端接管,请重新获取订单后再支付"
+        assert error(data)["message"] == text
 
 
 async def test_release_frees_the_lock_once(client, shop):

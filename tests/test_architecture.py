@@ -7,7 +7,7 @@ and lower ones, ``TYPE_CHECKING``-only imports included (they are still a depend
     0  core/, metrics, settings        pure
     1  store/, redis_embedded          Redis-backed
     2  realtime/
-    3  h5/, payments/, tableops/
+    3  h5/, payments/, tableops/, erp/
     4  services
     5  api/
     6  app, launcher, cli
@@ -29,10 +29,10 @@ LAYERS: dict[str, int] = {
     "core": 0, "metrics": 0, "settings": 0, "log_redaction": 0, "security_headers": 0,
     "store": 1, "redis_embedded": 1, "redis_private": 1,
     "realtime": 2,
-    "h5": 3, "payments": 3, "tableops": 3,
+    "h5": 3, "payments": 3, "tableops": 3, "erp": 3,
     "services": 4,
     "api": 5,
-    "app": 6, "launcher": 6, "cli": 6,
+    "app": 6, "launcher": 6, "cli": 6, "workers": 6,
 }
 
 

@@ -19,7 +19,6 @@ from erp_simulator.simulator import Simulator
 from erp_simulator.view import LockEnded, Resynced, StoreView
 from h5_client.client import H5Client, H5Error
 from tests.support.app import ADMIN_TOKEN, bearer
-from tests.support.erp_store import Store, make_store
 from tests.support.payments import wechat_notification
 
 # --- the pure view ---------------------------------------------------------------------------
@@ -116,11 +115,6 @@ def redis_url(redis_single_url: str) -> str:
     """These tests exercise the ERP side: one Redis node is enough (the coordinator tests cover the cluster)."""
     return redis_single_url
 
-
-@pytest.fixture
-async def store(client, uid) -> Store:
-    """A fresh store on the in-process coordinator."""
-    return await make_store(client, f"s-{uid}")
 
 
 @pytest.fixture
@@ -228,6 +222,35 @@ async def test_erp_terminal_checkout_and_complete_marks_paid_everywhere(sim, cli
     assert paid["status"] == "paid" and sim.db.payment(order_id)["payment_ref"] == "cash-1"
     got = await client.get(f"/api/v1/stores/{store.store_id}/orders/{order_id}", headers=bearer(store.terminals[0].token))
     assert (await got.json())["order"]["status"] == "paid"
+
+
+async def test_lock_traffic_goes_over_the_socket_as_commands(sim):
+    """A terminal's check, editor lock, renewal, force, release and completion all travel as websocket commands, none over HTTP."""
+    a, b = sim.terminal("secondary1"), sim.terminal("secondary2")
+    order_id = t1(sim)
+    await a.open_editor(order_id)
+    assert (await a.locks.renew(order_id, "order", a.held[(order_id, "order")]["token"]))["kind"] == "order"
+    await a.add_dishes(order_id, [{"sku": "tea", "qty": 1}])
+    assert await a.submit(order_id) is True
+    await a.open_editor(order_id)
+    with pytest.raises(Refused) as refused:  # a refusal arrives as the SPEC error, over the socket too
+        await b.checkout(order_id)
+    assert (refused.value.code, refused.value.status, refused.value.force_allowed) == ("ORDER_LOCKED", 409, True)
+    await b.checkout(order_id, force=True)
+    await b.complete_payment(order_id, payment_ref="ws-cash-1")
+    assert a.locks.sent == {"websocket": 4, "http": 0}
+    assert b.locks.sent == {"websocket": 3, "http": 0}
+    assert sim.db.payment(order_id)["payment_ref"] == "ws-cash-1"
+
+
+async def test_without_a_socket_lock_requests_fall_back_to_http(sim):
+    """While a terminal has no socket its lock requests go over HTTP with the same answers."""
+    a = sim.terminal("secondary1")
+    order_id = t1(sim)
+    a.locks.detach()  # as when the socket has just dropped, before the terminal reconnects
+    await a.open_editor(order_id)
+    assert await a.submit(order_id) is True
+    assert a.locks.sent == {"websocket": 0, "http": 2}
 
 
 async def test_legacy_mode_refuses_nothing_and_the_erp_closes_the_order_itself(sim, client, store):

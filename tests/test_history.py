@@ -1,5 +1,6 @@
-"""The history checker: honest on hand-made histories (each invariant's violation is reported), and
-silent on a real randomized run across two coordinator processes with a kill -9 and a Redis restart."""
+"""The history checker: honest on hand-made histories (each invariant's violation is reported; split-bill
+ones in ``test_history_shares.py``), and silent on a real randomized run across two coordinator processes
+with a kill -9 and a Redis restart, diners paying whole orders and shares through the sandbox provider."""
 
 from __future__ import annotations
 
@@ -278,6 +279,32 @@ def test_checker_accepts_a_provider_payment_and_a_refunded_surplus():
     assert counts["I8 orders paid"] == 1
 
 
+def _paid_by_the_erps_copy(h: History) -> None:
+    # o2 is paid by a captured trade, but the ERP's copy (status paid) closed it before the confirmation.
+    paid_copy = {"order_id": "o2", "table_id": "T2", "version": 1, "status": "paid", "items": [], "total_cents": 500}
+    h.stream.append(_event(9, 6300, "order.updated", "o2", {"order": paid_copy}))
+    h.trades.append(_trade("TL4", "o2", "42000004"))
+    h.payments = [{"out_trade_no": "TL4", "state": "paid"}]
+    h.final_seq = 9
+
+
+def test_checker_accepts_a_payment_confirmed_after_the_erps_copy_closed_the_order():
+    """I9: a captured trade whose order the ERP's own copy closed first (no order.paid, record paid) is paid, not lost."""
+    h = clean_history()
+    _paid_by_the_erps_copy(h)
+    counts: Counter = Counter()
+    assert check_payments(h, sorted(h.stream, key=lambda e: e["seq"]), counts) == []
+    assert counts["I9 paid, closed by the ERP's copy"] == 1
+
+
+def _erps_copy_but_paid_by_another(h: History) -> None:
+    _paid_by_the_erps_copy(h)
+    h.stream.append(_event(10, 6400, "order.paid", "o2", {"payment_ref": "erp-x", "amount_cents": 500,
+                                                          "order": {"order_id": "o2", "table_id": "T2",
+                                                                    "status": "paid", "total_cents": 500}}))
+    h.final_seq = 10
+
+
 VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "two payment locks": ("I1", _second_payment_overlaps),
     "two edit-slot locks": ("I1", _edit_slot_overlaps),
@@ -306,6 +333,7 @@ VIOLATIONS: dict[str, tuple[str, Callable[[History], None]]] = {
     "provider payment paid and surplus": ("I9", _provider_payment_counted_twice),
     "provider payment paid and refunded": ("I9", _provider_payment_paid_and_refunded),
     "order paid by no payment": ("I8", _order_paid_by_nobody),
+    "ERP's copy closed an order another payment paid": ("I9", _erps_copy_but_paid_by_another),
 }
 
 
@@ -323,11 +351,13 @@ def test_checker_reports_each_kind_of_violation(name):
 
 
 async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_redis_restart(redis_factory, tmp_path):
-    """A randomized run of ERP terminals and diners paying through the sandbox provider on two processes, with
-    kill -9 and a Redis restart, breaks no invariant (provider money included: I8, I9)."""
+    """A randomized run of ERP terminals and diners paying through the sandbox provider — whole orders and split-bill
+    shares side by side — on two processes, with kill -9 and a Redis restart, breaks no invariant (provider money
+    and split bill included: I8, I9, I10)."""
     redis = redis_factory(tcp=True)
     started = time.monotonic()
-    history = await run_workload(Plan(ops=3000, max_seconds=60, providers=True, settle_seconds=15), redis, tmp_path)
+    history = await run_workload(Plan(ops=3000, max_seconds=60, providers=True, settle_seconds=15, shares=0.25),
+                                 redis, tmp_path)
     report = check(history)
     statuses = history.notes["statuses"]
     faults = [f.kind for f in history.faults]
@@ -346,3 +376,8 @@ async def test_history_holds_every_invariant_across_two_processes_a_kill_and_a_r
     assert report.counts["TO moves"] > 0 and report.counts["TO merges"] > 0, "no move or merge went through"
     assert report.counts["I9 captured"] >= 3, "too little provider traffic to judge invariant 9"
     assert report.counts["I9 paid"] + report.counts["I9 surplus"] == report.counts["I9 captured"]
+    c = report.counts
+    assert c["I10 shares granted"] >= 10 and c["I10 grants beside live shares"] >= 1, "too few shares side by side"
+    assert c["I10 shares paid"] >= 5 and c["I9 shares paid"] >= 1 and c["I10 split orders paid"] >= 1, \
+        "too few shares paid to judge invariant 10"
+    assert c["I10 order changes after a share was paid"] >= 1 and c["I10 ERP books compared"] >= 1

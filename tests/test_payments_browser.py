@@ -7,15 +7,11 @@ Screenshots go to artifacts/payments/ (not committed)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
-from erp_simulator.page_guard import LOGIN_PARAM, PageLogin
-from erp_simulator.pages import build_page_app
 from h5_client.client import H5Error
 from tests.support.app import ADMIN_TOKEN
 from tests.support.payments import PayingRestaurant
@@ -45,21 +41,6 @@ async def phone(browser: Browser) -> Page:
     context = await browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN",
                                         is_mobile=True, has_touch=True)
     return await context.new_page()
-
-
-@pytest.fixture
-async def cashier_page_url(paying: PayingRestaurant) -> AsyncIterator[str]:
-    """The master terminal's waiter page on a free port; yields its login link."""
-    master = paying.shop.master
-    login = PageLogin(master.terminal_id)
-    runner = web.AppRunner(build_page_app(master, login), access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/?{LOGIN_PARAM}={login.key}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("provider", ["wechatpay", "alipay"])

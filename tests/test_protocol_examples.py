@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import typing
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import BaseModel, TypeAdapter
 
+from coordinator.app import build_app
 from coordinator.core import errors as error_texts
 from coordinator.core import models
 from coordinator.core.rules import Action, Role
@@ -26,6 +29,7 @@ from coordinator.payments import records
 from coordinator.realtime import messages
 from tests.support.app import ADMIN_TOKEN, Shop, h5
 from tests.support.doc_examples import Bindings, Block, Exchange, blocks, exchange, json_values, match
+from tests.support.sandbox import SandboxProcess
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -36,17 +40,30 @@ def redis_url(redis_single_url: str) -> str:
     return redis_single_url
 
 
+@pytest.fixture
+async def client(aiohttp_client, aiohttp_server, settings):
+    """The coordinator on a loopback port that is also its public URL: the sandbox provider's
+    notifications reach it (the provider payment of the page, C8)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"}))
+    return await aiohttp_client(await aiohttp_server(app, host="127.0.0.1", port=port))
+
+
 def page_blocks() -> list[Block]:
     """The fenced blocks of docs/protocol.md."""
     return blocks(PAGE.read_text(encoding="utf-8"))
 
 
-async def bindings_for(client: Any, shop: Shop) -> Bindings:
-    """The variables the page's examples use, bound to the seeded shop's ids and tokens."""
+async def bindings_for(client: Any, shop: Shop, sandbox: SandboxProcess) -> Bindings:
+    """The variables the page's examples use, bound to the seeded shop's ids and tokens and the sandbox provider."""
     diner = (await h5(client, shop))["Authorization"][7:]
     return Bindings({
         "STORE": shop.store_id, "CASH": shop.a, "CASH_ID": shop.a_id, "WAITER": shop.b,
         "WAITER_ID": shop.b_id, "ADMIN": ADMIN_TOKEN, "QR": shop.qr, "H5": diner,
+        "SANDBOX": sandbox.url, "SANDBOX_CONTROL": sandbox.token,
+        "WECHATPAY_SETTINGS": json.dumps(sandbox.credentials["wechatpay"]),
     })
 
 
@@ -67,6 +84,8 @@ class Player:
         """Run one replay or receive block; the differences from the page (empty: it matches)."""
         if block.mark == "receive":
             return await self.receive(block.arg, json_values(block.text), f"docs/protocol.md:{block.line}")
+        if block.mark == "send":
+            return await self.send(block.arg, block.text, f"docs/protocol.md:{block.line}")
         ex = exchange(block)
         where = f"docs/protocol.md:{ex.line} ({ex.name})"
         headers = {k: self.bindings.fill(v, where) for k, v in ex.headers.items()}
@@ -76,8 +95,12 @@ class Player:
         body = self.bindings.fill(ex.body, where) if ex.body else None
         if body is not None:
             headers.setdefault("Content-Type", "application/json")
-        resp = await self.client.request(ex.method, path, data=body, headers=headers)
-        text = await resp.text()
+        if path.startswith("http"):  # another server of the story (the sandbox provider)
+            async with aiohttp.ClientSession() as http, http.request(ex.method, path, data=body, headers=headers) as resp:
+                text = await resp.text()
+        else:
+            resp = await self.client.request(ex.method, path, data=body, headers=headers)
+            text = await resp.text()
         problems = [] if resp.status == ex.status else [f"status: expected {ex.status}, got {resp.status}"]
         for name, value in ex.response_headers.items():
             problems += match(value, resp.headers.get(name, "<absent>"), self.bindings, f"header {name}")
@@ -114,12 +137,22 @@ class Player:
                     return [f"{where} ({name}): no message matching {want} within 5 s", f"  messages were: {seen}"[:1500]]
                 seen.append(got)
                 passed_over = (skip and got.get("type") == "event" and isinstance(want, dict)
-                               and want.get("type") == "event" and got.get("name") != want.get("name"))
+                               and (want.get("type") == "result"
+                                    or (want.get("type") == "event" and got.get("name") != want.get("name"))))
                 if not passed_over:
                     break
-            problems = match(want, got, self.bindings) + (["a lock token in a broadcast"] if _has_token(got) else [])
+            # A command's result is the holder's own answer (as an HTTP grant is): its token is no broadcast.
+            broadcast = got.get("type") != "result"
+            problems = match(want, got, self.bindings) + (["a lock token in a broadcast"]
+                                                          if broadcast and _has_token(got) else [])
             if problems:
                 return [f"{where} ({name}): {p}" for p in problems] + [f"  messages were: {seen}"[:1500]]
+        return []
+
+    async def send(self, name: str, text: str, where: str) -> list[str]:
+        """Send the messages of a ``<!-- send -->`` block on socket ``name``, one frame each."""
+        for value in json_values(self.bindings.fill(text, where)):
+            await self.sockets[name].send_str(json.dumps(value, ensure_ascii=False))
         return []
 
     async def close(self) -> None:
@@ -128,10 +161,10 @@ class Player:
             await ws.close()
 
 
-async def test_replayed_examples_match_the_coordinator(client, shop, erp):
-    """Every ``<!-- replay -->``/``<!-- receive -->`` block of the page, run in order, gets the documented answer."""
-    player = Player(client, await bindings_for(client, shop))
-    played = [b for b in page_blocks() if b.mark in ("replay", "receive")]
+async def test_replayed_examples_match_the_coordinator(client, shop, erp, sandbox):
+    """Every ``<!-- replay -->``/``<!-- receive -->`` block of the page, run in order (``<!-- send -->`` blocks sent on their socket), gets the documented answer."""
+    player = Player(client, await bindings_for(client, shop, sandbox))
+    played = [b for b in page_blocks() if b.mark in ("replay", "receive", "send")]
     assert len(played) >= 20, "the page has lost its replayable examples"
     try:
         for block in played:
@@ -213,6 +246,7 @@ def test_every_other_json_example_parses():
 def coordinator_texts() -> set[str]:
     """Every zh-CN text the coordinator may put in an error (SPEC §5 messages table and the rest)."""
     texts = {zh for zh, _ in error_texts.MESSAGES.values()}
+    texts |= {zh for zh, _ in error_texts.LOCK_LOST_BY_KIND.values()}  # LOCK_LOST per lock kind
     for code in ("ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"):
         for action in Action:
             texts.add(error_texts.lock_message(code, Role.ERP, action, True)[0])

@@ -159,6 +159,52 @@ async def test_reindex_keeps_an_earlier_due_time_written_during_the_race(redis_c
     assert await redis_client.zscore(keys.DUE, store) is None
 
 
+async def test_a_lock_that_does_not_move_its_store_earlier_skips_tl_due_and_still_expires_once(
+        redis_client, sweepers, uid):
+    """A lock later than its store's earliest one leaves tl:due at the earlier time, and it still expires exactly once after that one is released."""
+    engine = make_engine(redis_client)
+    store = f"late-{uid}"
+    first_id, second_id = await seed(engine, store, 2)
+    first, _ = await engine.acquire(store, first_id, {"role": "h5", "session_id": "d0"}, Kind.PAYMENT)
+    assert await redis_client.zscore(keys.DUE, store) == first["expires_at"]
+    await asyncio.sleep(0.05)
+    second, _ = await engine.acquire(store, second_id, {"role": "h5", "session_id": "d1"}, Kind.PAYMENT)
+    assert second["expires_at"] > first["expires_at"]
+    assert await redis_client.zscore(keys.DUE, store) == first["expires_at"]  # not written again
+    assert await engine.release(store, first_id, Kind.PAYMENT, first["token"], {"role": "h5", "session_id": "d0"})
+    await sweepers(2)
+
+    async def expired() -> list[dict[str, Any]]:
+        return await stream_events(redis_client, store, "lock.expired")
+
+    await wait_for(expired, timeout=4, what="the second lock's lock.expired")
+    await asyncio.sleep(0.2)  # room for a duplicate to show up
+    events = await expired()
+    assert [(e["order_id"], e["data"]["lock"]["fence"]) for e in events] == [(second_id, second["fence"])]
+    assert events[0]["ts"] >= second["expires_at"]
+    assert await redis_client.zscore(keys.DUE, store) is None
+
+
+async def test_reconcile_puts_back_a_store_whose_due_write_was_lost(redis_client, uid):
+    """A store missing from tl:due (its process died between the script and the ZADD) is put back by reconcile, and expires once."""
+    engine = make_engine(redis_client)
+    store = f"lost-{uid}"
+    (order_id,) = await seed(engine, store, 1)
+    lock, _ = await engine.acquire(store, order_id, {"role": "h5", "session_id": "d"}, Kind.PAYMENT)
+    await redis_client.zrem(keys.DUE, store)
+    sweeper = Sweeper(engine, reconcile_interval=0.05, reconcile_batch=10_000)
+    await sweeper.start()
+    try:
+        events = await wait_for(lambda: stream_events(redis_client, store, "lock.expired"), timeout=4,
+                                what="lock.expired after reconcile")
+        await asyncio.sleep(0.1)
+        assert [e["data"]["lock"]["fence"] for e in await stream_events(redis_client, store, "lock.expired")] \
+            == [lock["fence"]]
+        assert events[0]["ts"] >= lock["expires_at"]
+    finally:
+        await sweeper.stop()
+
+
 async def _full_pass(liveness: Liveness, now: int) -> int:
     """Run presence checks until the store list has been walked once."""
     found = await liveness.check_stale(now)

@@ -362,3 +362,97 @@ async def test_no_payment_against_the_pre_merge_total(client, shop, erp):
     assert refused.value.code in ("LOCK_LOST", "STALE_VERSION")
     order, _ = await engine.get_order(shop.store_id, "o1")
     assert order["status"] == "open" and order["total_cents"] == 5300
+
+
+# --- split bill (SPEC §10): share payment locks under a move, merge or cancel --------------------
+
+async def claim_shares(client, shop: Shop, n: int = 2) -> list[dict]:
+    """``n`` diners each claim one of ``n`` equal parts of o1 (a share payment lock each)."""
+    from coordinator.core.shares import ShareKind, ShareSpec
+    from coordinator.store.share_book import ShareBook
+
+    book = ShareBook(services(client).engine)
+    return [(await book.claim(shop.store_id, "o1", {"role": "h5", "session_id": f"d{k}"},
+                              ShareSpec(ShareKind.PARTS, parts=n, part=k)))[0] for k in range(1, n + 1)]
+
+
+def share_slot(lock: dict) -> str:
+    """The locks-hash slot of a share lock."""
+    return f"share:{lock['fence']}"
+
+
+async def table_op(client, shop: Shop, operation: str, force: bool) -> tuple[int, dict]:
+    """A move, merge or cancel of o1 by terminal B."""
+    if operation == "cancel":
+        return await post(client, f"/stores/{shop.store_id}/orders/o1/cancel", bearer(shop.b), {"force": force})
+    return await (move if operation == "move" else merge)(client, shop, shop.b, force=force)
+
+
+@pytest.mark.parametrize("operation", ["move", "merge", "cancel"])
+async def test_claimed_shares_are_payment_locks_a_force_breaks(client, shop, erp, operation):
+    """Two diners' claimed shares refuse the operation PAYMENT_LOCKED (force allowed); forced, both share locks end lock.forced."""
+    await second_table(client, shop, erp)
+    shares = await claim_shares(client, shop)
+    status, body = await table_op(client, shop, operation, False)
+    assert status == 409 and body["error"]["code"] == "PAYMENT_LOCKED" and body["error"]["force_allowed"] is True
+    assert body["error"]["lock"]["fence"] == shares[0]["fence"]
+    assert erp.methods(f"order.{operation}") == []
+    status, body = await table_op(client, shop, operation, True)
+    assert status == 200, body
+    assert body["refund_tasks"] == [] and await services(client).engine.locks(shop.store_id) == []
+    forced = [e["data"]["lock"]["fence"] for e in await events(client, shop) if e["name"] == "lock.forced"]
+    assert forced == [s["fence"] for s in shares]
+
+
+@pytest.mark.parametrize("phase", ["in_flight", "completing"])
+@pytest.mark.parametrize("operation", ["move", "merge", "cancel"])
+async def test_a_share_with_money_in_flight_is_never_forced(client, shop, erp, operation, phase):
+    """A diner's share in flight (or completing) refuses the operation PAYMENT_IN_FLIGHT, force_allowed false, even forced; nothing breaks."""
+    await second_table(client, shop, erp)
+    shares = await claim_shares(client, shop)
+    fields = {"phase": phase, "out_trade_no": "TLnotrade"} | ({"completing": True} if phase == "completing" else {})
+    await set_lock_field(client, shop, "o1", share_slot(shares[1]), **fields)
+    for force in (False, True):
+        status, body = await table_op(client, shop, operation, force)
+        assert status == 409 and body["error"]["code"] == "PAYMENT_IN_FLIGHT", body
+        assert body["error"]["force_allowed"] is False and body["error"]["lock"]["fence"] == shares[1]["fence"]
+    assert erp.methods(f"order.{operation}") == []
+    assert sorted(l["fence"] for l in await services(client).engine.locks(shop.store_id)) == [s["fence"] for s in shares]
+    assert not [e for e in await events(client, shop) if e["name"] in ("lock.forced", "refund.needed")]
+
+
+async def test_a_paid_share_beside_a_claimed_one_is_share_paid_then_forced_with_a_refund(client, shop, erp):
+    """A paid share (paid_cents) with another diner's share claimed: SHARE_PAID first; forced, the claim is broken and a refund task opened."""
+    await second_table(client, shop, erp)
+    shares = await claim_shares(client, shop)
+    await share_paid(client, shop, "o1", 1900)
+    status, body = await move(client, shop, shop.b)
+    assert status == 409 and body["error"]["code"] == "SHARE_PAID" and body["error"]["force_allowed"] is True
+    status, body = await move(client, shop, shop.b, force=True)
+    assert status == 200 and body["refund_tasks"] == [{"order_id": "o1", "reason": "share_paid", "paid_cents": 1900}]
+    forced = [e["data"]["lock"]["fence"] for e in await events(client, shop) if e["name"] == "lock.forced"]
+    assert sorted(forced) == sorted(s["fence"] for s in shares)
+    await locks_on_right_tables(client, shop)
+
+
+async def test_share_locks_follow_their_order_to_the_new_table(client, shop, erp):
+    """A share lock present when a move finishes (one claimed by the mover in a race) names the order's new table after it."""
+    from coordinator.store.tableops import TableOps
+
+    await second_table(client, shop, erp, order=False)
+    svc = services(client)
+    ops = TableOps(svc.engine)
+    mover = holder(shop, "b")
+    begun = await ops.begin(shop.store_id, "move", ["o1"], mover, force=False)
+    # As a share claimed between begin and finish would leave it (the mover's own order lock converted).
+    now = await svc.engine.now()
+    share = {"kind": "payment", "order_id": "o1", "table_id": "T1", "holder": {"role": "h5", "session_id": "d1"},
+             "fence": 99, "version": 1, "acquired_at": now, "expires_at": now + 60_000, "token": "tok-share-99",
+             "completing": False, "share": {"kind": "amount", "amount_cents": 100}}
+    await svc.redis.hset(keys.locks(shop.store_id, "o1"), "share:99", json.dumps(share))
+    moved = erp.db.order("o1") | {"table_id": "T2", "version": 2}
+    await svc.engine.put_order(shop.store_id, OrderIn.model_validate(moved), mover)
+    await ops.finish(shop.store_id, "move", "o1", begun["orders"], mover)
+    locks = await svc.engine.locks(shop.store_id)
+    assert [(l["fence"], l["table_id"]) for l in locks] == [(99, "T2")]
+    await locks_on_right_tables(client, shop)

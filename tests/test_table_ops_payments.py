@@ -48,3 +48,18 @@ async def test_a_forced_move_over_a_payment_made_meanwhile_completes_it_and_is_r
     assert refused.value.code == "PAYMENT_LOCKED" and refused.value.force_allowed is False
     order = await paying.paid_in_erp()
     assert order["table_id"] == "T1"
+
+
+async def test_a_forced_move_over_a_share_in_flight_is_refused_and_leaves_the_trade_payable(paying: PayingRestaurant):
+    """A diner's share in flight at the provider: the move is PAYMENT_IN_FLIGHT, never forceable; the forced try closes nothing."""
+    await second_table(paying)
+    diner = await paying.shop.diner()
+    grant = await diner.checkout(share={"parts": 2, "part": 1})
+    started = await diner.start_payment(grant["lock"]["token"], "wechatpay")
+    waiter = paying.shop.waiter.client
+    for force in (False, True):
+        with pytest.raises(Refused) as refused:
+            await waiter.move(paying.shop.order_id, "T2", force=force)
+        assert refused.value.code == "PAYMENT_IN_FLIGHT" and refused.value.force_allowed is False
+    assert (await paying.sandbox.trade(started["out_trade_no"]))["state"] != "closed"
+    assert (await paying.record(started["out_trade_no"]))["state"] == "in_flight"

@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
-from erp_simulator.db import ErpDatabase
-from erp_simulator.seed import seed
 from erp_simulator.shares import pay_rest
 from erp_simulator.simulator import Simulator
 from h5_client.client import H5Client, H5Error
-from tests.support.erp_store import Store, make_store
 
 pytestmark = pytest.mark.browser
 
@@ -35,22 +32,6 @@ def redis_url(redis_single_url: str) -> str:
     return redis_single_url
 
 
-@pytest.fixture
-async def store(client, uid) -> Store:
-    """A fresh store on the in-process coordinator."""
-    return await make_store(client, f"s-{uid}")
-
-
-@pytest.fixture
-async def sim(store, tmp_path):
-    """The store's ERP with its three terminals connected, each with a waiter page on a free port."""
-    db = ErpDatabase(tmp_path / "erp.sqlite")
-    seed(db)
-    simulator = Simulator(store.base_url, store.store_id, store.terminals, db, min_backoff=0.05, max_backoff=0.5)
-    await simulator.start(pages_ports=[0, 0, 0], wait=10)
-    yield simulator
-    await simulator.stop()
-    db.close()
 
 
 async def open_page(browser, sim: Simulator, name: str) -> Page:
@@ -123,13 +104,13 @@ async def test_h5_add_on_refused_during_payment_shows_toast_on_master(sim, brows
     # The coordinator itself refuses add-ons under a payment lock it knows of; the ERP's own
     # accept check matters when the lock is taken while the add-on is on its way to the ERP.
     # Recreate that moment: B opens the payment page just as the master checks.
-    real_check = sim.master.client.check
+    real_check = sim.master.locks.check
 
     async def check_as_b_opens_payment(order: str, action: str) -> dict:
         await cashier_b.checkout(order)
         return await real_check(order, action)
 
-    sim.master.client.check = check_as_b_opens_payment  # type: ignore[method-assign]
+    sim.master.locks.check = check_as_b_opens_payment  # type: ignore[method-assign]
     async with await H5Client.open(store.base_url, store.qr) as diner:
         with pytest.raises(H5Error) as refused:
             await diner.add_items([("beer", 1)], request_id="r-race")

@@ -8,11 +8,8 @@ import asyncio
 import pytest
 from playwright.async_api import Page, expect
 
-from erp_simulator.db import ErpDatabase
-from erp_simulator.seed import seed
 from erp_simulator.simulator import Simulator
 from h5_client.client import H5Client
-from tests.support.erp_store import Store, make_store
 
 pytestmark = pytest.mark.browser
 
@@ -23,22 +20,6 @@ def redis_url(redis_single_url: str) -> str:
     return redis_single_url
 
 
-@pytest.fixture
-async def store(client, uid) -> Store:
-    """A fresh store on the in-process coordinator."""
-    return await make_store(client, f"s-{uid}")
-
-
-@pytest.fixture
-async def sim(store, tmp_path):
-    """The store's ERP with its three terminals connected, each with a waiter page on a free port."""
-    db = ErpDatabase(tmp_path / "erp.sqlite")
-    seed(db)
-    simulator = Simulator(store.base_url, store.store_id, store.terminals, db, min_backoff=0.05, max_backoff=0.5)
-    await simulator.start(pages_ports=[0, 0, 0], wait=10)
-    yield simulator
-    await simulator.stop()
-    db.close()
 
 
 async def open_page(browser, sim: Simulator, name: str) -> Page:

@@ -55,13 +55,14 @@ async def put(svc: Any, shop: Shop, **kwargs: Any) -> dict[str, Any]:
 
 
 async def test_erp_hello_and_snapshot_show_the_whole_store_without_tokens(client, shop):
-    """An ERP terminal gets hello {role, client_id, seq} then a snapshot of every open order and live lock, tokenless."""
+    """An ERP terminal gets hello {role, client_id, seq, resume, replay_count} then a snapshot of every open order and live lock, tokenless."""
     svc = services(client)
     await put(svc, shop, order_id="o2", table_id="T2")
     lock, _ = await svc.engine.acquire(shop.store_id, "o2", terminal(shop, "b"), Kind.ORDER)
     sock, hello, snapshot = await connect(client, shop.a)
     seq = await svc.engine.seq(shop.store_id)
-    assert hello == {"type": "hello", "role": "erp", "client_id": shop.a_id, "seq": seq}
+    assert hello == {"type": "hello", "role": "erp", "client_id": shop.a_id, "seq": seq,
+                     "resume": "snapshot", "replay_count": 0}
     assert snapshot["type"] == "snapshot" and snapshot["seq"] == seq
     assert [o["order_id"] for o in snapshot["orders"]] == ["o1", "o2"]
     assert snapshot["orders"][0]["total_cents"] == 3800

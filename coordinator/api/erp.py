@@ -1,20 +1,18 @@
 """ERP terminal endpoints of SPEC §5: orders pushed by the ERP, locks, checks and payments.
 
 Every endpoint is scoped to the terminal's own ``{store_id}`` (the router's wrapper enforces
-it). Handlers are thin: the engine decides and raises, the views decide what a terminal sees.
+it). Handlers are thin: the lock requests are ``coordinator/erp`` ErpLocks calls (the websocket
+commands of ``api/ws_commands.py`` make the same calls), the engine decides and raises.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from coordinator.api.routing import Call, Reply, Router
 from coordinator.core import views
-from coordinator.core.errors import NotFound, ValidationFailed, lock_message
+from coordinator.core.errors import NotFound, ValidationFailed
 from coordinator.core.models import (
     CheckRequest,
     CheckResult,
-    Lock,
     LockGrant,
     LockRequest,
     LockResponse,
@@ -29,8 +27,9 @@ from coordinator.core.models import (
     Released,
     TokenBody,
 )
-from coordinator.core.rules import ACTION_KIND, Action, Kind, Role
-from coordinator.realtime import liveness as presence
+from coordinator.core.rules import Kind
+from coordinator.erp import ErpLocks
+from coordinator.services import Services
 
 router = Router("erp")
 
@@ -39,7 +38,7 @@ _ORDER = "/stores/{store_id}/orders/{order_id}"
 
 async def _online(call: Call, store_id: str) -> set[str]:
     """The store's terminals with a live socket, for the ``online`` flag of holders."""
-    return await presence.online(call.services.redis, store_id, await call.services.engine.now())
+    return await call.services.liveness.online(store_id)
 
 
 def _ids(call: Call) -> tuple[str, str]:
@@ -85,21 +84,22 @@ async def list_locks(call: Call) -> Reply:
     return Reply(200, LockViewList(locks=[LockView.model_validate(views.staff_lock(l, online)) for l in locks]))
 
 
+def erp_locks(services: Services) -> ErpLocks:
+    """The ERP lock service over the process's services (payments may be off); HTTP and websocket commands."""
+    return ErpLocks(services.engine, services.payments.service if services.payments else None)
+
+
+def locks_of(call: Call) -> ErpLocks:
+    """The ERP lock service for one HTTP call."""
+    return erp_locks(call.services)
+
+
 @router.route("POST", _ORDER + "/locks", auth=("erp",), body=LockRequest, responses={201: LockGrant},
               errors=(409,))
 async def take_lock(call: Call) -> Reply:
     """Take an order, presettle or payment lock (with ``force`` after the user confirmed)."""
     store_id, order_id = _ids(call)
-    request: LockRequest = call.body
-    if request.force and call.services.payments is not None:
-        # A diner's payment in flight is asked about at the provider before it may be broken (SPEC §9.6).
-        await call.services.payments.service.before_force(store_id, order_id, unverified_ok=request.force_unverified)
-    lock, enforced = await call.services.engine.acquire(
-        store_id, order_id, call.principal.holder(), request.kind,
-        force=request.force, expected_version=request.expected_version,
-    )
-    online = await _online(call, store_id)
-    return Reply(201, LockGrant(lock=Lock.model_validate(views.own_lock(lock, online)), enforced=enforced))
+    return Reply(201, await locks_of(call).take(store_id, order_id, call.principal, call.body))
 
 
 @router.route("POST", _ORDER + "/locks/{kind}/renew", auth=("erp",), body=TokenBody,
@@ -107,11 +107,8 @@ async def take_lock(call: Call) -> Reply:
 async def renew_lock(call: Call) -> Reply:
     """Extend the terminal's lock to now + the kind's duration; LOCK_LOST when it is gone."""
     store_id, order_id = _ids(call)
-    lock = await call.services.engine.renew(
-        store_id, order_id, Kind(call.path["kind"]), call.body.token, call.principal.holder()
-    )
-    online = await _online(call, store_id)
-    return Reply(200, LockResponse(lock=Lock.model_validate(views.own_lock(lock, online))))
+    kind = Kind(call.path["kind"])
+    return Reply(200, await locks_of(call).renew(store_id, order_id, call.principal, kind, call.body.token))
 
 
 @router.route("POST", _ORDER + "/locks/{kind}/release", auth=("erp",), body=TokenBody,
@@ -119,10 +116,8 @@ async def renew_lock(call: Call) -> Reply:
 async def release_lock(call: Call) -> Reply:
     """Give the lock back; ``released`` is false when the token holds nothing releasable."""
     store_id, order_id = _ids(call)
-    released = await call.services.engine.release(
-        store_id, order_id, Kind(call.path["kind"]), call.body.token, call.principal.holder()
-    )
-    return Reply(200, Released(released=released))
+    kind = Kind(call.path["kind"])
+    return Reply(200, await locks_of(call).release(store_id, order_id, call.principal, kind, call.body.token))
 
 
 @router.route("POST", _ORDER + "/check", auth=("erp",), body=CheckRequest, responses={200: CheckResult},
@@ -130,23 +125,7 @@ async def release_lock(call: Call) -> Reply:
 async def check(call: Call) -> Reply:
     """Say whether an action is allowed on the order now, with the text to show if not."""
     store_id, order_id = _ids(call)
-    action: Action = call.body.action
-    decision = await call.services.engine.check(store_id, order_id, call.principal.holder(), action)
-    return Reply(200, _check_result(decision.allowed, decision.code, decision.force_allowed, action))
-
-
-def _check_result(allowed: bool, code: Any, force_allowed: bool, action: Action) -> CheckResult:
-    """The CheckResult of a decision, as an ERP terminal reads it."""
-    if allowed:
-        return CheckResult(allowed=True, code=None, message=None, message_en=None, force_allowed=False)
-    # Only a lock request can be repeated with force; dishes cannot be added under a payment or
-    # presettle lock "whoever asks" (SPEC §2), so the remedy the terminal shows is to cancel it.
-    # For an ERP terminal adding dishes and accepting a diner's dishes are the same act (接单).
-    force_allowed = force_allowed and action in ACTION_KIND
-    shown = Action.ACCEPT_ITEMS if action is Action.ADD_ITEMS else action
-    message, message_en = lock_message(code, Role.ERP, shown, force_allowed)
-    return CheckResult(allowed=False, code=str(code), message=message, message_en=message_en,
-                       force_allowed=force_allowed)
+    return Reply(200, await locks_of(call).check(store_id, order_id, call.principal, call.body.action))
 
 
 @router.route("POST", _ORDER + "/payments", auth=("erp",), body=PaymentRequest,
@@ -154,9 +133,4 @@ def _check_result(allowed: bool, code: Any, force_allowed: bool, action: Action)
 async def complete_payment(call: Call) -> Reply:
     """Complete the terminal's own payment: it is the ERP, so check and mark paid are one step."""
     store_id, order_id = _ids(call)
-    payment: PaymentRequest = call.body
-    reply = await call.services.engine.complete(
-        store_id, order_id, call.principal.holder(), token=payment.token,
-        amount_cents=payment.amount_cents, version=payment.version, payment_ref=payment.payment_ref,
-    )
-    return Reply(200, OrderResponse(order=Order.model_validate(reply["order"])))
+    return Reply(200, await locks_of(call).complete(store_id, order_id, call.principal, call.body))

@@ -67,6 +67,18 @@ def _torn_connection(exc: BaseException) -> bool:
             and tb.tb_frame.f_code.co_filename.endswith(("redis/asyncio/connection.py", "redis/connection.py")))
 
 
+#: Redis (or the network to it) failing: 503 UNAVAILABLE, not a bug. CLUSTERDOWN (a shard without a
+#: master mid-failover; MasterDownError is one) and TRYAGAIN (a slot mid-migration) pass once the
+#: cluster settles.
+OUTAGES = (RedisConnectionError, RedisTimeout, BusyLoadingError, ClusterDownError, TryAgainError, ConnectionError,
+           OSError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is unreachable (answered 503 UNAVAILABLE), for non-HTTP callers too."""
+    return isinstance(exc, OUTAGES) or _torn_connection(exc)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Map every exception to its SPEC body; time the request for /metrics."""
@@ -84,10 +96,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         if mapped is None:
             raise
         response = error_response(mapped)
-    # CLUSTERDOWN (a shard without a master mid-failover; MasterDownError is one) and TRYAGAIN
-    # (a slot mid-migration) pass once the cluster settles: unavailable, not a bug.
-    except (RedisConnectionError, RedisTimeout, BusyLoadingError, ClusterDownError, TryAgainError, ConnectionError,
-            OSError):
+    except OUTAGES:
         log.warning("redis unavailable during %s %s", request.method, request.path)
         response = error_response(Unavailable())
     except Exception as exc:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from coordinator.core import views
 from coordinator.core.errors import Forbidden, NotFound, TablelockError, ValidationFailed
 from coordinator.core.rules import Kind
+from coordinator.realtime.liveness import Liveness
 from coordinator.services import SERVICES, Services
 from coordinator.store.auth import Principal
 from coordinator.store.ratelimit import RATE_LIMITER, client_address
@@ -103,14 +104,21 @@ async def authenticate(request: web.Request, services: Services, token: str | No
 
 async def shown_to(error: TablelockError, call: Call) -> None:
     """Put the lock ``error`` carries in the form the caller may see (invariant 6)."""
+    await show_lock(error, call.principal, call.path.get("store_id"), call.services.liveness)
+
+
+async def show_lock(error: TablelockError, principal: Principal | None, store_id: str | None,
+                    liveness: Liveness) -> None:
+    """Put the lock ``error`` carries in the form ``principal`` may see (HTTP and websocket commands)."""
     if not error.lock:
         return
-    principal = call.principal
     if principal is not None and principal.role == "h5":
         error.lock = views.h5_lock(error.lock, principal.session_id)
         return
-    store_id = call.path.get("store_id") or (principal.store_id if principal else None) or ""
-    error.lock = views.staff_lock(error.lock, await call.services.liveness.online(store_id))
+    store_id = store_id or (principal.store_id if principal else None) or ""
+    holder = error.lock.get("holder") or {}
+    seen = "online" in holder or holder.get("role") != "erp"  # the script said (or nothing to say)
+    error.lock = views.staff_lock(error.lock, frozenset() if seen else await liveness.online(store_id))
 
 
 class Router:

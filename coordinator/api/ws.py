@@ -4,7 +4,8 @@ The handler upgrades the request, counts the connect against its address (more t
 ``ws_connect_rate_per_minute``: closed 4429), authenticates the token (a bad token is accepted, then closed
 with 4401; Redis trouble 1013; an unexpected failure 1011; a token that is neither an ERP
 terminal nor an H5 session 1008) and hands the socket to the real-time runtime
-(``Realtime.serve``, realtime/session.py), which owns it until it closes. A socket arriving
+(``Realtime.serve``, realtime/session.py), which owns it until it closes; an ERP terminal's socket
+also takes the commands of ``api/ws_commands.py`` (the lock routes, over the socket). A socket arriving
 while the process shuts down is closed with 1001.
 """
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from coordinator.api.routing import authenticate
+from coordinator.api.ws_commands import WsCommands
 from coordinator.core.errors import RateLimited, Unauthenticated
 from coordinator.realtime.hub import CLOSE_TIMEOUT
 from coordinator.realtime.messages import MAX_FRAME, CloseCode
@@ -87,5 +89,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if principal.role not in ("erp", "h5"):
         await ws.close(code=CloseCode.FORBIDDEN, message=b"no websocket for this token")
         return ws
-    await services.realtime.serve(ws, principal, token, _since(request), request.transport, address)
+    commands = WsCommands(services) if principal.role == "erp" else None
+    await services.realtime.serve(ws, principal, token, _since(request), request.transport, address, commands)
     return ws

@@ -69,6 +69,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
 _FORCE_CONFIRM: dict[str, tuple[str, str]] = {
     "ORDER_LOCKED": ("此订单正在其他机器修改,是否强制解锁并继续?", "This order is being edited on another terminal. Force unlock and continue?"),
     "PAYMENT_LOCKED": ("此订单正在其他机器/顾客端进行结账,现在结账可能导致重复支付,是否确定继续结账?", "This order is being paid on another terminal or by a diner. Paying now may charge it twice. Continue anyway?"),
+    # Not in SPEC §5's table (issue 17): modify / presettle under a presettle lock is forceable for a
+    # terminal, so its dialog asks, as the other force texts do.
+    "PRESETTLED": ("订单已预结,是否强制解除预结并继续?", "The bill has been pre-settled. Force-release the pre-settlement and continue?"),
 }
 _ACCEPT_ITEMS_PAYMENT = ("订单正在其他机器/顾客端进行支付,暂不能接单,如需接单请先取消支付", "The order is being paid on another terminal or by a diner; cancel that payment before accepting dishes")
 
@@ -194,10 +197,25 @@ class StaleVersion(Conflict):
     code = "STALE_VERSION"
 
 
+#: LOCK_LOST per lock kind (issue 17): renewing a lost order or presettle lock is not a payment.
+#: The payment text is SPEC §5's and the default (a completion names no kind).
+LOCK_LOST_BY_KIND: dict[str, tuple[str, str]] = {
+    "order": ("编辑已超时或已被其他终端接管,请重新获取订单后再修改",
+              "The edit lock timed out or was taken over by another terminal; fetch the order again before editing"),
+    "presettle": ("预结已超时或已被其他终端接管,请重新获取订单后再预结",
+                  "The pre-settlement lock timed out or was taken over by another terminal; fetch the order again before pre-settling"),
+    "payment": MESSAGES["LOCK_LOST"],
+}
+
+
 class LockLost(Conflict):
-    """The token does not belong to a live lock any more (expired, forced, released)."""
+    """The token does not belong to a live lock any more (expired, forced, released); text per ``kind``."""
 
     code = "LOCK_LOST"
+
+    def __init__(self, *, kind: str | None = None, **kw: Any) -> None:
+        message, message_en = LOCK_LOST_BY_KIND.get(kind or "payment", MESSAGES["LOCK_LOST"])
+        super().__init__(message, message_en, **kw)
 
 
 class AmountMismatch(Conflict):

@@ -7,13 +7,17 @@ break and the refund tasks to open. It is the twin of ``store/lua/table_op.lua``
 tested against it over generated cases (``tests/test_table_op_rules.py``).
 
 Per order, the first of:
-1. money in flight — a ``payment`` lock in phase ``in_flight`` or ``completing`` (or marked
-   ``completing``): ``PAYMENT_IN_FLIGHT``; forcing is allowed for ERP unless completing (the ERP is
-   confirming that money: nothing may break it), and opens a refund task (``payment_in_flight``);
-2. a share paid (split bill: ``paid_cents > 0``): ``SHARE_PAID``; forcing opens a refund task
+1. money in flight — the whole-order ``payment`` lock in phase ``in_flight`` or ``completing`` (or
+   marked ``completing``): ``PAYMENT_IN_FLIGHT``; forcing is allowed for ERP unless completing (the
+   ERP is confirming that money: nothing may break it), and opens a refund task (``payment_in_flight``);
+2. a split-bill share's payment lock with money in flight (phase ``in_flight`` / ``completing`` or
+   marked ``completing``): ``PAYMENT_IN_FLIGHT``, never forceable — a diner's share is paid or
+   fails on its own, the operation waits for it (the first such share by fence is reported);
+3. a share paid (split bill: ``paid_cents > 0``): ``SHARE_PAID``; forcing opens a refund task
    (``share_paid``) for what was paid;
-3. SPEC §2's ``modify`` rules (``rules.decide``): ``ORDER_LOCKED`` / ``PRESETTLED`` /
-   ``PAYMENT_LOCKED`` (a claimed payment), force for ERP.
+4. SPEC §2's ``modify`` rules (``rules.decide``) over every lock, share locks included (a claimed
+   share is a payment lock): ``ORDER_LOCKED`` / ``PRESETTLED`` / ``PAYMENT_LOCKED``, force for ERP
+   (forced, each claimed share lock is broken like any payment lock).
 The first denied order (in the order given) is the one reported; ``force_allowed`` is true only if
 every denial may be forced. H5 sessions may not move or merge (``FORBIDDEN``).
 """
@@ -29,6 +33,14 @@ MONEY_PHASES = frozenset({"in_flight", "completing"})
 
 
 @dataclass(frozen=True)
+class ShareHold:
+    """A split-bill share's payment lock (SPEC §10) and its payment phase (None / ``claimed`` / ``in_flight`` / ``completing``)."""
+
+    lock: HeldLock
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
 class OrderState:
     """What the rule looks at of one order: its locks, the payment lock's phase, the shares paid."""
 
@@ -38,6 +50,8 @@ class OrderState:
     payment_phase: str | None = None
     #: Split bill: cents already paid on shares of this order (SPEC §10).
     paid_cents: int = 0
+    #: Split bill: the order's share payment locks (slots ``share:<fence>``), by fence ascending.
+    shares: tuple[ShareHold, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,9 @@ def _money(lock: HeldLock, phase: str | None) -> tuple[bool, bool]:
 
 def _one(order: OrderState, actor: Actor, now: int, force: bool) -> tuple[tuple | None, TableOpDecision]:
     """(denial (code, force_allowed, lock) or None, the per-order grant with breaks/refunds/reuse)."""
-    live = [lock for lock in order.locks if lock.live(now)]
-    pay = next((lock for lock in live if lock.kind is Kind.PAYMENT), None)
+    live = [lock for lock in (*order.locks, *(s.lock for s in order.shares)) if lock.live(now)]
+    pay = next((lock for lock in live if lock.kind is Kind.PAYMENT and not lock.share), None)
+    share_money = next((s.lock for s in order.shares if s.lock.live(now) and _money(s.lock, s.phase)[0]), None)
     erp = actor.role is Role.ERP
     refunds: list[tuple[str, str]] = []
     denial = None
@@ -74,6 +89,8 @@ def _one(order: OrderState, actor: Actor, now: int, force: bool) -> tuple[tuple 
         completing = _money(pay, order.payment_phase)[1]
         denial = ("PAYMENT_IN_FLIGHT", erp and not completing, pay)
         refunds.append((order.order_id, "payment_in_flight"))
+    elif share_money is not None:
+        denial = ("PAYMENT_IN_FLIGHT", False, share_money)
     elif order.paid_cents > 0:
         denial = ("SHARE_PAID", erp, None)
     if order.paid_cents > 0:
@@ -104,7 +121,7 @@ def decide_table_op(orders: list[OrderState], actor: Actor, *, now: int, force: 
     if actor.role is not Role.ERP:
         return TableOpDecision(False, code=Code.FORBIDDEN.value)
     if not enforced:
-        orders = [OrderState(o.order_id, (), None, o.paid_cents) for o in orders]
+        orders = [OrderState(o.order_id, (), None, o.paid_cents) for o in orders]  # legacy mode stores no share lock
     denials = []
     grants = []
     for order in orders:

@@ -23,10 +23,13 @@ def _without_token(lock: dict[str, Any]) -> dict[str, Any]:
 
 
 def staff_holder(holder: dict[str, Any], online: set[str] | frozenset[str]) -> dict[str, Any]:
-    """A holder as ERP viewers and admins see it."""
+    """A holder as ERP viewers and admins see it; an ``online`` stored with it (events, lock replies) is kept."""
     if holder.get("role") == "erp":
+        # An event's holders carry ``online`` as it was when the event happened (lib.lua emit), so
+        # the event reads the same live and replayed; ``online`` fills in only for the rest.
+        is_online = holder["online"] if isinstance(holder.get("online"), bool) else holder["terminal_id"] in online
         return {"role": "erp", "terminal_id": holder["terminal_id"], "name": holder.get("name") or "",
-                "online": holder["terminal_id"] in online}
+                "online": is_online}
     if holder.get("role") == "h5":
         return {"role": "h5", "session_id": holder["session_id"]}
     return dict(holder)

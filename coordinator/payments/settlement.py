@@ -105,7 +105,22 @@ class Settlement:
                 await self._keep_erps_copy(store_id, record.order_id, config.erp_rpc_timeout_ms)
             return reply["state"]
         reply = await self.ledger.confirm(store_id, record, paid=True)
+        if not record.share and result.get("version") != record.version:
+            await self._keep_erps_version(store_id, result)
         return reply["state"]
+
+    async def _keep_erps_version(self, store_id: str, result: dict[str, Any]) -> None:
+        """Store the ERP's answer to order.pay when it recorded the payment as a new version.
+
+        The rule (docs/protocol.md A7.4): the ERP answers with the order as it stored it; the
+        coordinator keeps that version. ``pay_confirm`` marked the version it paid; the ERP's newer
+        version follows as ``order.updated``. An older one is the ERP's mistake: logged, not stored.
+        """
+        try:
+            order = ErpOrder.model_validate(result)
+            await self.engine.put_order(store_id, order.order_in(), ERP_ANSWER, erp_answer=True)
+        except (TablelockError, ValueError) as exc:
+            log.warning("order.pay answer for %s/%s not stored: %s", store_id, result.get("order_id"), exc)
 
     async def _keep_erps_copy(self, store_id: str, order_id: str, timeout_ms: int) -> None:
         """After ``ORDER_CLOSED`` to order.pay, store the ERP's closed order (SPEC §12).

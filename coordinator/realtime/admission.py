@@ -36,7 +36,7 @@ class Caps:
     lease_ms: int = 60_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Places:
     """The cap places one admitted socket holds: (sorted set key, member) pairs."""
 

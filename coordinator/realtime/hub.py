@@ -1,9 +1,9 @@
 """Local fan-out: this process's websockets, by store (ERP) and by (store, table) (H5).
 
-Each connection has ONE bounded ``asyncio.Queue`` and ONE writer task, the only code that writes
-to its socket (Home Assistant's websocket_api pattern). ``dispatch`` runs on the event
-listener's task and never awaits a socket: it puts text on queues with ``put_nowait``. A queue
-that is full means a client that cannot keep up: that connection alone is closed with 1013
+``dispatch`` runs on the event listener's task and never awaits a socket: it offers text to each
+connection (connection.py), which writes it at once when nothing is pending, or keeps it in a
+bounded outbox drained by a writer task that exists only while its peer is slow. An outbox that
+is full means a client that cannot keep up: that connection alone is closed with 1013
 (``CloseCode.TRY_AGAIN_LATER``; it resumes with ``since``) and nobody else waits for it.
 
 An event is serialised once per audience, not once per socket: once for the store's ERP
@@ -20,24 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import Any, Coroutine
 
-from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from coordinator import metrics
 from coordinator.core import views
 from coordinator.core.errors import Unauthenticated
+from coordinator.realtime.connection import PING, Connection, OutboxFull
 from coordinator.realtime.liveness import Liveness
 from coordinator.realtime.messages import CloseCode, dumps, event_text
 from coordinator.realtime.pubsub import publish_control
-from coordinator.store.auth import Authenticator, Principal
+from coordinator.store.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
-#: Queue marker: the writer sends a protocol ping.
-PING = "__ping__"
 #: Bound on closing one socket (close frame + the peer's answer); then the transport is aborted.
 CLOSE_TIMEOUT = 5.0
 #: How many Redis calls one heartbeat runs at once.
@@ -54,43 +51,6 @@ DROPPED = Counter(
 
 class HubClosed(Exception):
     """The hub is shutting down and takes no new connections."""
-
-
-class Connection:
-    """One websocket: who is on it, its queue and its writer."""
-
-    def __init__(self, ws: web.WebSocketResponse, principal: Principal, token: str | None, queue_size: int,
-                 transport: asyncio.BaseTransport | None = None) -> None:
-        self.ws = ws
-        self.principal = principal
-        self.token = token
-        self.transport = transport
-        self.conn_id = secrets.token_hex(8)
-        self.queue: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue(queue_size)
-        #: Highest event seq this client has (from the snapshot/replay, then live).
-        self.sent_seq = 0
-        self.writer: asyncio.Task | None = None
-        self.started = False
-        self.closing = False
-        self.close_code: int | None = None
-
-    @property
-    def store_id(self) -> str:
-        """The store this socket watches."""
-        return self.principal.store_id or ""
-
-    @property
-    def staff(self) -> bool:
-        """True for an ERP terminal (whole store), False for an H5 session (one table)."""
-        return self.principal.role == "erp"
-
-    @property
-    def client_id(self) -> str:
-        """The terminal id (ERP) or session id (H5) of the client."""
-        return (self.principal.terminal_id if self.staff else self.principal.session_id) or ""
-
-    def __repr__(self) -> str:
-        return f"<Connection {self.conn_id} {self.principal.role} {self.store_id}/{self.client_id}>"
 
 
 class Hub:
@@ -196,18 +156,15 @@ class Hub:
         return True
 
     def start(self, conn: Connection, sent_seq: int) -> None:
-        """The client has everything up to ``sent_seq``: start its writer on the queued events."""
+        """The client has everything up to ``sent_seq``: write the live events that queued up meanwhile."""
         conn.sent_seq = sent_seq
-        conn.started = True
-        conn.writer = self.spawn(self._write(conn), f"tablelock-ws-writer-{conn.conn_id}")
+        conn.start(self.spawn)
 
     async def finish(self, conn: Connection) -> bool:
         """The socket is done: unregister it and stop its writer; True when its store has no local socket left."""
         unwatched = self.unregister(conn)
         conn.closing = True
-        if conn.writer is not None:
-            conn.writer.cancel()
-            await asyncio.gather(conn.writer, return_exceptions=True)
+        await conn.stop_writer()
         return unwatched
 
     # --- fan-out --------------------------------------------------------------------------
@@ -259,33 +216,12 @@ class Hub:
         return self._offer(conn, None, text)
 
     def _offer(self, conn: Connection, seq: int | None, text: str) -> bool:
-        if conn.closing:
-            return False
         try:
-            conn.queue.put_nowait((seq, text))
-        except asyncio.QueueFull:
-            log.info("dropping slow websocket %r (queue of %d full)", conn, conn.queue.maxsize)
+            return conn.offer(seq, text, self.spawn)
+        except OutboxFull:
+            log.info("dropping slow websocket %r (outbox of %d full)", conn, conn.queue_size)
             self.drop(conn, CloseCode.TRY_AGAIN_LATER, "slow consumer")
             return False
-        return True
-
-    async def _write(self, conn: Connection) -> None:
-        ws = conn.ws
-        try:
-            while True:
-                seq, text = await conn.queue.get()
-                if text is PING:
-                    await ws.ping()
-                    continue
-                if seq is not None:
-                    if seq <= conn.sent_seq:
-                        continue  # already in the snapshot or replay
-                    conn.sent_seq = seq
-                await ws.send_str(text)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the socket broke under us; the reader sees it too
-            log.debug("writer of %r stopped: %s", conn, exc)
 
     # --- closing --------------------------------------------------------------------------
 
@@ -299,9 +235,7 @@ class Hub:
         return self.spawn(self._close(conn, code, reason), settle=True)
 
     async def _close(self, conn: Connection, code: int, reason: str) -> None:
-        if conn.writer is not None:
-            conn.writer.cancel()
-            await asyncio.gather(conn.writer, return_exceptions=True)
+        await conn.stop_writer()
         try:
             # drain=False: a slow consumer's buffer may never drain; the close frame queues behind it.
             await asyncio.wait_for(conn.ws.close(code=code, message=reason.encode(), drain=False), CLOSE_TIMEOUT)
@@ -320,6 +254,7 @@ class Hub:
             self.drop(conn, CloseCode.RESYNC, "resync")
 
     def _close_terminal(self, store_id: str, terminal_id: str) -> int:
+        self.auth.cache.invalidate(store_id, terminal_id)  # revoked: no cached record may outlive it
         conns = list(self._terminals.get((store_id, terminal_id), {}))
         for conn in conns:
             self.drop(conn, CloseCode.UNAUTHENTICATED, "revoked")
@@ -367,7 +302,7 @@ class Hub:
         async def check(conn: Connection) -> None:
             async with limit:
                 try:
-                    await self.auth.authenticate(conn.token, now)
+                    await self.auth.authenticate(conn.token, now, fresh=True)
                 except Unauthenticated:
                     self.drop(conn, CloseCode.UNAUTHENTICATED, "revoked")
                     return

@@ -35,11 +35,11 @@ from redis.exceptions import RedisError
 from coordinator import metrics
 from coordinator.store import keys
 from coordinator.store.auth import Principal
-from coordinator.store.engine import SYSTEM, LockEngine
+from coordinator.store.engine import PRESENCE_STALE_MS, SYSTEM, LockEngine
 
 log = logging.getLogger(__name__)
 
-STALE_MS = 30_000
+STALE_MS = PRESENCE_STALE_MS
 
 STALE_TERMINALS = Counter(
     "tablelock_sweeper_stale_terminals_total", "Terminals found offline because their process died",

@@ -5,9 +5,12 @@
     snapshot  {seq, orders, locks}           rpc_result  {id, result}
     event     {seq, ts, name, store_id,      rpc_error   {id, error: {code, message}}
                table_id, order_id, data}
-    rpc       {id, method, params}
-    pong      {id?}
-    error     {id?, error: SPEC Error}
+    rpc       {id, method, params}           ERP commands (docs/protocol.md A15), each
+    pong      {id?}                            {id, store_id?, order_id, ...the HTTP body}:
+    error     {id?, error: SPEC Error}         lock.acquire  lock.renew  lock.release
+    result    {id, success: true, result}      order.check   payment.complete
+              {id, success: false,
+               error: SPEC Error + status}
 
 The adapters are built once at import. Incoming frames are parsed straight from the raw text
 with ``CLIENT_MESSAGE.validate_json``. Outgoing messages come from the pure builders below; an
@@ -24,8 +27,18 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from coordinator.core.errors import MESSAGES
-from coordinator.core.models import ErrorDetail, Lock, Order
+from coordinator.core.errors import MESSAGES, TablelockError
+from coordinator.core.models import (
+    CheckRequest,
+    ErrorDetail,
+    Lock,
+    LockRequest,
+    Order,
+    PaymentRequest,
+    TokenBody,
+)
+from coordinator.core.models.base import Body, Id
+from coordinator.core.rules import Kind
 
 #: Largest text frame the server reads as a message; a larger one (up to ``MAX_FRAME``) is
 #: answered with a VALIDATION_ERROR, beyond ``MAX_FRAME`` aiohttp closes with 1009.
@@ -83,6 +96,10 @@ class Hello(BaseModel):
     #: The terminal id of an ERP terminal, the session id of an H5 session (its own).
     client_id: str
     seq: int
+    #: What follows hello (issue 17): one ``snapshot``, or ``replay_count`` replayed ``event``
+    #: messages (none when nothing was missed); live events come after either.
+    resume: Literal["snapshot", "replay"] = "snapshot"
+    replay_count: int = 0
 
 
 class Snapshot(BaseModel):
@@ -131,8 +148,24 @@ class ErrorMessage(BaseModel):
     error: ErrorDetail
 
 
+class ResultError(ErrorDetail):
+    """A refused command: the SPEC error body the HTTP route gives, and that route's status."""
+
+    status: int
+
+
+class Result(BaseModel):
+    """The answer to one ERP command: ``result`` (the HTTP body) when it succeeded, else ``error``."""
+
+    type: Literal["result"] = "result"
+    id: MessageId
+    success: bool
+    result: dict[str, Any] | None = None
+    error: ResultError | None = None
+
+
 ServerMessage = Annotated[
-    Union[Hello, Snapshot, Event, RpcRequest, Pong, ErrorMessage], Field(discriminator="type")
+    Union[Hello, Snapshot, Event, RpcRequest, Pong, ErrorMessage, Result], Field(discriminator="type")
 ]
 
 
@@ -175,9 +208,60 @@ class RpcError(ClientBase):
     error: RpcErrorBody
 
 
-ClientMessage = Annotated[Union[Ping, RpcResult, RpcError], Field(discriminator="type")]
+class Command(Body):
+    """An ERP terminal's request over its socket: the HTTP route's body, its path ids and an ``id``.
 
-CLIENT_MESSAGE: TypeAdapter[Ping | RpcResult | RpcError] = TypeAdapter(ClientMessage)
+    Strict as the HTTP bodies are (unknown fields refused). ``store_id`` may be left out: it is the
+    terminal's own store; when given it must be (as the HTTP path's ``{store_id}``).
+    """
+
+    id: MessageId
+    store_id: Id | None = None
+    order_id: Id
+
+
+class LockAcquire(Command, LockRequest):
+    """``POST .../locks``: take an order, presettle or payment lock."""
+
+    type: Literal["lock.acquire"]
+
+
+class LockRenew(Command, TokenBody):
+    """``POST .../locks/{kind}/renew``."""
+
+    type: Literal["lock.renew"]
+    kind: Kind
+
+
+class LockRelease(Command, TokenBody):
+    """``POST .../locks/{kind}/release``."""
+
+    type: Literal["lock.release"]
+    kind: Kind
+
+
+class OrderCheck(Command, CheckRequest):
+    """``POST .../check``: may the action be done on the order now."""
+
+    type: Literal["order.check"]
+
+
+class PaymentComplete(Command, PaymentRequest):
+    """``POST .../payments``: complete the terminal's own payment."""
+
+    type: Literal["payment.complete"]
+
+
+ErpCommand = Union[LockAcquire, LockRenew, LockRelease, OrderCheck, PaymentComplete]
+#: The ``type`` of every command: a message of one of these types is always answered with a ``result``.
+COMMAND_TYPES = frozenset(("lock.acquire", "lock.renew", "lock.release", "order.check", "payment.complete"))
+
+ClientMessage = Annotated[
+    Union[Ping, RpcResult, RpcError, LockAcquire, LockRenew, LockRelease, OrderCheck, PaymentComplete],
+    Field(discriminator="type"),
+]
+
+CLIENT_MESSAGE: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 SERVER_MESSAGE: TypeAdapter[Any] = TypeAdapter(ServerMessage)
 
 
@@ -197,9 +281,11 @@ def event_text(view: dict[str, Any]) -> str:
     return dumps({"type": "event", **{k: view.get(k) for k in _EVENT_FIELDS}})
 
 
-def hello_text(role: str, client_id: str, seq: int) -> str:
-    """The wire text of ``hello``."""
-    return Hello(role=role, client_id=client_id, seq=seq).model_dump_json()
+def hello_text(role: str, client_id: str, seq: int, replay_count: int | None = None) -> str:
+    """The wire text of ``hello``: a snapshot follows, or (``replay_count`` given) that many replayed events."""
+    resume = "snapshot" if replay_count is None else "replay"
+    return Hello(role=role, client_id=client_id, seq=seq, resume=resume,
+                 replay_count=replay_count or 0).model_dump_json()
 
 
 def snapshot_text(seq: int, orders: list[dict[str, Any]], locks: list[dict[str, Any]]) -> str:
@@ -219,6 +305,17 @@ def error_text(code: str, *, message_id: int | str | None = None, details: list[
     detail = ErrorDetail(code=code, message=zh, message_en=en, force_allowed=False, lock=None, order=None,
                          details=details)
     return ErrorMessage(id=message_id, error=detail).model_dump_json()
+
+
+def result_text(message_id: int | str, body: BaseModel) -> str:
+    """The wire text of a successful command: ``result`` is the HTTP route's body, byte for byte."""
+    return f'{{"type":"result","id":{dumps(message_id)},"success":true,"result":{body.model_dump_json()}}}'
+
+
+def result_error_text(message_id: int | str, error: TablelockError) -> str:
+    """The wire text of a refused command: the HTTP route's SPEC error body and its ``status``."""
+    body = {**error.body()["error"], "status": error.status}
+    return dumps({"type": "result", "id": message_id, "success": False, "error": body})
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:

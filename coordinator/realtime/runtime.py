@@ -29,7 +29,7 @@ from coordinator.realtime.liveness import Liveness, MasterRegistry
 from coordinator.realtime.messages import CloseCode
 from coordinator.realtime.pubsub import Subscriber
 from coordinator.realtime.rpc import ErpRpc
-from coordinator.realtime.session import Session
+from coordinator.realtime.session import CommandRunner, Session
 from coordinator.realtime.stream import EventStream
 from coordinator.realtime.sweeper import Sweeper
 from coordinator.settings import Settings
@@ -45,6 +45,8 @@ class Realtime:
         redis = engine.redis
         self.settings = settings
         self.subscriber = Subscriber(subscriber_urls(settings.redis_url or "", redis))
+        # The terminal cache is trusted while revocations reach this process (store/auth_cache.py).
+        auth.cache.link = lambda: self.subscriber.subscriptions if self.subscriber.subscribed.is_set() else None
         self.liveness = Liveness(engine, MasterRegistry(redis, engine.now))
         self.hub = Hub(redis, self.liveness, auth, heartbeat_seconds=settings.ws_heartbeat_seconds)
         self.stream = EventStream(redis, self.subscriber, self.hub, engine.scripts,
@@ -55,6 +57,12 @@ class Realtime:
             per_address=settings.ws_per_address, lease_ms=settings.ws_slot_ttl_seconds * 1000))
         #: None when the app runs without expiry (a test of the scripts' own expiry checks).
         self.sweeper = Sweeper(engine) if sweeper else None
+        if self.sweeper is not None:
+            auth.clock = self.sweeper.clock.reading  # kept in step with Redis by the expiry loop (every 5 s)
+            # The N workers of one `serve --workers N` each poll the due index N times less often:
+            # together they poll Redis as often as one process, and a due lock is still caught as
+            # soon (whichever worker polls first expires it; the script makes that exactly once).
+            self.sweeper.max_sleep *= settings.workers
 
     async def start(self) -> None:
         """Start every part, in build order."""
@@ -82,8 +90,12 @@ class Realtime:
 
     async def serve(self, ws: web.WebSocketResponse, principal: Principal, token: str | None,
                     since: int | None, transport: asyncio.BaseTransport | None = None,
-                    address: str = "unknown") -> None:
-        """Serve one authenticated websocket until it closes (1008 when a socket cap is full)."""
+                    address: str = "unknown", commands: CommandRunner | None = None) -> None:
+        """Serve one authenticated websocket until it closes (1008 when a socket cap is full).
+
+        ``commands`` runs the ERP commands the socket sends (the API layer's, over the same
+        services as HTTP); without it they are refused as an unknown type.
+        """
         conn = Connection(ws, principal, token, self.settings.ws_queue_size, transport)
         try:
             places = await self.admission.admit(principal, address, conn.conn_id)
@@ -100,7 +112,7 @@ class Realtime:
                 await ws.close(code=CloseCode.GOING_AWAY, message=b"shutting down")
                 return
             session = Session(conn, hub=self.hub, stream=self.stream, liveness=self.liveness, rpc=self.rpc,
-                              max_replay=self.settings.ws_replay_max_events)
+                              max_replay=self.settings.ws_replay_max_events, commands=commands)
             await session.run(since)
         finally:
             await asyncio.shield(self.admission.release(places))

@@ -4,21 +4,28 @@ the number of coordinator processes. (Terminals whose process died: liveness.py.
 Every process runs the same loop; nothing is elected. Exactly-once comes from ``expire.lua``: the
 lock is deleted in the same atomic step that emits its event, so the second caller finds nothing.
 
-Indexes: ``tl:{s}:active`` (order -> earliest expiry of its locks, kept by every script) and the
-global ``tl:due`` (store -> earliest expiry in the store). Scripts only ever move a store's due
-time earlier (``ZADD LT``, engine.run); the sweeper sets it back to the truth after a sweep.
+Indexes: ``tl:{s}:active`` (order -> earliest expiry of its locks, kept by every script: the
+store's own due set, in its slot) and the global ``tl:due`` (store -> a time no later than the
+store's earliest expiry). ``tl:due`` is in no store's Cluster slot, so no script writes it: a
+script reports ``wake`` when it moved its store's earliest expiry earlier (or made one appear),
+and only then does engine.run send ``ZADD tl:due LT`` (issue 18: most lock requests make one
+round trip). Invariant: tl:due[s] <= min(active[s]) once the writes in flight land; a script that
+does not lower the minimum keeps it. The sweeper sets the entry back to the truth after a sweep.
 That re-index races with an acquire on another process, hence two steps:
 
     sweeper                                   acquire (another process)
     1 ZRANGE active 0 0  -> none
-                                              script: active[o] = E
+                                              script: active[o] = E, wake = E
                                               ZADD tl:due LT E store     (store is there: lowered)
     2 ZREM tl:due store                       <- E is lost from tl:due here ...
     3 ZRANGE active 0 0  -> E
     4 ZADD tl:due LT E store                  ... and restored here
 
-Any write after step 3 is an acquire's own ``ZADD LT``, which needs no help. A due time that
-ends up too early only wakes a sweeper for nothing; it then re-indexes the store.
+Any write after step 3 either lowers the minimum step 3 saw (and sends its own ``ZADD LT``) or
+does not (and step 4's entry is early enough). A due time that ends up too early only wakes a
+sweeper for nothing; it then re-indexes the store. A process that dies between a script and its
+``ZADD`` leaves a store missing from tl:due: ``reconcile`` walks the store list (a batch per
+second, as liveness.py does) and puts every store's earliest expiry back with ``ZADD LT``.
 
 Time is the Redis server clock (``RedisClock``: an offset to the local monotonic clock measured
 with TIME every few seconds), so processes agree on when a lock is due. The loop sleeps until
@@ -73,6 +80,10 @@ class RedisClock:
         if self._offset is None or time.monotonic() - self._measured_at >= self.refresh_seconds:
             await self.sync()
 
+    def reading(self) -> int | None:
+        """Redis time now in Unix ms, or None before the first ``sync``."""
+        return None if self._offset is None else self.now()
+
     def now(self) -> int:
         """Redis time now, in Unix ms (call ``sync`` once first)."""
         assert self._offset is not None, "RedisClock.sync() first"
@@ -89,6 +100,8 @@ class Sweeper:
         max_sleep: float = 0.025,
         batch: int = 100,
         concurrency: int = 16,
+        reconcile_interval: float = 1.0,
+        reconcile_batch: int = 500,
     ) -> None:
         self.engine = engine
         self.redis = engine.redis
@@ -96,6 +109,9 @@ class Sweeper:
         self.max_sleep = max_sleep
         self.batch = batch
         self._limit = asyncio.Semaphore(concurrency)
+        self.reconcile_interval = reconcile_interval
+        self.reconcile_batch = reconcile_batch
+        self._cursor = 0
         self._running = False
         self._tasks: list[asyncio.Task] = []
 
@@ -105,7 +121,8 @@ class Sweeper:
         """Start the expiry loop."""
         await self.clock.sync()
         self._running = True
-        self._tasks = [asyncio.create_task(self._expiry_loop(), name="tablelock-sweeper")]
+        self._tasks = [asyncio.create_task(self._expiry_loop(), name="tablelock-sweeper"),
+                       asyncio.create_task(self._reconcile_loop(), name="tablelock-due-reconcile")]
 
     async def stop(self) -> None:
         """Stop the loop and wait for it."""
@@ -174,3 +191,29 @@ class Sweeper:
         again = await self.redis.zrange(keys.active(store_id), 0, 0, withscores=True)
         if again:
             await self.redis.zadd(keys.DUE, {store_id: again[0][1]}, lt=True)
+
+    # --- the global index, healed -----------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.reconcile_interval)
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("due-index reconcile failed", exc_info=True)
+
+    async def reconcile(self) -> int:
+        """Put the next batch of stores' earliest expiries into tl:due (LT: never later); returns stores seen."""
+        self._cursor, members = await self.redis.sscan(keys.STORES, cursor=self._cursor, count=self.reconcile_batch)
+        stores = [m.decode() for m in members]
+        if not stores:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for store_id in stores:
+            pipe.zrange(keys.active(store_id), 0, 0, withscores=True)
+        due = {store: first[0][1] for store, first in zip(stores, await pipe.execute()) if first}
+        if due:
+            await self.redis.zadd(keys.DUE, due, lt=True)
+        return len(stores)

@@ -20,11 +20,12 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Literal
 
 from coordinator.core.errors import Unauthenticated
 from coordinator.store import keys
+from coordinator.store.auth_cache import TerminalCache
 from coordinator.store.follow import followed_table
 
 Role = Literal["admin", "erp", "h5"]
@@ -44,6 +45,8 @@ class Principal:
     expires_at: int | None = None
     #: H5 only: the store's event seq when the session began; older events are an earlier party's.
     since_seq: int = 0
+    #: ERP only: the stored hash of the token's secret, which the lock scripts check again (lib.lua authentic).
+    credential: str | None = field(default=None, repr=False, compare=False)
 
     def holder(self) -> dict[str, Any]:
         """The holder dict this caller puts on the locks it takes."""
@@ -99,6 +102,11 @@ class Authenticator:
         self._admin = admin_token.encode()
         self._key = secret_key.encode()
         self.session_ttl_ms = session_ttl_ms
+        #: Terminal records (auth_cache.py); trusted once realtime/runtime.py links it to pub/sub.
+        self.cache = TerminalCache()
+        #: A local reading of the Redis clock (realtime/sweeper.py RedisClock), set by the runtime:
+        #: an H5 session's expiry is then checked without a TIME round trip. None: ask ``now``.
+        self.clock: Callable[[], int | None] | None = None
 
     def new_session(self, store_id: str, table_id: str, now: int, since_seq: int = 0) -> tuple[str, str, int]:
         """A session token bound to one table and begun at event ``since_seq``: (token, session_id, expires_at)."""
@@ -107,11 +115,13 @@ class Authenticator:
         payload = f"h5~{store_id}~{table_id}~{session_id}~{expires_at}~{since_seq}"
         return f"{payload}~{_mac(self._key, payload)}", session_id, expires_at
 
-    async def authenticate(self, token: str | None, now: int | Callable[[], Awaitable[int]]) -> Principal:
+    async def authenticate(self, token: str | None, now: int | Callable[[], Awaitable[int]], *,
+                           fresh: bool = False) -> Principal:
         """The Principal behind ``token``; raises Unauthenticated.
 
         ``now`` may be a clock to call: only H5 session tokens need the time (their expiry), so a
         terminal's request does not pay a Redis TIME round trip for nothing (bench/README.md, P1).
+        ``fresh``: read the terminal's record from Redis, not the cache (the heartbeat's re-check).
         """
         if not token:
             raise Unauthenticated()
@@ -119,22 +129,29 @@ class Authenticator:
             return Principal(role="admin")
         parts = token.split("~")
         if parts[0] == "erp" and len(parts) == 4:
-            return await self._terminal(*parts[1:])
+            return await self._terminal(*parts[1:], fresh=fresh)
         if parts[0] == "h5" and len(parts) == 7:
-            return await self._followed(self._session(parts, now if isinstance(now, int) else await now()))
+            if not isinstance(now, int):
+                local = self.clock() if self.clock is not None else None
+                now = local if local is not None else await now()
+            return await self._followed(self._session(parts, now))
         raise Unauthenticated()
 
-    async def _terminal(self, store_id: str, terminal_id: str, secret: str) -> Principal:
-        raw = await self.redis.hget(keys.terminals(store_id), terminal_id) if store_id else None
-        if raw is None:
-            hmac.compare_digest(hash_secret(secret), hash_secret(""))  # same work either way
-            raise Unauthenticated()
-        record = json.loads(raw)
+    async def _terminal(self, store_id: str, terminal_id: str, secret: str, *, fresh: bool = False) -> Principal:
+        record = None if fresh else self.cache.get(store_id, terminal_id)
+        if record is None:
+            ticket = self.cache.begin()
+            raw = await self.redis.hget(keys.terminals(store_id), terminal_id) if store_id else None
+            if raw is None:
+                hmac.compare_digest(hash_secret(secret), hash_secret(""))  # same work either way
+                raise Unauthenticated()
+            record = json.loads(raw)
+            self.cache.put(store_id, terminal_id, record, ticket)
         if not hmac.compare_digest(hash_secret(secret), record["token_hash"]):
             raise Unauthenticated()
         return Principal(
             role="erp", store_id=store_id, terminal_id=terminal_id, name=record["name"],
-            master=bool(record.get("master")),
+            master=bool(record.get("master")), credential=record["token_hash"],
         )
 
     async def _followed(self, principal: Principal) -> Principal:

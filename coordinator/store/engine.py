@@ -17,7 +17,7 @@ import secrets
 from typing import Any, Callable
 
 from coordinator import metrics
-from coordinator.core.errors import BY_CODE, LockConflict, TablelockError
+from coordinator.core.errors import BY_CODE, LockConflict, LockLost, TablelockError
 from coordinator.core.models import OrderIn, StoreConfig
 from coordinator.core.rules import Action, Actor, Decision, HeldLock, Kind, Role, decide
 from coordinator.core.tables import current_order
@@ -28,6 +28,8 @@ from coordinator.store.scripts import Scripts
 log = logging.getLogger(__name__)
 
 SYSTEM = {"role": "system"}
+#: A terminal is online while a presence entry of it is younger than this (realtime/liveness.py).
+PRESENCE_STALE_MS = 30_000
 _LOCK_CODES = {"ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED"}
 
 
@@ -97,19 +99,25 @@ class LockEngine:
     async def run(
         self, name: str, store_id: str, extra_keys: list[str], args: list[Any], actor: dict[str, Any]
     ) -> dict[str, Any]:
-        """Run lock script ``name`` with the common KEYS/ARGV of lib.lua; keep the sweeper's due index."""
+        """Run lock script ``name`` with the common KEYS/ARGV of lib.lua; keep the sweeper's due index.
+
+        The global index ``tl:due`` cannot be in a store's script (another Cluster slot), so it is
+        written here, and only when the script says the store's earliest expiry moved earlier
+        (``wake``): otherwise its entry is already early enough, and the request costs one round trip.
+        """
         raw = await self.scripts.by_name(name)(
-            keys=[*keys.common(store_id), *extra_keys],
+            # The presence zset last: events get their ERP holders' ``online`` in Lua (lib.lua).
+            keys=[*keys.common(store_id), *extra_keys, keys.presence(store_id)],
             args=[
                 store_id, keys.live(store_id), self._event_retention, self._audit_retention,
                 compact(actor), *args,
             ],
         )
         reply = json.loads(raw)
-        due = reply.get("due", -1)
-        if due is not None and due >= 0:
+        wake = reply.get("wake")
+        if wake is not None:
             # LT: only ever move the store's wake-up time earlier (see sweeper.py).
-            await self.redis.zadd(keys.DUE, {store_id: due}, lt=True)
+            await self.redis.zadd(keys.DUE, {store_id: wake}, lt=True)
         return reply
 
     async def _replicated(self, store_id: str, order_id: str, reply: dict[str, Any]) -> None:
@@ -145,7 +153,8 @@ class LockEngine:
             metrics.FORCED.labels(broken).inc()
 
     async def _raise(
-        self, store_id: str, reply: dict[str, Any], actor: dict[str, Any], action: Action | None
+        self, store_id: str, reply: dict[str, Any], actor: dict[str, Any], action: Action | None,
+        kind: Kind | None = None,
     ) -> None:
         code = reply.get("err")
         if code is None:
@@ -156,6 +165,8 @@ class LockEngine:
         if code in _LOCK_CODES:
             role = Role(actor["role"]) if actor.get("role") in ("erp", "h5") else Role.ERP
             raise LockConflict(code, role, action, force_allowed=reply.get("force_allowed", False), **extra)
+        if code == "LOCK_LOST" and kind is not None:
+            raise LockLost(kind=kind.value, **extra)  # the text names the lock that was lost
         cls: type[TablelockError] = BY_CODE[code]
         raise cls(**extra)
 
@@ -214,17 +225,29 @@ class LockEngine:
 
     # --- locks ----------------------------------------------------------------------------
 
+    @staticmethod
+    def _seen(store_id: str, credential: str | None, online: bool) -> tuple[list[str], list[Any]]:
+        """The optional KEYS/ARGV of acquire and renew: the terminal's check, the holders' presence."""
+        return [keys.terminals(store_id)], [credential or "", "1" if online else ""]
+
     async def acquire(
         self, store_id: str, order_id: str, actor: dict[str, Any], kind: Kind, *,
-        force: bool = False, expected_version: int | None = None,
+        force: bool = False, expected_version: int | None = None, credential: str | None = None,
+        online: bool = False,
     ) -> tuple[dict, bool]:
-        """Take a lock; returns (lock with token, enforced) or raises the denial."""
+        """Take a lock; returns (lock with token, enforced) or raises the denial.
+
+        ``credential``: the ERP terminal's token hash, checked again in the script (revocation wins
+        over any cache). ``online``: the locks of the reply (or the denial) carry ``holder.online``.
+        """
         action = {Kind.ORDER: Action.MODIFY, Kind.PRESETTLE: Action.PRESETTLE, Kind.PAYMENT: Action.PAY}[kind]
+        more_keys, more_args = self._seen(store_id, credential, online)
         reply = await self.run(
             "acquire", store_id,
-            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id)],
+            [keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id), *more_keys],
             [order_id, action.value, "1" if force else "0",
-             "" if expected_version is None else expected_version, self.new_token(), self.defaults_json],
+             "" if expected_version is None else expected_version, self.new_token(), self.defaults_json,
+             *more_args],
             actor,
         )
         self._observe(kind.value, "acquire", reply)
@@ -232,22 +255,27 @@ class LockEngine:
         await self._replicated(store_id, order_id, reply)
         return reply["lock"], reply["enforced"]
 
-    async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> dict:
-        """Extend an ERP lock; raises LockLost when the token holds nothing."""
+    async def renew(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any], *,
+                    credential: str | None = None, online: bool = False) -> dict:
+        """Extend an ERP lock; raises LockLost when the token holds nothing (``credential``, ``online``: acquire)."""
+        more_keys, more_args = self._seen(store_id, credential, online)
         reply = await self.run(
-            "renew", store_id, [keys.locks(store_id, order_id), keys.config(store_id)],
-            [order_id, kind.value, token, self.defaults_json], actor,
+            "renew", store_id, [keys.locks(store_id, order_id), keys.config(store_id), *more_keys],
+            [order_id, kind.value, token, self.defaults_json, *more_args], actor,
         )
         self._observe(kind.value, "renew", reply)
-        await self._raise(store_id, reply, actor, None)
+        await self._raise(store_id, reply, actor, None, kind)
         return reply["lock"]
 
-    async def release(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any]) -> bool:
-        """Give a lock back; False when the token holds nothing releasable."""
+    async def release(self, store_id: str, order_id: str, kind: Kind, token: str, actor: dict[str, Any], *,
+                      credential: str | None = None) -> bool:
+        """Give a lock back; False when the token holds nothing releasable (``credential``: acquire)."""
         reply = await self.run(
-            "release", store_id, [keys.locks(store_id, order_id)], [order_id, kind.value, token], actor
+            "release", store_id, [keys.locks(store_id, order_id), keys.terminals(store_id)],
+            [order_id, kind.value, token, credential or ""], actor,
         )
         self._observe(kind.value, "release", reply)
+        await self._raise(store_id, reply, actor, None)
         return reply["released"]
 
     async def expire(self, store_id: str, order_id: str) -> int:
@@ -286,18 +314,24 @@ class LockEngine:
         out = [json.loads(v) for raw in results for v in raw.values()]
         return sorted((l for l in out if l["expires_at"] > now), key=lambda l: (l["order_id"], l["kind"]))
 
-    async def check(self, store_id: str, order_id: str, actor: dict[str, Any], action: Action) -> Decision:
-        """Ask the pure rules about ``action`` on the order as it is now (nothing changes)."""
-        order, locks = await self.get_order(store_id, order_id)
+    async def check(self, store_id: str, order_id: str, actor: dict[str, Any], action: Action, *,
+                    credential: str | None = None) -> Decision:
+        """Ask the pure rules about ``action`` on the order as it is now (nothing changes; one script)."""
+        seen = json.loads(await self.scripts.peek(
+            keys=[keys.order(store_id, order_id), keys.locks(store_id, order_id), keys.config(store_id),
+                  keys.terminals(store_id)],
+            args=[actor.get("terminal_id") or "", credential or ""],
+        ))
+        if not seen["auth"]:
+            raise BY_CODE["UNAUTHENTICATED"]()
+        order, now = seen["order"], seen["now"]
         if order is None:
             raise BY_CODE["NOT_FOUND"]()
         if order["status"] != "open":
             raise BY_CODE["ORDER_CLOSED"](order=order)
-        config = await self.config(store_id)
-        return decide(
-            [held_lock(l) for l in locks], rules_actor(actor), action,
-            now=await self.now(), enforced=config.strong_link_enabled,
-        )
+        enforced = seen["config"].get("strong_link_enabled", self.defaults.strong_link_enabled)
+        return decide([held_lock(l) for l in seen["locks"] if l["expires_at"] > now], rules_actor(actor), action,
+                      now=now, enforced=bool(enforced))
 
     # --- payments -------------------------------------------------------------------------
 

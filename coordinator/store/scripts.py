@@ -35,7 +35,7 @@ LOCK_SCRIPTS = (
     "share_claim", "share_pay",
 )
 #: Scripts sent without the prelude: they touch only the keys their callers pass.
-STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot")
+STANDALONE_SCRIPTS = ("snapshot", "ratelimit", "claim_release", "ws_slot", "peek")
 
 
 def _read(name: str) -> str:
@@ -78,6 +78,7 @@ class Scripts:
     table_op: AsyncScript
     share_claim: AsyncScript
     share_pay: AsyncScript
+    peek: AsyncScript
 
     @classmethod
     def register(cls, redis: Any, *, prelude: str = "") -> Scripts:

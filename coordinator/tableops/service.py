@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator.core.errors import NotFound, OrderOpen, StaleVersion, ValidationFailed
+from coordinator.core.table_ops import MONEY_PHASES
 from coordinator.realtime.erp_answers import ErpMerge, ErpOrder, unreachable
 from coordinator.store.engine import LockEngine
 from coordinator.store.tableops import TableOps
@@ -56,9 +57,20 @@ class TableOperations:
             return stale.order or {}
         return stored
 
+    async def _share_in_flight(self, store_id: str, order_ids: list[str]) -> bool:
+        """Whether any of the orders has a split-bill share lock with money on its way (SPEC §10)."""
+        for order_id in order_ids:
+            _, locks = await self.engine.get_order(store_id, order_id)
+            for lock in locks:
+                if lock.get("share") and (lock.get("completing") or lock.get("phase") in MONEY_PHASES):
+                    return True
+        return False
+
     async def _run(self, store_id: str, operation: str, order_ids: list[str], actor: dict[str, Any],
                    force: bool, method: str, params: dict[str, Any]) -> tuple[dict, dict]:
-        if force and self.vet_force is not None:
+        # A share's money in flight is never forced (table_op.lua refuses it outright): the provider is
+        # not asked, so no diner's share trade is closed for an operation that cannot happen.
+        if force and self.vet_force is not None and not await self._share_in_flight(store_id, order_ids):
             for order_id in order_ids:
                 await self.vet_force(store_id, order_id)
         begun = await self.ops.begin(store_id, operation, order_ids, actor, force=force)

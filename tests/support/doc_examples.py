@@ -11,7 +11,9 @@ Conventions of the page (its "How to read the examples" section says the same to
   ``GET /api/v1/ws`` answered ``HTTP/1.1 101`` opens a websocket kept under the replay's name; the
   JSON values after it are its first messages. ``<!-- receive: name -->`` before a ```json block:
   the next messages of that socket. After ``hello``, events of other names than the one expected
-  next are passed over (a ``terminal.status`` arriving in between is not the example's point).
+  next are passed over (a ``terminal.status`` arriving in between is not the example's point), and
+  so is any event before an expected ``result``. ``<!-- send: name -->`` before a ```json block: the
+  client sends its messages (variables filled) on that socket, one frame each.
 - ``$NAME`` is a variable: bound by the test (``$STORE``, ``$CASH``…) or, the first time a
   response string is exactly ``"$NAME"``, captured from the actual answer for later blocks.
 - ``…`` outside a string is any value; as an object member (``{"a": 1, …}``) it only tells the
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ELLIPSIS = "…"
-_MARK = re.compile(r"^<!--\s*(replay|receive|shape|not-json)\s*(?::\s*(.*?))?\s*-->\s*$")
+_MARK = re.compile(r"^<!--\s*(replay|receive|send|shape|not-json)\s*(?::\s*(.*?))?\s*-->\s*$")
 _FENCE = re.compile(r"^(`{3,})\s*([\w-]*)\s*$")
 _VAR = re.compile(r"\$([A-Z][A-Z0-9_]*)")
 _STATUS = re.compile(r"^HTTP/1\.1 (\d{3})\b")
@@ -41,7 +43,7 @@ class Block:
     lang: str
     text: str
     line: int                       # 1-based line of the opening fence
-    mark: str | None = None         # "replay" | "receive" | "shape" | "not-json"
+    mark: str | None = None         # "replay" | "receive" | "send" | "shape" | "not-json"
     arg: str = ""                   # the replay name or the shape
 
 

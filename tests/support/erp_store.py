@@ -1,12 +1,19 @@
-"""A store made for the ERP simulator through the admin API of an in-process coordinator: tables
-T1–T4 and three terminals (收银台 master, 服务员A, 服务员B), ready for ``Simulator``."""
+"""pytest plugin: a store made for the ERP simulator through the admin API of an in-process coordinator
+(tables T1–T4 and three terminals: 收银台 master, 服务员A, 服务员B) and that store's seeded ERP with its
+waiter pages — the fixtures ``store`` and ``sim`` of every waiter-page test module."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from erp_simulator.simulator import TerminalSpec
+import pytest
+
+from erp_simulator.db import ErpDatabase
+from erp_simulator.seed import seed
+from erp_simulator.simulator import Simulator, TerminalSpec
 from tests.support.app import ADMIN_TOKEN, bearer
 
 
@@ -35,3 +42,21 @@ async def make_store(client: Any, store_id: str) -> Store:
                                            headers=admin)).json()
         specs.append(TerminalSpec(created["token"], name, master))
     return Store(store_id, str(client.make_url("")).rstrip("/"), specs, qr)
+
+
+@pytest.fixture
+async def store(client: Any, uid: str) -> Store:
+    """A fresh store on the in-process coordinator, made for the ERP simulator."""
+    return await make_store(client, f"s-{uid}")
+
+
+@pytest.fixture
+async def sim(store: Store, tmp_path: Path) -> AsyncIterator[Simulator]:
+    """The store's seeded ERP with its three terminals connected, each with a waiter page on a free port."""
+    db = ErpDatabase(tmp_path / "erp.sqlite")
+    seed(db)
+    simulator = Simulator(store.base_url, store.store_id, store.terminals, db, min_backoff=0.05, max_backoff=0.5)
+    await simulator.start(pages_ports=[0, 0, 0], wait=10)
+    yield simulator
+    await simulator.stop()
+    db.close()

@@ -1,23 +1,27 @@
 """Plugin: a restaurant that takes provider payments (``paying``): the restaurant's coordinator
 (whose public URL is its own port, so the sandbox's notifications reach it), the sandbox provider
 process, and the store's provider settings set through the admin API from the sandbox's
-credentials. Helper: ``wechat_notification`` builds a notification signed as the provider signs it.
+credentials; ``cashier_page_url``: the master terminal's waiter page (the browser tests' till). Helper: ``wechat_notification`` builds a notification signed as the provider signs it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from coordinator.payments.sandbox import crypto
 from coordinator.payments.sandbox.keys import SandboxKeys
 from coordinator.payments.sandbox.state import Trade
 from coordinator.payments.sandbox.wechat import WechatWire
 from coordinator.services import SERVICES
+from erp_simulator.page_guard import LOGIN_PARAM, PageLogin
+from erp_simulator.pages import build_page_app
 from h5_client.client import H5Client
 from tests.support.restaurant import Restaurant, eventually
 from tests.support.sandbox import SandboxProcess
@@ -73,6 +77,21 @@ async def paying(restaurant: Restaurant, sandbox: SandboxProcess, coordinator_se
         status, body = await shop.admin("PUT", f"/payments/providers/{name}", sandbox.credentials[name])
         assert status == 200, body
     return shop
+
+
+@pytest.fixture
+async def cashier_page_url(paying: PayingRestaurant) -> AsyncIterator[str]:
+    """The master terminal's waiter page on a free port; yields its login link."""
+    master = paying.shop.master
+    login = PageLogin(master.terminal_id)
+    runner = web.AppRunner(build_page_app(master, login), access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/?{LOGIN_PARAM}={login.key}"
+    finally:
+        await runner.cleanup()
 
 
 def wechat_notification(sandbox: SandboxProcess, *, out_trade_no: str, amount_cents: int, transaction_id: str,

@@ -7,9 +7,13 @@
 -- ARGV[1..5] common; ARGV[5] is the actor, who becomes the holder
 -- ARGV[6] order_id   ARGV[7] action: modify | presettle | pay   ARGV[8] force: "1" | "0"
 -- ARGV[9] expected_version or ""   ARGV[10] new token   ARGV[11] store config JSON defaults
+-- Optional (issue 18, one round trip for an ERP terminal): KEYS[8] terminals hash; ARGV[12] the
+-- terminal's token hash ("" = not checked here), ARGV[13] "1" = the reply's locks carry holder.online
+-- (from the presence zset, the last key: lib.lua) and the reply "now".
 --
 -- Returns {"ok":1, "lock":Lock+token, "enforced":bool, "forced":[kind...]?, "due":ms|-1}
 --      or {"err":"NOT_FOUND"} | {"err":"ORDER_CLOSED","order"} | {"err":"STALE_VERSION","order"}
+--      or {"err":"UNAUTHENTICATED"} (ARGV[12] no longer the terminal's token hash)
 --      or {"err":"FORBIDDEN"} | {"err":ORDER_LOCKED|PAYMENT_LOCKED|PRESETTLED,"force_allowed","lock"}
 -- Emits, in cause order: lock.expired (reaped), lock.released{released} (an own lock re-bound to
 -- a newer version), lock.released{converted}, lock.forced, lock.acquired.
@@ -21,6 +25,8 @@ local order_id, action, force = ARGV[6], ARGV[7], ARGV[8] == '1'
 local expected = tonumber(ARGV[9])
 local me = holder_id(ACTOR)
 local kind = ACTION_KIND[action]
+if not authentic(KEYS[8], ARGV[12]) then return fail('UNAUTHENTICATED') end
+local ONLINE = (ARGV[13] or '') ~= '' and K_PRESENCE and online_terminals() or nil
 
 if ACTOR.role == 'h5' and (force or not H5_ACTIONS[action]) then return fail('FORBIDDEN') end
 
@@ -41,7 +47,7 @@ end
 
 -- Legacy mode: nothing is refused or stored; the fence still advances for the ERP's checks.
 if not config.strong_link_enabled then
-  return reply({ok = 1, lock = new_lock(), enforced = false, due = -1})
+  return reply({ok = 1, lock = seen_lock(new_lock(), ONLINE), enforced = false, due = -1, now = NOW})
 end
 
 local held = reap(K_LOCKS, order_id)
@@ -58,7 +64,8 @@ if mine and mine.kind == kind and holder_id(mine.holder) == me then
   if stale then return fail('STALE_VERSION', nil, o[1]) end
   local bound = tonumber(mine.version)
   if not (expected and bound and expected > bound) or mine.completing then
-    return reply({ok = 1, lock = mine, enforced = true, due = index_order(K_LOCKS, order_id)})
+    return reply({ok = 1, lock = seen_lock(mine, ONLINE), enforced = true, due = index_order(K_LOCKS, order_id),
+                  now = NOW})
   end
   rebinds = mine
   held[SLOT[kind]] = nil
@@ -89,7 +96,8 @@ if #conflicting > 0 then
   local erp = ACTOR.role == 'erp'
   if not (erp and force and not completing) then
     return fail(CONFLICTS[action][conflicting[1].lock.kind],
-                {force_allowed = erp and not completing, lock = public(conflicting[1].lock)})
+                {force_allowed = erp and not completing,
+                 lock = seen_lock(public(conflicting[1].lock), ONLINE)})
   end
 end
 
@@ -112,5 +120,5 @@ local lock = new_lock()
 redis.call('HSET', K_LOCKS, SLOT[kind], encode(lock))
 emit('lock.acquired', table_id, order_id, {lock = public(lock)})
 -- forced: the kinds broken (for metrics); left out when none (cjson writes {} for an empty table).
-return reply({ok = 1, lock = lock, enforced = true, forced = forced[1] and forced or nil,
-              due = index_order(K_LOCKS, order_id)})
+return reply({ok = 1, lock = seen_lock(lock, ONLINE), enforced = true, forced = forced[1] and forced or nil,
+              due = index_order(K_LOCKS, order_id), now = NOW})

@@ -1,6 +1,7 @@
 -- admin_release.lua: an admin ends stuck locks (SPEC §11), each with lock.released {reason: "admin"}.
 --
--- KEYS[1..4] common (lib.lua)   KEYS[5..] locks hash tl:{s}:locks:{o} of each order, in ARGV order
+-- KEYS[1..4] common (lib.lua)   KEYS[5..N_KEYS] locks hash tl:{s}:locks:{o} of each order, in ARGV order
+-- (then lib.lua's presence key)
 -- ARGV[1..5] common (ARGV[5] is the admin)   ARGV[6] kind to end ("" = every kind)
 -- ARGV[7] the admin's reason text   ARGV[8..] order ids, one per KEYS[5..]
 --
@@ -13,7 +14,7 @@
 local kind, note = ARGV[6], ARGV[7]
 local released, kept = {}, {}
 local due = -1
-for i = 5, #KEYS do
+for i = 5, N_KEYS do
   local locks_key, order_id = KEYS[i], ARGV[i + 3]
   local held = reap(locks_key, order_id)
   for _, slot in ipairs({'edit', 'pay'}) do

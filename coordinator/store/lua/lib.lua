@@ -8,6 +8,10 @@
 --   ARGV[3] event stream MAXLEN (approximate)   ARGV[4] audit stream MAXLEN (approximate)
 --   ARGV[5] actor JSON ({"role":"erp","terminal_id","name"} | {"role":"h5","session_id"} | {"role":"system"})
 -- Script-specific keys start at KEYS[5], arguments at ARGV[6].
+-- The LAST key is the store's presence zset tl:{s}:presence (engine.run appends it): emit writes
+-- each ERP holder's `online` into the event from it, so an event is final when stored and a
+-- replay sends what went out live (issue 17). Without it (a script called bare) events carry no
+-- `online` and viewers fill it in, as before. N_KEYS counts the keys before it.
 -- Replies are one JSON string: {"ok":...} or {"err":CODE, ...}.
 --
 -- Time is the Redis server clock (TIME), so every coordinator process agrees on expiry.
@@ -18,6 +22,10 @@ local EV_MAXLEN = ARGV[3]
 local AUDIT_MAXLEN = ARGV[4]
 local ACTOR = cjson.decode(ARGV[5])
 local K_SEQ, K_EVENTS, K_AUDIT, K_ACTIVE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_PRESENCE = (#KEYS > 4 and string.match(KEYS[#KEYS], ':presence$')) and KEYS[#KEYS] or nil
+local N_KEYS = K_PRESENCE and #KEYS - 1 or #KEYS
+-- A presence entry older than this no longer counts (realtime/liveness.py STALE_MS).
+local PRESENCE_STALE_MS = 30000
 
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -105,14 +113,52 @@ local function lock_seconds(config, kind, role)
   return config.presettle_lock_seconds
 end
 
+-- The store's earliest lock expiry before this script touched tl:{s}:active (false: not read yet).
+local ACTIVE_BEFORE = false
+
+local function active_first()
+  local first = redis.call('ZRANGE', K_ACTIVE, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2]) or nil
+end
+
+-- wake: the store's earliest expiry moved earlier (or appeared), so the global index tl:due
+-- must learn it (engine.run, sweeper.py); otherwise its entry is already early enough.
+local function with_wake(tbl)
+  if ACTIVE_BEFORE ~= false then
+    local after = active_first()
+    if after and (ACTIVE_BEFORE == nil or after < ACTIVE_BEFORE) then tbl.wake = after end
+  end
+  return tbl
+end
+
 local function reply(tbl, order_json)
-  return raw_field(encode(tbl), 'order', order_json)
+  return raw_field(encode(with_wake(tbl)), 'order', order_json)
 end
 
 local function fail(code, extra, order_json)
   local r = extra or {}
   r.err = code
-  return raw_field(encode(r), 'order', order_json)
+  return raw_field(encode(with_wake(r)), 'order', order_json)
+end
+
+-- Terminals of the store with a live presence entry now (read once per script run).
+local ONLINE = nil
+local function online_terminals()
+  if ONLINE then return ONLINE end
+  ONLINE = {}
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', K_PRESENCE, NOW - PRESENCE_STALE_MS, '+inf')) do
+    ONLINE[string.match(member, '^(.*)|[^|]*$') or member] = true
+  end
+  return ONLINE
+end
+
+-- An ERP holder as staff see it in an event: with `online` as of now (others unchanged).
+local function holder_now(h)
+  if not K_PRESENCE or type(h) ~= 'table' or h.role ~= 'erp' then return h end
+  local copy = {}
+  for k, v in pairs(h) do copy[k] = v end
+  copy.online = online_terminals()[h.terminal_id] == true
+  return copy
 end
 
 -- Append an event to the store's stream (for resume), to the audit log, and publish it live.
@@ -120,7 +166,16 @@ end
 -- data is a table, or JSON text when it carries an order.
 local function emit(name, table_id, order_id, data)
   local seq = redis.call('INCR', K_SEQ)
-  if type(data) == 'table' then data = encode(data) end
+  if type(data) == 'table' then
+    if type(data.lock) == 'table' and data.lock.holder then
+      local lock = {}
+      for k, v in pairs(data.lock) do lock[k] = v end
+      lock.holder = holder_now(lock.holder)
+      data.lock = lock
+    end
+    if data.by then data.by = holder_now(data.by) end
+    data = encode(data)
+  end
   local ev = raw_field(encode({type = 'event', seq = seq, ts = NOW, name = name, store_id = STORE,
                                      table_id = table_id or cjson.null,
                                      order_id = order_id or cjson.null}), 'data', data)
@@ -198,6 +253,7 @@ end
 -- Keep tl:{s}:active in step with the order's locks: score = the earliest expiry, or gone.
 -- Returns that expiry (or -1) so the caller can wake the sweeper's global index.
 local function index_order(locks_key, order_id)
+  if ACTIVE_BEFORE == false then ACTIVE_BEFORE = active_first() end
   local due = -1
   for _, slot in ipairs(lock_slots(locks_key)) do
     local lock = load_slot(locks_key, slot)
@@ -335,4 +391,25 @@ local function mark_share_paid(order_key, locks_key, open_key, order_id, held, s
     return mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, paid), true
   end
   return json, false
+end
+
+-- Issue 18: what a lock request by an ERP terminal needs, answered inside its one script.
+-- authentic: the terminal's record (tl:{s}:terminals) still carries the token hash the
+-- coordinator verified (store/auth.py), so a revoked or replaced token is refused atomically
+-- with the lock operation, whatever an in-process auth cache still holds.
+local function authentic(terminals_key, credential)
+  if credential == nil or credential == '' then return true end
+  local raw = redis.call('HGET', terminals_key, tostring(ACTOR.terminal_id))
+  return raw ~= false and cjson.decode(raw).token_hash == credential
+end
+
+-- A copy of a lock for a staff reply whose holder carries `online` (views.staff_holder reads it).
+local function seen_lock(lock, online)
+  if not online or not lock or lock.holder.role ~= 'erp' then return lock end
+  local copy, holder = {}, {}
+  for k, v in pairs(lock) do copy[k] = v end
+  for k, v in pairs(lock.holder) do holder[k] = v end
+  holder.online = online[tostring(holder.terminal_id)] == true
+  copy.holder = holder
+  return copy
 end

@@ -13,6 +13,9 @@
 --        or {"err":PAYMENT_IN_FLIGHT|SHARE_PAID|ORDER_LOCKED|PRESETTLED|PAYMENT_LOCKED,"force_allowed","lock","order_id"}
 --   Emits lock.expired (reaped), lock.forced {by} (forced), refund.needed {reason, paid_cents, lock},
 --   lock.acquired (the operation's order locks).
+--   Split bill: share locks (slots share:<fence>) are payment locks under the modify rules (a claimed
+--   one is PAYMENT_LOCKED, forced like any); one with money in flight (phase in_flight/completing)
+--   is PAYMENT_IN_FLIGHT with force_allowed false, whatever `force` says.
 --
 -- op "finish": after the ERP's orders are stored (put_order): the locks follow their order's
 -- table, the operation's own locks end, the old tables learn where their party went.
@@ -82,15 +85,24 @@ if op == 'begin' then
                    K_LOCKS = K_LOCKS, held = held, paid = paid_cents(o[1]), conflicting = {}}
     local denial = nil
     local pay = held.pay
+    -- Split bill (SPEC §10): a share's payment lock with money on its way is never forced; the
+    -- first by fence is reported (held_slots orders shares by fence).
+    local share_money = nil
+    for _, slot in ipairs(held_slots(held)) do
+      if not share_money and string.sub(slot, 1, 6) == 'share:' and money(held[slot]) then share_money = held[slot] end
+    end
     if pay and money(pay) then
       local _, completing = money(pay)
       denial = {code = 'PAYMENT_IN_FLIGHT', force_allowed = not completing, lock = pay}
       entry.in_flight = pay
+    elseif share_money then
+      denial = {code = 'PAYMENT_IN_FLIGHT', force_allowed = false, lock = share_money}
     elseif entry.paid > 0 then
       denial = {code = 'SHARE_PAID', force_allowed = true}
     end
+    -- Every lock meets the modify rules, share locks included (a claimed share is a payment lock).
     for _, k in ipairs(REPORT_ORDER) do
-      for _, slot in ipairs({'edit', 'pay'}) do
+      for _, slot in ipairs(held_slots(held)) do
         local lock = held[slot]
         if lock and lock.kind == k then
           if k == 'order' and holder_id(lock.holder) == me then
@@ -168,7 +180,7 @@ for i = 0, (#ARGV - 8) / 4 - 1 do
 end
 for _, e in ipairs(entries) do
   local held = reap(e.K_LOCKS, e.order_id)
-  for _, slot in ipairs({'edit', 'pay'}) do
+  for _, slot in ipairs(held_slots(held)) do  -- share locks (slots share:<fence>) follow too
     local lock = held[slot]
     if lock then
       if lock.token == e.token and not e.reused then

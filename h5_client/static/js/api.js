@@ -114,8 +114,9 @@ export class H5Api {
     return this.request("POST", "/h5/items", { items, request_id: requestId });
   }
 
-  checkout() {
-    return this.request("POST", "/h5/checkout");
+  /** POST /h5/checkout: the whole order, or with `share` (split bill, SPEC §10) my share of it. */
+  checkout(share = null) {
+    return this.request("POST", "/h5/checkout", share ? { share } : undefined);
   }
 
   cancel(token) {

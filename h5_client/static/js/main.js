@@ -7,6 +7,8 @@
 //   "等待支付结果…" with the in-flight countdown until the coordinator's events say paid
 //   (支付成功), failed (支付失败,请重试) or surplus (已退款). The lock ending under us before the
 //   start (expired, forced, LOCK_LOST) shows a message and one button to fetch the order again.
+// Split bill (SPEC §10): 分开付 opens a sheet to pick dishes, "AA N 人" and a part, an amount or the
+// rest; that share is checked out and paid through the same provider flow (split.js, splitview.js).
 // URL switches: ?qr=<QR token> (required on first open), ?lang=en, ?nows=1 (poll only, as old builds).
 
 import { ApiError, H5Api, randomId, savedSession } from "./api.js";
@@ -17,6 +19,7 @@ import {
   applyEvent, checkedOut, derive, emptyState, expireLocally, fromTable, withLock, withOrder,
 } from "./state.js";
 import { afterResync, payEvent, started, WAITING, waitingSeconds } from "./payflow.js";
+import { specOf, splitStep, splitSummary } from "./split.js";
 import { render, translateStatic } from "./view.js";
 
 const params = new URLSearchParams(location.search);
@@ -63,6 +66,7 @@ const ui = {
   conn: "connecting",
   fatal: null,
   service: null,
+  pick: null, // the split sheet's pick while it is open (split.js)
 };
 const api = new H5Api(qr || (savedSession(null) || {}).qr || null, savedSession(qr));
 api.onServerTime = (ms) => clock.observe(ms);
@@ -74,7 +78,8 @@ let live = null;
 function redraw() {
   const t = translator(ui.lang);
   const now = clock.now();
-  render(root, { ...ui, t, view: { ...derive(ui.state, now), waitingSeconds: waitingSeconds(ui.state, now) } });
+  render(root, { ...ui, t, view: { ...derive(ui.state, now), waitingSeconds: waitingSeconds(ui.state, now) },
+    split: { summary: splitSummary(ui.state, now), pick: ui.pick } });
 }
 
 function setState(next) {
@@ -164,13 +169,15 @@ async function askService(kind) {
 
 // --- actions --------------------------------------------------------------------------------
 
-async function checkout() {
+/** Check out the whole order, or with `share` (split bill) my share of it under its own lock. */
+async function checkout(share = null) {
   ui.busy = "checkout";
   ui.frontdesk = false;
   redraw();
   try {
-    const grant = await api.checkout();
+    const grant = await api.checkout(share);
     clock.observe(grant.lock.acquired_at);
+    ui.pick = null;
     setState(checkedOut(ui.state, grant));
   } catch (e) {
     if (e instanceof ApiError && e.code === "ERP_UNREACHABLE") {
@@ -294,12 +301,14 @@ root.addEventListener("click", (e) => {
   const id = target.dataset.testid;
   if (target.dataset.action === "more") changeCart(target.dataset.sku, 1);
   else if (target.dataset.action === "less") changeCart(target.dataset.sku, -1);
-  else if (id === "pay-button") checkout();
+  else if (id === "pay-button") checkout(derive(ui.state, clock.now()).payRest ? { rest: true } : null);
+  else if (target.dataset.split || (id || "").startsWith("split-")) onSplit(target);
   else if (target.dataset.provider) startPayment(target.dataset.provider);
   else if (id === "reopen-pay") reopenPayPage();
   else if (id === "retry-pay") {
+    const share = specOf(ui.state.payResult && ui.state.payResult.share);
     setState({ ...ui.state, payResult: null });
-    checkout();
+    checkout(share);
   } else if (id === "result-close") setState({ ...ui.state, payResult: null });
   else if (id === "cancel-pay") cancelPayment();
   else if (id === "refetch") refetch();
@@ -314,6 +323,17 @@ root.addEventListener("click", (e) => {
     redraw();
   }
 });
+
+// A checkbox ticked, an amount typed in the split sheet.
+root.addEventListener("change", (e) => e.target.dataset.split === "line" && onSplit(e.target));
+root.addEventListener("input", (e) => e.target.dataset.split === "amount" && onSplit(e.target));
+
+function onSplit(target) {
+  const step = splitStep(ui.pick, target.dataset, target.value, splitSummary(ui.state, clock.now()), ui.state.order);
+  ui.pick = step.pick;
+  if (step.pay) checkout(step.pay);
+  else redraw();
+}
 
 // --- start ----------------------------------------------------------------------------------
 

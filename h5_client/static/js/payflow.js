@@ -5,6 +5,8 @@
 //   confirm ──start──▶ starting ──201──▶ in_flight ──(leave for the provider's pay page, come back)
 //   in_flight ──lock.renewed completing──▶ completing
 //   in_flight | completing ──order.paid / lock.released paid──▶ result paid       ("支付成功")
+//                          (a split-bill share: lock.released paid ──▶ result share_paid, the
+//                          table's page stays: others may still be paying theirs)
 //                          (a force on my in-flight lock keeps me waiting: the provider decides)
 //                          ──payment.failed──────────────────▶ result failed     ("支付失败,请重试")
 //                          ──payment.surplus─────────────────▶ result surplus    ("已退款" once refunded)
@@ -66,12 +68,20 @@ export function payEvent(state, event) {
       };
     case "lock.released":
       if (!mineByLock(payment, data.lock) || data.reason !== "paid") return state;
+      if (payment.share) {
+        return result(state, { kind: "share_paid", amount_cents: payment.amount_cents, out_trade_no: payment.out_trade_no,
+          share: payment.share, order_id: payment.order_id });
+      }
       return result(state, { kind: "paid", amount_cents: payment.amount_cents, out_trade_no: payment.out_trade_no },
         { paidByMe: true });
+    case "share.paid":
+      return adoptPaidOrder(state, data.order);
     case "order.paid": {
       const order = data.order;
+      if (!payment) return adoptPaidOrder(state, order);
       const ref = String(data.payment_ref || (order && order.payment_ref) || "");
       if (!payment || !order || order.order_id !== payment.order_id) return state;
+      if (payment.share) return state; // my share ends by its own lock.released (paid), just before
       if (payment.provider && ref && !ref.startsWith(`${payment.provider}:`)) return state; // paid at the till
       return result(state, { kind: "paid", amount_cents: payment.amount_cents, out_trade_no: payment.out_trade_no },
         { paidByMe: true, order });
@@ -81,7 +91,8 @@ export function payEvent(state, event) {
       if (data.reason === "released") return { ...state, payment: null }; // my own cancel
       // A cashier's force closed my unpaid provider order first (SPEC §9.6).
       if (data.reason === "forced") return { ...state, payment: null, lost: "forced" };
-      return result(state, { kind: "failed", out_trade_no: payment.out_trade_no, status: data.status });
+      return result(state, { kind: "failed", out_trade_no: payment.out_trade_no, status: data.status,
+        share: payment.share || null });
     case "payment.surplus":
       if (!mineByTrade(payment, data) && !(done && data.out_trade_no === done.out_trade_no)) return state;
       return result(state, {
@@ -94,6 +105,19 @@ export function payEvent(state, event) {
     default:
       return state;
   }
+}
+
+/**
+ * Back from the pay page after my share was paid, the table read may no longer list the order (the
+ * shares reached the total, it left the table): the replayed events about it bring it back, so
+ * the page still shows what the table paid.
+ */
+function adoptPaidOrder(state, order) {
+  const done = state.payResult;
+  if (!done || done.kind !== "share_paid" || !order || order.order_id !== done.order_id) return state;
+  const current = state.order;
+  if (current && current.order_id === order.order_id && (current.status === "paid" || order.status !== "paid")) return state;
+  return { ...state, order, closed: false };
 }
 
 /**

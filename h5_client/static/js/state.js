@@ -5,7 +5,7 @@
 //   order,                            the table's open order (or the one that just closed)
 //   locks,                            live locks of the table, in the H5 viewer form
 //   payment,                          my checkout: {token, fence, order_id, version, amount_cents,
-//                                     expires_at, phase: "confirm" | "starting" | "in_flight" |
+//                                     share (split bill: the lock's share, else null), expires_at, phase: "confirm" | "starting" | "in_flight" |
 //                                     "completing", and once started out_trade_no, provider,
 //                                     pay_url, since} (payflow.js)
 //   payResult,                        how my provider payment ended: {kind: "paid" | "failed" |
@@ -31,9 +31,13 @@ function slotOf(kind) {
   return EDIT_KINDS.has(kind) ? "edit" : "pay";
 }
 
-/** `locks` with `lock` in its order's slot (a slot holds one lock: SPEC invariant 1). */
+/**
+ * `locks` with `lock` in its order's slot (a slot holds one lock: SPEC invariant 1). Split-bill
+ * share locks (SPEC §10) live side by side in the pay slot, each known by its fence.
+ */
 function replaceSlot(locks, lock) {
-  const others = locks.filter((l) => !(l.order_id === lock.order_id && slotOf(l.kind) === slotOf(lock.kind)));
+  const sameSlot = (l) => l.order_id === lock.order_id && slotOf(l.kind) === slotOf(lock.kind);
+  const others = locks.filter((l) => !(sameSlot(l) && (l.fence === lock.fence || (!l.share && !lock.share))));
   return [...others, lock];
 }
 
@@ -98,7 +102,8 @@ export function checkedOut(state, grant) {
   const lock = { ...view, holder: { role: "h5", is_me: true } };
   const payment = {
     token, fence: lock.fence, order_id: lock.order_id,
-    version: lock.version ?? grant.order.version, amount_cents: grant.order.total_cents,
+    version: lock.version ?? grant.order.version,
+    amount_cents: lock.share ? lock.share.amount_cents : grant.order.total_cents, share: lock.share || null,
     expires_at: lock.expires_at, phase: "confirm",
   };
   return {
@@ -163,6 +168,7 @@ export function applyEvent(state, event, now) {
       }
       break;
     case "order.updated":
+    case "share.paid": // split bill: the order now carries the new paid_cents and shares
       next = withOrder(next, data.order);
       break;
     case "order.paid":
@@ -202,17 +208,23 @@ export function derive(state, now) {
   else if (order && (order.status === "cancelled" || state.closed)) banners.push({ kind: "closed" });
   const locks = order && order.status === "open" && !state.closed ? liveLocks(state, now) : [];
   const edit = locks.find((l) => EDIT_KINDS.has(l.kind));
-  const pay = locks.find((l) => l.kind === "payment");
+  // A whole-order payment lock excludes every share; shares (SPEC §10) only exclude what they cover.
+  const pay = locks.find((l) => l.kind === "payment" && !l.share);
   const payByOther = pay && !(pay.holder && pay.holder.is_me);
+  const othersShares = locks.filter((l) => l.kind === "payment" && l.share && !(l.holder && l.holder.is_me));
   if (edit && edit.kind === "order") banners.push({ kind: "order" });
   if (edit && edit.kind === "presettle") banners.push({ kind: "presettle" });
   if (payByOther) banners.push({ kind: "payment", by: pay.holder ? pay.holder.role : "erp" });
+  else if (othersShares.length) banners.push({ kind: "share", by: othersShares[0].holder ? othersShares[0].holder.role : "erp" });
   const open = !order || (order.status === "open" && !state.closed);
+  const canPay = !!order && open && order.items.length > 0 && !(edit && edit.kind === "order") && !payByOther
+    && !state.payment;
   return {
     banners,
-    canPay: !!order && open && order.items.length > 0 && !(edit && edit.kind === "order") && !payByOther
-      && !state.payment,
-    canAdd: open && !(edit && edit.kind === "presettle") && !pay,
+    canPay,
+    // Once the table splits, the whole-order button pays what nobody has paid or claimed ("the rest").
+    payRest: !!order && ((order.paid_cents || 0) > 0 || othersShares.length > 0),
+    canAdd: open && !(edit && edit.kind === "presettle") && !locks.some((l) => l.kind === "payment"),
     secondsLeft: state.payment && CLAIMED.has(state.payment.phase) && now !== null
       ? Math.max(0, Math.ceil((state.payment.expires_at - now) / 1000)) : null,
   };

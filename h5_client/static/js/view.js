@@ -1,33 +1,9 @@
 // Drawing the model into the page. Each part is redrawn only when what it shows changed, so a
 // button under the diner's finger is not replaced by the 250 ms countdown tick.
 
+import { $, changed, el, show } from "./dom.js";
 import { errorText, money } from "./i18n.js";
-
-const $ = (root, id) => root.querySelector(`[data-testid="${id}"]`);
-const drawn = new WeakMap();
-
-function changed(el, key) {
-  const text = JSON.stringify(key);
-  if (drawn.get(el) === text) return false;
-  drawn.set(el, text);
-  return true;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") node.className = value;
-    else if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value === true ? "" : value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-function show(node, visible) {
-  node.hidden = !visible;
-}
+import { lineMark, renderSplitPanel, renderSplitSummary } from "./splitview.js";
 
 /** Translate every element that carries data-i18n. */
 export function translateStatic(root, t, lang) {
@@ -41,12 +17,17 @@ function bannerText(banner, t) {
   switch (banner.kind) {
     case "payment":
       return [t("banner_payment"), t(banner.by === "h5" ? "banner_payment_h5" : "banner_payment_erp")];
+    case "share":
+      return [t(banner.by === "h5" ? "banner_share_h5" : "banner_share_erp"), t("banner_share_sub")];
     default:
       return [t(`banner_${banner.kind}`), null];
   }
 }
 
-/** Draw the page for `m` = {state, view, t, lang, menu, menuError, cart, busy, message, frontdesk, conn, fatal}. */
+/**
+ * Draw the page for `m` = {state, view, t, lang, menu, menuError, cart, busy, message, frontdesk,
+ * conn, fatal, split: {summary, pick}} (split.js: the table's split and the diner's open pick).
+ */
 export function render(root, m) {
   const { state, view, t, lang } = m;
   const ready = !!state.table || !!m.fatal;
@@ -75,9 +56,11 @@ export function render(root, m) {
   }
 
   renderOrder(root, m);
+  renderSplitSummary(root, m);
   renderMenu(root, m);
   renderBar(root, m);
   renderSheets(root, m);
+  renderSplitPanel(root, m);
 
   // SPEC §11: the table's last service request, until a waiter took it ("服务员已收到").
   const service = $(root, "service-state");
@@ -100,14 +83,19 @@ function renderOrder(root, m) {
   const section = $(root, "order");
   show(section, !!state.table);
   const order = state.order;
-  if (!changed(section, [lang, order])) return;
+  // Split bill: a line paid (已付) or being paid as someone's share is marked.
+  const marks = (m.split.summary && m.split.summary.lines) || {};
+  if (!changed(section, [lang, order, marks])) return;
   show($(root, "no-order"), !order);
   $(root, "order-lines").replaceChildren(...(order ? order.items : []).map((line) =>
-    el("li", { "data-testid": "order-line", "data-sku": line.sku },
-      el("span", { class: "name", text: line.name },
-        line.source === "h5" ? el("span", { class: "tag", text: t("source_h5") }) : null),
-      el("span", { class: "qty", text: `${t("qty")}${line.qty}` }),
-      el("span", { class: "price", text: money(line.qty * line.unit_price_cents) }))));
+    el("li", { "data-testid": "order-line", "data-sku": line.sku, "data-line": line.line_id,
+      "data-share": marks[line.line_id] || null },
+    el("span", { class: "name", text: line.name },
+      line.source === "h5" ? el("span", { class: "tag", text: t("source_h5") }) : null,
+      marks[line.line_id] ? el("span", { class: "tag mark", "data-testid": "line-mark", "data-state": marks[line.line_id],
+        text: lineMark(t, marks[line.line_id]) }) : null),
+    el("span", { class: "qty", text: `${t("qty")}${line.qty}` }),
+    el("span", { class: "price", text: money(line.qty * line.unit_price_cents) }))));
   const total = $(root, "total");
   total.textContent = money(order ? order.total_cents : 0);
   total.dataset.cents = String(order ? order.total_cents : 0);
@@ -147,9 +135,16 @@ function renderBar(root, m) {
   submit.textContent = busy === "items" ? t("submitting") : t("submit_items");
   submit.disabled = !count || !view.canAdd || !!busy;
   const pay = $(root, "pay-button");
+  const summary = m.split.summary;
+  const rest = view.payRest && summary ? summary.rest : null;
   pay.textContent = busy === "checkout" ? t("checking_out")
-    : state.order && state.order.status === "open" ? t("pay_amount", money(state.order.total_cents)) : t("pay");
-  pay.disabled = !view.canPay || !!busy;
+    : rest !== null && state.order.status === "open" ? t("pay_rest", money(rest))
+      : state.order && state.order.status === "open" ? t("pay_amount", money(state.order.total_cents)) : t("pay");
+  pay.disabled = !view.canPay || !!busy || rest === 0;
+  pay.dataset.mode = rest !== null ? "rest" : "whole";
+  // Split bill (SPEC §10): pay a share of my own, beside the whole-order button.
+  const split = $(root, "split-button");
+  split.disabled = !view.canPay || !!busy || (!!summary && summary.split && summary.rest === 0);
 }
 
 function renderSheets(root, m) {
@@ -174,7 +169,8 @@ function renderPayPanel(root, m, payment) {
   const panel = $(root, "pay-panel");
   panel.dataset.phase = payment.phase;
   const claimed = payment.phase === "confirm" || payment.phase === "starting";
-  $(root, "pay-title").textContent = claimed ? t("paying_title") : t("waiting_title");
+  $(root, "pay-title").textContent = !claimed ? t("waiting_title") : payment.share ? t("paying_share_title") : t("paying_title");
+  panel.dataset.share = payment.share ? payment.share.kind : "";
   $(root, "pay-amount").textContent = money(payment.amount_cents);
   const seconds = claimed ? view.secondsLeft : view.waitingSeconds;
   const countdown = $(root, "countdown");
@@ -206,7 +202,10 @@ function renderResult(root, m) {
   panel.dataset.refund = r.refund_state || "";
   let title = t("result_failed_title");
   let body = t("result_failed_body");
-  if (r.kind === "unknown") {
+  if (r.kind === "share_paid") {
+    title = t("share_paid_title");
+    body = t("share_paid_body");
+  } else if (r.kind === "unknown") {
     title = t("result_unknown_title");
     body = t("result_unknown_body");
   } else if (r.kind === "surplus") {

@@ -8,78 +8,33 @@ and what each subscriber received are checked against it and against the rules:
     I3  fences strictly increase per order in grant order; every grant an answer shows was announced
     I4  at most one accepted completion per order, none with a stale, expired, forced-away or
         foreign token, a wrong version or a wrong amount
-    I5  exactly one end event per lock; per subscriber strictly increasing seq and nothing missing
-        after a resume; the stream itself has no gap
-    I6  H5 answers and H5 websocket messages never carry others' tokens, terminal ids or other
-        sessions' ids
-    EX  expiry is exact: no lock.expired before expires_at, no denial citing a lock already expired
+    I5  exactly one end event per lock; the stream itself has no gap; per subscriber: ``delivery_check``
+    I6, EX  what H5 sees, exact expiry: ``delivery_check``
     TO  SPEC §11 moves and merges (``moves.py``): announced, locks on the order's table, merged sources done
     I8, I9  provider money (SPEC §13): see ``payments_check``
+    I10  split bill (SPEC §10, §13): see ``shares_check``
 
-A lock is known by (order_id, fence). Its interval is [acquired_at, end) on the Redis clock, where
-end is the ts of its release or force, the expires_at it had when it expired, or — still live at
-the end — the expires_at the final lock board shows. Touching intervals (one ends at the ms the
-next starts, as in a force or a conversion) do not overlap.
+Locks and their intervals: ``lives.py``. With split bill, several share payment locks of one order
+may be live at once (I1 leaves share-with-share out; ``shares_check`` keeps them disjoint), while a
+whole-order payment lock still overlaps no other payment lock, share or not.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
-from coordinator.core.views import STAFF_ONLY_EVENTS
+from tests.support.history.delivery_check import check_expiry, check_leaks, check_subscribers, expiry_lags
+from tests.support.history.lives import LockLife, Violation, grant_locks, lock_key, reconstruct
 from tests.support.history.moves import check_table_ops
 from tests.support.history.payments_check import check_payments
 from tests.support.history.recorder import History, Op
+from tests.support.history.shares_check import check_shares
 
-INF = float("inf")
-END_EVENTS = ("lock.released", "lock.expired", "lock.forced")
-DENIALS = ("ORDER_LOCKED", "PAYMENT_LOCKED", "PRESETTLED")
-#: Slack for mapping the workload's monotonic clock to Redis ms (sampling error, ms truncation).
-CLOCK_SLACK_MS = 15
-_TERMINAL_ID = re.compile(r"T[0-9a-f]{8}")
+__all__ = ["Report", "Violation", "check", "expiry_lags"]
 
 
-@dataclass
-class Violation:
-    """One broken invariant, with what shows it."""
-
-    invariant: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.invariant}: {self.detail}"
-
-
-@dataclass
-class LockLife:
-    """One lock from its grant to its end, as the stream tells it."""
-
-    order_id: str
-    fence: int
-    kind: str
-    holder: dict[str, Any]
-    acquired_at: int
-    expires_at: int
-    grant_seq: int
-    ends: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def slot(self) -> str:
-        """edit (order, presettle) or pay (payment)."""
-        return "pay" if self.kind == "payment" else "edit"
-
-    def end(self, final: dict[tuple[str, int], dict[str, Any]]) -> float:
-        """The end of the lock's interval on the Redis clock (see the module docstring)."""
-        if self.ends:
-            first = self.ends[0]
-            if first["name"] == "lock.expired":
-                return int(first["data"]["lock"]["expires_at"])
-            return int(first["ts"])
-        live = final.get((self.order_id, self.fence))
-        return int(live["expires_at"]) if live else self.expires_at
 
 
 @dataclass
@@ -99,7 +54,7 @@ def check(history: History) -> Report:
     out: list[Violation] = []
     counts: Counter = Counter()
     stream = sorted(history.stream, key=lambda e: e["seq"])
-    locks = _lives(stream, out)
+    locks = reconstruct(stream, out)
     final = {(l["order_id"], int(l["fence"])): l for l in history.final_locks}
     counts["events"] = len(stream)
     counts["locks"] = len(locks)
@@ -110,46 +65,14 @@ def check(history: History) -> Report:
     _completions(stream, locks, history.ops, out, counts)
     if history.final_now:  # a history without a final lock board cannot tell a live lock from a lost end
         _one_end(locks, final, history.final_now, history.final_seq, out, counts)
-    _subscribers(history, stream, out, counts)
-    _expiry(stream, history, out, counts)
-    _leaks(history, out, counts)
+    check_subscribers(history, stream, out, counts)
+    check_expiry(stream, history, out, counts)
+    check_leaks(history, out, counts)
     check_table_ops(history, stream, locks, out, counts, Violation)
     out += [Violation(invariant, detail) for invariant, detail in check_payments(history, stream, counts)]
+    out += [Violation(invariant, detail) for invariant, detail in check_shares(history, stream, locks, counts)]
     return Report(out, counts)
 
-
-# --- reconstruction -----------------------------------------------------------------------
-
-
-def _lock_key(event: dict[str, Any]) -> tuple[str, int] | None:
-    lock = (event.get("data") or {}).get("lock")
-    if not isinstance(lock, dict) or "fence" not in lock:
-        return None
-    return str(lock.get("order_id") or event.get("order_id")), int(lock["fence"])
-
-
-def _lives(stream: list[dict[str, Any]], out: list[Violation]) -> dict[tuple[str, int], LockLife]:
-    lives: dict[tuple[str, int], LockLife] = {}
-    for event in stream:
-        name, key = event["name"], _lock_key(event)
-        if key is None:
-            continue
-        lock = event["data"]["lock"]
-        if name == "lock.acquired":
-            if key in lives:
-                out.append(Violation("I3", f"fence {key[1]} of order {key[0]} granted twice (seq {event['seq']})"))
-                continue
-            lives[key] = LockLife(key[0], key[1], lock["kind"], lock.get("holder") or {}, int(lock["acquired_at"]),
-                                  int(lock["expires_at"]), event["seq"])
-        elif key not in lives:
-            out.append(Violation("I5", f"{name} (seq {event['seq']}) for lock {key} that was never granted"))
-        elif name == "lock.renewed":
-            if lives[key].ends:
-                out.append(Violation("I5", f"lock {key} renewed (seq {event['seq']}) after it ended"))
-            lives[key].expires_at = int(lock["expires_at"])
-        elif name in END_EVENTS:
-            lives[key].ends.append(event)
-    return lives
 
 
 # --- I1, I2: overlaps ---------------------------------------------------------------------
@@ -177,6 +100,9 @@ def _intervals(locks: dict[tuple[str, int], LockLife], final: dict, out: list[Vi
             in_slot = [s for s in spans.values() if s[2].slot == slot]
             counts[f"I1 {slot} intervals"] += len(in_slot)
             for a, b in _overlaps(in_slot):
+                if a.share is not None and b.share is not None:
+                    counts["I1 share pairs side by side"] += 1  # split bill: kept apart by shares_check (I10)
+                    continue
                 out.append(Violation("I1", f"order {order_id}: {slot}-slot locks overlap: "
                                            f"{_describe(a, final)} and {_describe(b, final)}"))
         pay_and_order = [s for s in spans.values() if s[2].kind in ("payment", "order")]
@@ -195,12 +121,6 @@ def _describe(life: LockLife, final: dict) -> str:
 # --- I3: fences ---------------------------------------------------------------------------
 
 
-def _grant_locks(op: Op) -> list[dict[str, Any]]:
-    """Locks an answer says were granted to its caller (LockGrant, renew, Checkout)."""
-    if op.status not in (200, 201) or not isinstance(op.resp, dict):
-        return []
-    lock = op.resp.get("lock")
-    return [lock] if isinstance(lock, dict) and lock.get("token") else []
 
 
 def _fences(stream: list[dict[str, Any]], locks: dict, ops: list[Op], out: list[Violation], counts: Counter) -> None:
@@ -208,14 +128,14 @@ def _fences(stream: list[dict[str, Any]], locks: dict, ops: list[Op], out: list[
     for event in stream:
         if event["name"] != "lock.acquired":
             continue
-        order_id, fence = _lock_key(event)  # type: ignore[misc]
+        order_id, fence = lock_key(event)  # type: ignore[misc]
         counts["I3 grants"] += 1
         if order_id in last and fence <= last[order_id][0]:
             out.append(Violation("I3", f"order {order_id}: fence {fence} (seq {event['seq']}) after fence "
                                        f"{last[order_id][0]} (seq {last[order_id][1]})"))
         last[order_id] = (fence, event["seq"])
     for op in ops:
-        for lock in _grant_locks(op):
+        for lock in grant_locks(op):
             if lock.get("enforced") is False:
                 continue
             key = (lock["order_id"], int(lock["fence"]))
@@ -237,7 +157,9 @@ def _holder_id(holder: dict[str, Any]) -> str:
 
 
 def _is_completion(op: Op) -> bool:
-    return op.method == "POST" and (op.path.endswith("/payments") and "/locks" not in op.path)
+    # A terminal paying its own share (``.../shares/payments``) is one of several: shares_check judges it.
+    return op.method == "POST" and op.path.endswith("/payments") and "/locks" not in op.path \
+        and not op.path.endswith("/shares/payments")
 
 
 def _completions(stream: list[dict[str, Any]], locks: dict, ops: list[Op], out: list[Violation],
@@ -254,7 +176,7 @@ def _completions(stream: list[dict[str, Any]], locks: dict, ops: list[Op], out: 
     # Which lock each token belongs to, and who was given it.
     by_token: dict[str, tuple[tuple[str, int], str]] = {}
     for op in ops:
-        for lock in _grant_locks(op):
+        for lock in grant_locks(op):
             by_token.setdefault(lock["token"], ((lock["order_id"], int(lock["fence"])), op.actor))
     accepted: dict[str, set[str]] = defaultdict(set)
     for op in ops:
@@ -295,9 +217,11 @@ def _completions(stream: list[dict[str, Any]], locks: dict, ops: list[Op], out: 
             if op.body.get("version") != paid_order.get("version"):
                 out.append(Violation("I4", f"op {op.i}: completion of {order_id} accepted for version "
                                            f"{op.body.get('version')}, the order is at {paid_order.get('version')}"))
-            if op.body.get("amount_cents") != paid_order.get("total_cents"):
+            # With split bill (SPEC §10) a whole-order payment takes what the paid shares left due.
+            due = int(paid_order.get("total_cents") or 0) - int(paid_order.get("paid_cents") or 0)
+            if op.body.get("amount_cents") != due:
                 out.append(Violation("I4", f"op {op.i}: completion of {order_id} accepted for "
-                                           f"{op.body.get('amount_cents')}, the total is {paid_order.get('total_cents')}"))
+                                           f"{op.body.get('amount_cents')}, {due} was due"))
     for order_id, refs in accepted.items():
         if len(refs) > 1:
             out.append(Violation("I4", f"order {order_id}: {len(refs)} different completions accepted: {sorted(refs)}"))
@@ -333,150 +257,3 @@ def _stream_gaps(stream: list[dict[str, Any]], out: list[Violation]) -> None:
     for a, b in zip(seqs, seqs[1:]):
         if b != a + 1:
             out.append(Violation("I5", f"the event stream jumps from seq {a} to {b}"))
-
-
-def _subscribers(history: History, stream: list[dict[str, Any]], out: list[Violation], counts: Counter) -> None:
-    by_seq = {e["seq"]: e for e in stream}
-    conns = defaultdict(list)
-    for c in history.connections:
-        conns[c.sub].append(c)
-    received = defaultdict(list)
-    for r in history.received:
-        received[r.sub].append(r)
-    for sub, connections in conns.items():
-        connections.sort(key=lambda c: c.conn)
-        h5 = sub in history.h5_subscribers
-        first = next((c for c in connections if c.hello_seq is not None), None)
-        if first is None:
-            continue
-        for c in connections[1:]:
-            if c.hello_seq is not None and c.snapshot and c.since is not None:
-                out.append(Violation("I5", f"{sub}: resume with since={c.since} on connection {c.conn} got a "
-                                           "snapshot, not the missed events"))
-        # In receive order, across every connection (a resume continues where the last one stopped).
-        last, seen = 0, set()
-        for r in received[sub]:
-            seq = r.event["seq"]
-            counts["I5 events received"] += 1
-            if seq <= last:
-                out.append(Violation("I5", f"{sub}: seq {seq} received after seq {last} (connection {r.conn})"))
-            last = max(last, seq)
-            seen.add(seq)
-            event = by_seq.get(seq)
-            if event is not None and _name_order(event) != _name_order(r.event):
-                out.append(Violation("I5", f"{sub}: seq {seq} received as {_name_order(r.event)}, the stream has "
-                                           f"{_name_order(event)}"))
-        until = history.until.get(sub)
-        if until is None:
-            continue
-        expected = {s for s, e in by_seq.items() if first.hello_seq < s <= until and _visible(e, history, sub, h5)}
-        missing = sorted(expected - seen)
-        counts["I5 events expected"] += len(expected)
-        if missing:
-            out.append(Violation("I5", f"{sub}: {len(missing)} events missing after seq {first.hello_seq}, e.g. "
-                                       f"{missing[:10]}"))
-
-
-def _name_order(event: dict[str, Any]) -> tuple[str, Any]:
-    return event["name"], event.get("order_id")
-
-
-def _visible(event: dict[str, Any], history: History, sub: str, h5: bool) -> bool:
-    """Whether a subscriber must receive ``event`` (an H5 session: its table's, not staff-only)."""
-    if not h5:
-        return True
-    if event["name"] in STAFF_ONLY_EVENTS:
-        return False
-    table = history.sessions.get(history.h5_subscribers[sub], {}).get("table_id")
-    if event.get("table_id") is None:
-        return event["name"] == "config.updated"
-    return event.get("table_id") == table
-
-
-# --- EX: expiry is exact ---------------------------------------------------------------------
-
-
-def _expiry(stream: list[dict[str, Any]], history: History, out: list[Violation], counts: Counter) -> None:
-    for event in stream:
-        if event["name"] == "lock.expired":
-            counts["EX expiries"] += 1
-            if int(event["ts"]) < int(event["data"]["lock"]["expires_at"]):
-                out.append(Violation("EX", f"lock.expired (seq {event['seq']}) at {event['ts']}, before its "
-                                           f"expires_at {event['data']['lock']['expires_at']}"))
-    if not history.clock:
-        return
-    for op in history.ops:
-        if op.status != 409 or not isinstance(op.resp, dict):
-            continue
-        error = op.resp.get("error") or {}
-        lock = error.get("lock")
-        if error.get("code") not in DENIALS or not isinstance(lock, dict):
-            continue
-        counts["EX denials"] += 1
-        sent = history.redis_ms(op.t0)
-        if int(lock["expires_at"]) <= sent - CLOCK_SLACK_MS:
-            out.append(Violation("EX", f"op {op.i} ({op.actor}) denied {error['code']} by a lock that expired at "
-                                       f"{lock['expires_at']}, before the request was sent (~{sent:.0f})"))
-
-
-# --- I6: what H5 sees -------------------------------------------------------------------------
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
-def _leaks(history: History, out: list[Violation], counts: Counter) -> None:
-    tokens_of: dict[str, set[str]] = defaultdict(set)
-    for op in history.ops:
-        for lock in _grant_locks(op):
-            tokens_of[op.actor].add(lock["token"])
-    terminal_ids = set(history.terminals)
-    terminal_tokens = set(history.terminals.values())
-    session_ids = {actor: s.get("session_id", "") for actor, s in history.sessions.items()}
-    session_tokens = {actor: s.get("token", "") for actor, s in history.sessions.items()}
-    all_lock_tokens = {t for ts in tokens_of.values() for t in ts}
-
-    def inspect(actor: str, value: Any, where: str) -> None:
-        counts["I6 answers inspected"] += 1
-        own = tokens_of.get(actor, set()) | {session_tokens.get(actor, "")}
-        for text in _strings(value):
-            if text in terminal_ids or text in terminal_tokens or any(
-                    m in terminal_ids for m in _TERMINAL_ID.findall(text)):
-                out.append(Violation("I6", f"{where} to {actor} shows a terminal id or token: {text[:40]!r}"))
-            elif text in all_lock_tokens and text not in own:
-                out.append(Violation("I6", f"{where} to {actor} shows another holder's lock token"))
-            elif any(text == sid and other != actor for other, sid in session_ids.items() if sid):
-                out.append(Violation("I6", f"{where} to {actor} shows another session's id {text!r}"))
-            elif any(text == tok and other != actor for other, tok in session_tokens.items() if tok):
-                out.append(Violation("I6", f"{where} to {actor} shows another session's token"))
-
-    for op in history.ops:
-        if op.role == "h5" and op.resp is not None:
-            inspect(op.actor, op.resp, f"op {op.i} {op.method} {op.path}")
-    for r in history.received:
-        actor = history.h5_subscribers.get(r.sub)
-        if actor is not None:
-            inspect(actor, r.event, f"event seq {r.event['seq']}")
-
-
-def expiry_lags(history: History, *, outside_faults: bool = False) -> list[float]:
-    """How late each lock.expired reached each staff subscriber, in ms after its expires_at (SPEC §7: p99 < 250).
-
-    ``outside_faults`` leaves out deliveries from a second before a kill or Redis restart to three after it.
-    """
-    if not history.clock:
-        return []
-    windows = [(f.t0 - 1, (f.t1 or f.t0) + 3) for f in history.faults if f.kind in ("kill", "redis")]
-    return [history.redis_ms(r.t) - int(r.event["data"]["lock"]["expires_at"])
-            for r in history.received
-            if r.event["name"] == "lock.expired" and r.sub not in history.h5_subscribers
-            and not (outside_faults and any(a <= r.t <= b for a, b in windows))]

@@ -6,6 +6,10 @@
          seq (order.updated / order.moved tell where an order is)
     TO3  a merged source is done: after its order.merged no lock is granted on it and none of its
          locks outlives the merge (each ended at or before that seq)
+    TO4  split bill (SPEC §10, §11): a table operation never forces a share's payment lock with money
+         in flight (phase in_flight / completing, or completing); a claimed one it may
+    TO5  locks follow their order: every lock on the final board names the table its order is at
+         (``History.final_orders``), share locks included
 """
 
 from __future__ import annotations
@@ -64,3 +68,22 @@ def check_table_ops(history: History, stream: list[dict[str, Any]], lives: dict,
                 out.append(violation("TO3", f"lock {order_id}/{fence} granted (seq {life.grant_seq}) after the merge"))
             elif not life.ends or life.ends[0]["seq"] > seq:
                 out.append(violation("TO3", f"lock {order_id}/{fence} outlived the merge of its order (seq {seq})"))
+    # TO4
+    for event in stream:
+        data = event.get("data") or {}
+        lock = data.get("lock") or {}
+        if event["name"] != "lock.forced" or not data.get("operation") or not lock.get("share"):
+            continue
+        counts["TO4 share locks forced by an operation"] += 1
+        if lock.get("completing") or lock.get("phase") in ("in_flight", "completing"):
+            out.append(violation("TO4", f"{data['operation']} forced share lock {lock.get('order_id')}/{lock.get('fence')} "
+                                        f"with money in flight (phase {lock.get('phase')}, seq {event['seq']})"))
+    # TO5
+    for lock in history.final_locks:
+        final = history.final_orders.get(lock.get("order_id"))
+        if final is None or final.get("table_id") is None:
+            continue
+        counts["TO5 final locks placed"] += 1
+        if lock.get("table_id") != final["table_id"]:
+            out.append(violation("TO5", f"lock {lock.get('order_id')}/{lock.get('fence')} on the final board names table "
+                                        f"{lock.get('table_id')}, its order is at {final['table_id']}"))

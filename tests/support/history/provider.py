@@ -66,11 +66,15 @@ class ProviderTraffic:
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             return None, repr(exc)
 
-    async def pay(self, actor: Actor, order_id: str, lock: dict[str, Any]) -> None:
-        """Start a provider payment within the claim ``lock`` and have the sandbox pay or fail it."""
+    async def pay(self, actor: Actor, order_id: str, lock: dict[str, Any], *, kind: str = "payment") -> None:
+        """Start a provider payment within the claim ``lock`` and have the sandbox pay or fail it.
+
+        ``kind`` "share": the lock is a split-bill share's (SPEC §10); the trade names its fence and share,
+        and the diner is quick on the pay sheet (an add-on meanwhile makes the money a surplus).
+        """
         provider = random.choice(PROVIDERS)
         op = await actor.call("POST", "/h5/payments/start", {"token": lock["token"], "provider": provider})
-        actor.forget(order_id, "payment")
+        actor.forget(order_id, kind)
         if op.status != 201:
             return
         started = op.resp
@@ -78,6 +82,8 @@ class ProviderTraffic:
         trade: dict[str, Any] = {"out_trade_no": started["out_trade_no"], "provider": provider, "order_id": order_id,
                                  "amount_cents": started["amount_cents"], "actor": actor.name, "op": op.i,
                                  "t": time.monotonic()}
+        if lock.get("share"):
+            trade.update(fence=lock["fence"], share=lock["share"])
         self.run.history.trades.append(trade)
         if provider == "alipay" and started.get("pay_url"):
             # An Alipay wap trade exists at the provider once the phone opens the pay URL.
@@ -94,6 +100,8 @@ class ProviderTraffic:
         await asyncio.sleep(random.uniform(0, 0.1))  # the diner on the pay sheet
         body = {"outcome": "paid" if random.random() < 0.85 else "failed", "notify": random.choice(NOTIFY_MODES),
                 "delay_ms": random.randint(200, 3000)}
+        if kind == "share":
+            body.update(notify=random.choice(NOTIFY_MODES[:1] * 4 + NOTIFY_MODES), delay_ms=random.randint(50, 600))
         trade["action"] = f"pay {body['outcome']} notify {body['notify']}"
         status, _ = await self._sandbox("POST", f"/sandbox/trades/{started['out_trade_no']}/pay", body)
         trade["pay_status"] = status

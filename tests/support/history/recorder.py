@@ -96,6 +96,12 @@ class History:
     trades: list[dict[str, Any]] = field(default_factory=list)
     #: The store's payment records at the end (admin ``GET .../payments``).
     payments: list[dict[str, Any]] = field(default_factory=list)
+    #: Split bill (SPEC §10), read from Redis at the end: order_id -> {status, version, table_id, total_cents,
+    #: paid_cents, shares (the paid shares), refs (payment_ref -> the fence of the share it paid)}.
+    final_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The ERP's own books at the end: order_id -> {status, shares: {payment_ref: amount_cents},
+    #: uncertain: a share payment whose outcome the ERP never learnt}.
+    erp_books: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def save(self, path: Path | str) -> None:
         """Write the history as JSON."""

@@ -1,7 +1,7 @@
-"""P6: what ``TABLELOCK_REDIS_WAIT_REPLICAS=1`` costs on the P1 cycle (acquire + release of a payment lock).
+"""Failover cost: what ``TABLELOCK_REDIS_WAIT_REPLICAS=1`` costs on the P1 cycle (acquire + release of a payment lock).
 
-    .venv/bin/python bench/p6_wait_cost.py                 # 3 rounds of 6 s windows, each setting
-    .venv/bin/python bench/p6_wait_cost.py --rounds 5 --seconds 8
+    .venv/bin/python bench/failover_wait_cost.py                 # 3 rounds of 6 s windows, each setting
+    .venv/bin/python bench/failover_wait_cost.py --rounds 5 --seconds 8
 
 A primary with one replica and three sentinels on loopback (tests/support/sentinel.py), the
 LockEngine in this process on the sentinel URL, 32 tasks each cycling over its own orders (every
