@@ -7,7 +7,9 @@ import json
 
 from coordinator.core.models import OrderIn
 from coordinator.core.rules import Kind
+from coordinator.core.shares import ShareKind, ShareSpec
 from coordinator.store import keys
+from coordinator.store.share_book import ShareBook
 from tests.support.app import ADMIN_TOKEN, Shop, bearer, order_body, post, services
 from tests.support.ws_socket import open_socket
 
@@ -118,3 +120,30 @@ async def test_a_diner_holding_the_lock_is_told_it_is_theirs(client, shop):
     event = await sock.event("lock.released")
     assert event["data"]["reason"] == "admin" and event["data"]["lock"]["holder"] == {"role": "h5", "is_me": True}
     await sock.ws.close()
+
+
+async def test_admin_ends_stuck_share_locks_one_or_all_and_keeps_a_completing_one(client, shop):
+    """A diner's claimed split-bill share lock is ended by the admin (reason admin, its part free again): one by its fence, then the rest of the order's payment locks; a completing share stays."""
+    svc = services(client)
+    book = ShareBook(svc.engine)
+    diners = [{"role": "h5", "session_id": f"s-{n}"} for n in ("stuck", "idle", "paying", "next")]
+    amount = ShareSpec(ShareKind.AMOUNT, amount_cents=1000)
+    stuck, _ = await book.claim(shop.store_id, "o1", diners[0], ShareSpec(ShareKind.LINES, line_ids=("l1",)))
+    idle, _ = await book.claim(shop.store_id, "o1", diners[1], amount)
+    paying, _ = await book.claim(shop.store_id, "o1", diners[2], amount)
+    await book.pay(shop.store_id, "o1", diners[2], token=paying["token"], amount_cents=1000,
+                   version=1, payment_ref="wechatpay:tx-9", mode="begin", window_ms=60_000)
+    url = f"/admin/stores/{shop.store_id}/orders/o1/locks/payment/release"
+    status, body = await post(client, url, ADMIN, {"reason": "顾客走了", "fence": stuck["fence"]})
+    assert status == 200, body
+    assert ([l["fence"] for l in body["released"]], body["kept"]) == ([stuck["fence"]], [])
+    released = [a for a in await audit_names(client, shop) if a[0] == "lock.released"]
+    assert released[-1][1]["reason"] == "admin" and released[-1][1]["lock"]["share"]["line_ids"] == ["l1"]
+    assert sorted(l["fence"] for l in await svc.engine.locks(shop.store_id)) == sorted([idle["fence"], paying["fence"]])
+    again, _ = await book.claim(shop.store_id, "o1", diners[3], ShareSpec(ShareKind.LINES, line_ids=("l1",)))
+    assert again["share"]["amount_cents"] == stuck["share"]["amount_cents"]
+    status, body = await post(client, url, ADMIN, {"reason": "都结束"})
+    assert status == 200, body
+    assert sorted(l["fence"] for l in body["released"]) == sorted([idle["fence"], again["fence"]])
+    assert [l["fence"] for l in body["kept"]] == [paying["fence"]]
+    assert [l["fence"] for l in await svc.engine.locks(shop.store_id)] == [paying["fence"]]

@@ -2,7 +2,8 @@
 trades) is honest: a clean hand-made split bill passes, and each planted violation — overlapping
 shares, shares above the total, a share paid twice, the order paid while its shares fall short,
 books that disagree at the end, a table operation forcing a share in flight, a share lock left
-behind by a move — is reported under its invariant."""
+behind by a move — is reported under its invariant. The last share confirmed after the ERP's own copy
+closed the order (issue 13) is accepted only as pay_confirm.lua makes it, pinned both ways."""
 
 from __future__ import annotations
 
@@ -181,6 +182,71 @@ def _operation_forced_a_share_in_flight(h: History) -> None:
 def _lock_left_on_the_old_table(h: History) -> None:
     h.final_orders["o3"]["table_id"] = "T4"  # the order moved; a share lock still names T3
     h.final_locks = [{**_lock(4, H5A, S3, 3900), "table_id": "T3"}]
+
+
+S_REST = {"kind": "rest", "amount_cents": 400}
+
+
+def closed_by_copy_history() -> History:
+    """Order o3 (1,000): diner A pays line l1 (600); diner B's rest (400) is captured and booked by the
+    ERP, which then has the order paid; an order.fetch stores that copy (B's completing lock ends
+    order_closed) before the ERP's answer lands: pay_confirm.lua joins B's share from its record."""
+    a, b = _lock(1, H5A, S1, 1000), _lock(2, H5B, S_REST, 1100)
+    completing = {**b, "phase": "completing", "completing": True, "out_trade_no": "TL2"}
+    stream = [
+        _event(1, 900, "order.updated", {"order": _order(1)}),
+        _event(2, 1000, "lock.acquired", {"lock": a}),
+        _event(3, 1100, "lock.acquired", {"lock": b}),
+        _event(4, 2000, "lock.released", {"reason": "paid", "lock": a}),
+        _paid(5, 2000, 1, S1, 600, 1),
+        _event(6, 2500, "lock.released", {"reason": "order_closed", "lock": completing}),
+        _event(7, 2500, "order.updated", {"order": _order(1, "paid", 600)}),
+        _paid(8, 2600, 2, S_REST, 1000, 1),
+    ]
+    _ev_of = {e["seq"]: e for e in stream}
+    _ev_of[8]["data"]["order"]["status"] = "paid"
+    shares = [{**S1, "fence": 1, "paid_at": 2000}, {**S_REST, "fence": 2, "paid_at": 2600}]
+    return History(
+        store_id="s", ops=[], stream=stream, clock=[(0.0, 0)], final_now=4000, final_seq=8,
+        trades=[_trade("TL1", 1, S1, "4201"), _trade("TL2", 2, S_REST, "4202")],
+        payments=[{"out_trade_no": "TL1", "order_id": "o3", "state": "paid"},
+                  {"out_trade_no": "TL2", "order_id": "o3", "state": "paid"}],
+        final_orders={"o3": {"status": "paid", "version": 1, "table_id": "T3", "total_cents": 1000, "paid_cents": 1000,
+                             "shares": shares, "refs": {"wechatpay:4201": 1, "wechatpay:4202": 2}}},
+        erp_books={"o3": {"status": "paid", "shares": {"wechatpay:4201": 600, "wechatpay:4202": 400}}},
+        terminals={TERMINAL: "erp~s~" + TERMINAL + "~secret0123456789"},
+    )
+
+
+def test_a_share_paid_after_the_erps_copy_closed_the_order_is_accepted():
+    """A completing share whose lock the ERP's paid copy ended (order_closed) and that pay_confirm then joins breaks nothing."""
+    report = check(closed_by_copy_history())
+    assert report.violations == [], [str(v) for v in report.violations]
+    assert report.counts["I10 shares paid after the ERP's copy closed the order"] == 1
+    assert report.counts["I9 shares paid"] == 2
+
+
+def _late_share_not_completing(h: History) -> None:
+    lock = _ev(h, 6)["data"]["lock"]
+    lock.update(phase="in_flight", completing=False)  # no money was being confirmed for it
+
+
+def _late_share_on_a_cancelled_order(h: History) -> None:
+    _ev(h, 7)["data"]["order"]["status"] = "cancelled"
+
+
+def _late_share_without_its_close(h: History) -> None:
+    _ev(h, 6)["data"]["reason"] = "released"
+
+
+@pytest.mark.parametrize("plant", [_late_share_not_completing, _late_share_on_a_cancelled_order,
+                                   _late_share_without_its_close])
+def test_a_share_paid_after_a_close_is_flagged_unless_the_erp_copy_ended_it_completing(plant):
+    """A share.paid after the order closed is an I10 violation when its lock was not completing, the order was cancelled, or the lock did not end order_closed."""
+    history = closed_by_copy_history()
+    plant(history)
+    found = [str(v) for v in check(history).violations if v.invariant == "I10"]
+    assert any("after the order was closed" in v or "did not just end paid" in v for v in found), found
 
 
 #: name -> (invariant, a phrase the report must carry, the plant)

@@ -46,7 +46,7 @@ async def admin_release_lock(call: Call) -> Reply:
     """End a stuck lock from the lock board (lock.released reason admin, audited, its holder told)."""
     store_id, order_id = call.path["store_id"], call.path["order_id"]
     released, kept = await TableOps(call.services.engine).admin_release(
-        store_id, [order_id], call.path["kind"], call.body.reason, call.principal.holder(),
+        store_id, [order_id], call.path["kind"], call.body.reason, call.principal.holder(), call.body.fence,
     )
     return await _released(call, store_id, released, kept)
 

@@ -23,13 +23,13 @@ class TableOps:
         self.engine = engine
 
     async def admin_release(self, store_id: str, order_ids: list[str], kind: str, reason: str,
-                            admin: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-        """End the orders' locks of ``kind`` ("" = all) as the admin; returns (released, kept)."""
+                            admin: dict[str, Any], fence: int | None = None) -> tuple[list[dict], list[dict]]:
+        """End the orders' locks of ``kind`` ("" = all; only the one of ``fence`` if given) as the admin; returns (released, kept)."""
         if not order_ids:
             return [], []
         reply = await self.engine.run(
             "admin_release", store_id, [keys.locks(store_id, o) for o in order_ids],
-            [kind, reason, *order_ids], admin,
+            [kind, reason, "" if fence is None else fence, *order_ids], admin,
         )
         return reply.get("released") or [], reply.get("kept") or []
 

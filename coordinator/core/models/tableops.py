@@ -23,6 +23,9 @@ class AdminRelease(Body):
     """POST /admin/stores/{s}/orders/{o}/locks/{kind}/release and .../tables/{t}/release."""
 
     reason: Reason
+    #: Only the lock with this fence (one diner's split-bill share among several payment locks of the
+    #: order, SPEC §10); None: every lock of the kind. Orders route only.
+    fence: int | None = None
 
 
 class AdminReleased(BaseModel):

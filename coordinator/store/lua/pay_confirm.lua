@@ -10,6 +10,12 @@
 -- paid:    the order is marked paid (its locks end, reason paid; then order.paid), the record paid,
 --          the outbox task gone → {"ok":1,"state":"paid","order"}. An order the ERP's own push
 --          closed meanwhile stays as it is (the ERP confirmed this payment: the record is paid).
+--          A share's payment (the record has `share`, SPEC §10) whose lock is gone or whose order is
+--          closed — typically the ERP's copy closed the order (put_order ends every lock, reason
+--          order_closed) after the ERP booked this very share — joins the order's paid shares from the record (share.paid; order.paid too when an
+--          order still open reaches its total), so paid_cents keeps what the ERP booked (invariant
+--          10, issue 13). A share that no longer fits (a cancelled order, above the total, a line or
+--          part already paid) becomes a surplus (reason order_closed) as a refusal does.
 -- refused: the ERP will not take this money (e.g. its order changed): the completing lock ends
 --          (reason payment_failed), payment.rejected is recorded and the money becomes a surplus
 --          with a refund task → {"ok":1,"state":"surplus"}.
@@ -19,7 +25,7 @@ local K_ORDER, K_LOCKS, K_OPEN, K_PAY, K_TASKS, K_CONFIG = KEYS[5], KEYS[6], KEY
 local trade_no, outcome, code = ARGV[6], ARGV[7], ARGV[8]
 
 local r = redis.call('HMGET', K_PAY, 'state', 'order_id', 'lock_token', 'payment_ref', 'received_cents',
-                     'table_id', 'version', 'provider', 'transaction_id')
+                     'table_id', 'version', 'provider', 'transaction_id', 'share', 'fence')
 redis.call('ZREM', K_TASKS, 'outbox:' .. trade_no)
 if r[1] ~= 'completing' then return reply({ok = 1, state = r[1] or 'missing'}) end
 local order_id, token, payment_ref, amount = r[2], r[3], r[4], tonumber(r[5])
@@ -27,15 +33,70 @@ local order_id, token, payment_ref, amount = r[2], r[3], r[4], tonumber(r[5])
 local held = reap(K_LOCKS, order_id)
 local slot, lock = payment_lock_by_token(held, token)  -- whole-order (pay) or a share's (SPEC §10)
 
+-- The record's share joins the paid shares (its lock gone or its order closed, see above); false
+-- when it does not fit.
+local function join_recorded_share(status)
+  local share = cjson.decode(r[10])
+  local o = redis.call('HMGET', K_ORDER, 'body', 'total', 'table_id', 'paid_cents', 'shares')
+  local shares = o[5] and cjson.decode(o[5]) or {}
+  local paid, total = (tonumber(o[4]) or 0) + tonumber(share.amount_cents), tonumber(o[2])
+  if status == 'cancelled' or paid > total then return false end
+  local mine = {}
+  for _, id in ipairs(share.line_ids or {}) do mine[id] = true end
+  for _, s in ipairs(shares) do
+    for _, id in ipairs(s.line_ids or {}) do if mine[id] then return false end end
+    if share.kind == 'parts' and s.kind == 'parts' and (s.parts ~= share.parts or s.part == share.part) then
+      return false
+    end
+  end
+  if lock then  -- an order closed some other way than put_order, the lock left: it ends first
+    end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'paid'})
+    held[slot] = nil
+  end
+  local record = {}
+  for k, v in pairs(share) do record[k] = v end
+  record.fence, record.paid_at = tonumber(r[11]), NOW
+  table.insert(shares, record)
+  local json = write_order(K_ORDER, o[1], status, {'paid_cents', paid, 'shares', encode(shares),
+                                                   'ref:' .. payment_ref, record.fence})
+  emit('share.paid', o[3], order_id,
+       raw_field(encode({share = record, paid_cents = paid, remaining_cents = total - paid}), 'order', json))
+  if status == 'open' and paid >= total then mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, paid) end
+  return true
+end
+
+-- The money stays with us: a surplus with a refund task (invariant 9).
+local function surplus(reason)
+  if lock then end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'payment_failed'}) end
+  index_order(K_LOCKS, order_id)
+  local config = store_config(K_CONFIG, ARGV[9])
+  local refund_state = config.auto_refund_surplus and 'pending' or 'manual'
+  local refund_no = 'R' .. trade_no
+  redis.call('HSET', K_PAY, 'state', 'surplus', 'surplus_reason', reason, 'refund_no', refund_no,
+             'refund_state', refund_state, 'refund_cents', amount)
+  if config.auto_refund_surplus then redis.call('ZADD', K_TASKS, NOW, 'refund:' .. trade_no) end
+  emit('payment.surplus', r[6], order_id,
+       {out_trade_no = trade_no, provider = r[8], transaction_id = r[9], amount_cents = amount,
+        reason = reason, refund_no = refund_no, refund_state = refund_state})
+  return reply({ok = 1, state = 'surplus'})
+end
+
 if outcome == 'paid' then
-  redis.call('HSET', K_PAY, 'state', 'paid', 'confirmed_at', NOW)
   local status = redis.call('HGET', K_ORDER, 'status')
   if status == 'open' and lock and lock.share then
     -- A share confirmed: it joins the paid shares; the order is paid when they reach the total.
+    redis.call('HSET', K_PAY, 'state', 'paid', 'confirmed_at', NOW)
     local json = mark_share_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, slot, payment_ref)
     index_order(K_LOCKS, order_id)
     return reply({ok = 1, state = 'paid'}, json)
   end
+  if r[10] and redis.call('HEXISTS', K_ORDER, 'ref:' .. payment_ref) == 0 then
+    if not join_recorded_share(status) then return surplus('order_closed') end
+    redis.call('HSET', K_PAY, 'state', 'paid', 'confirmed_at', NOW)
+    index_order(K_LOCKS, order_id)
+    return reply({ok = 1, state = 'paid'})
+  end
+  redis.call('HSET', K_PAY, 'state', 'paid', 'confirmed_at', NOW)
   if status == 'open' then
     return reply({ok = 1, state = 'paid'}, mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, amount))
   end
@@ -45,15 +106,4 @@ if outcome == 'paid' then
 end
 
 reject_payment(r[6], order_id, code, payment_ref, amount, tonumber(r[7]), lock)
-if lock then end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'payment_failed'}) end
-index_order(K_LOCKS, order_id)
-local config = store_config(K_CONFIG, ARGV[9])
-local refund_state = config.auto_refund_surplus and 'pending' or 'manual'
-local refund_no = 'R' .. trade_no
-redis.call('HSET', K_PAY, 'state', 'surplus', 'surplus_reason', 'erp_refused:' .. code, 'refund_no', refund_no,
-           'refund_state', refund_state, 'refund_cents', amount)
-if config.auto_refund_surplus then redis.call('ZADD', K_TASKS, NOW, 'refund:' .. trade_no) end
-emit('payment.surplus', r[6], order_id,
-     {out_trade_no = trade_no, provider = r[8], transaction_id = r[9], amount_cents = amount,
-      reason = 'erp_refused:' .. code, refund_no = refund_no, refund_state = refund_state})
-return reply({ok = 1, state = 'surplus'})
+return surplus('erp_refused:' .. code)

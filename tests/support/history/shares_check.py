@@ -7,7 +7,10 @@
          the equal part, the last taking the rounding; lines: their amounts; the rest: what remained)
          at each ``share.paid``: the share is one whose lock has just ended ``lock.released{paid}``,
          paid once (a fence is never paid twice), ``paid_cents`` is the running sum of the paid shares
-         (each counted exactly once), never above the total, and the order was still open
+         (each counted exactly once), never above the total, and the order was still open — or else
+         the order was closed as paid by the ERP's own copy (``order.updated``) after the share's lock,
+         completing, ended ``order_closed``: the ERP had booked that share, pay_confirm.lua joins it
+         from its payment record (issue 13), and no ``order.paid`` follows (the order is paid already)
          at each ``order.paid`` of an order with paid shares: the shares reached the total (the event
          right after the share that reached it, only the other locks' releases between), or a
          whole-order payment took exactly what remained; shares reaching the total always pay the order
@@ -43,6 +46,10 @@ class OrderShares:
     paid: dict[int, dict[str, Any]] = field(default_factory=dict)
     paid_sum: int = 0
     closed: bool = False
+    #: the status the order closed with ("paid" | "cancelled"), "" while open.
+    closed_as: str = ""
+    #: share locks that ended order_closed while completing (the ERP may have booked them): fence -> share.
+    closed_completing: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: seq of the share.paid that made the shares reach the total, until order.paid follows.
     reached: int | None = None
     last: str = ""
@@ -120,6 +127,10 @@ def check_shares(history: History, stream: list[dict[str, Any]], lives: dict, co
             share = st.live.pop(fence, None)
             if share is not None and name == "lock.released" and data.get("reason") == "paid":
                 st.ended_paid[fence] = share
+            lock = data.get("lock") or {}
+            if share is not None and data.get("reason") == "order_closed" and (
+                    lock.get("completing") or lock.get("phase") == "completing"):
+                st.closed_completing[fence] = share
         elif name == "share.paid":
             _share_paid(order_id, event, st, counts, flag)
         elif name == "order.paid":
@@ -128,6 +139,7 @@ def check_shares(history: History, stream: list[dict[str, Any]], lives: dict, co
             st.total, st.lines = int(order["total_cents"]), _line_amounts(order)
             if order.get("status") in ("paid", "cancelled"):
                 st.closed = True
+                st.closed_as = st.closed_as or str(order["status"])
             if name == "order.updated" and st.paid and order.get("status") == "open":
                 counts["I10 order changes after a share was paid"] += 1
         st.last = name
@@ -172,12 +184,18 @@ def _share_paid(order_id: str, event: dict[str, Any], st: OrderShares, counts: C
     if fence in st.paid:
         flag(f"order {order_id}: share#{fence} paid twice (seq {event['seq']})")
         return
-    lock_share = st.ended_paid.pop(fence, None)
+    late = st.closed_as == "paid" and fence in st.closed_completing and fence not in st.ended_paid
+    lock_share = st.closed_completing.pop(fence, None) if late else st.ended_paid.pop(fence, None)
     if lock_share is None:
         flag(f"order {order_id}: share.paid (seq {event['seq']}) for share#{fence}, whose lock did not just end paid")
     elif int(lock_share.get("amount_cents") or 0) != amount:
         flag(f"order {order_id}: share#{fence} claimed for {lock_share.get('amount_cents')}, paid as {amount}")
-    if st.closed:
+    if late:
+        counts["I10 shares paid after the ERP's copy closed the order"] += 1
+        why = overlap(share, st.paid.values())
+        if why is not None:
+            flag(f"order {order_id}: share#{fence} paid (seq {event['seq']}) after the ERP closed the order overlaps: {why}")
+    elif st.closed:
         flag(f"order {order_id}: share#{fence} paid (seq {event['seq']}) after the order was closed")
     st.paid[fence] = {**share, "fence": fence}
     st.paid_sum += amount
@@ -187,7 +205,7 @@ def _share_paid(order_id: str, event: dict[str, Any], st: OrderShares, counts: C
     total = st.total if st.total is not None else int((data.get("order") or {}).get("total_cents") or 0)
     if st.paid_sum > total:
         flag(f"order {order_id}: paid shares add up to {st.paid_sum}, above the total {total} (seq {event['seq']})")
-    elif st.paid_sum == total:
+    elif st.paid_sum == total and not late:  # a late share finds the order paid already: no order.paid follows
         st.reached = event["seq"]
 
 

@@ -35,7 +35,8 @@ export function mount(ctx, root) {
     el("div", { class: "card" }, status, el("p", { class: "row" }, reason, " ", tableInput, " ", tableButton), body),
     el("h2", { text: t("service_title") }), el("div", { class: "card" }, requests));
 
-  async function release(releasePath, what) {
+  // fence: one lock only (a diner's split-bill share beside other shares of the order).
+  async function release(releasePath, what, fence) {
     const text = reason.value.trim();
     if (!text || !what) {
       toast(t("release_need_reason"), "error");
@@ -43,7 +44,7 @@ export function mount(ctx, root) {
     }
     if (!(await confirmDialog({ title: t("release_title"), text: t("release_confirm", what), ok: t("release") }))) return;
     try {
-      const done = await api.request("POST", releasePath, { reason: text });
+      const done = await api.request("POST", releasePath, fence === undefined ? { reason: text } : { reason: text, fence });
       toast(done.kept.length ? t("release_kept", done.released.length, done.kept.length) : t("release_done", done.released.length));
       poll(true);
     } catch (e) {
@@ -79,7 +80,7 @@ export function mount(ctx, root) {
     el("td", { class: "muted", text: clockTime(lock.expires_at) }),
     el("td", {}, el("button", { type: "button", class: "danger", testid: "release-lock", text: t("release"),
       on: { click: () => release(storePath(storeId, "orders", lock.order_id, "locks", lock.kind, "release"),
-        `${kindName(lock.kind, t)} · ${lock.order_id}`) } })));
+        `${kindName(lock.kind, t)} · ${lock.order_id}`, lock.fence) } })));
   }
 
   function requestRow(request) {
