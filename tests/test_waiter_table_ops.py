@@ -40,7 +40,11 @@ async def test_two_waiter_pages_race_to_take_a_service_request(sim, store, brows
     for page in (a, b):
         await expect(page.get_by_test_id("inbox")).to_have_attribute("data-open", "1", timeout=3000)
         await expect(page.get_by_test_id("inbox-take")).to_have_count(1)
-    await asyncio.gather(a.get_by_test_id("inbox-take").click(), b.get_by_test_id("inbox-take").click())
+    # Both presses at the same instant: a DOM click in each page, sent together. (Playwright's
+    # click() waits for actionability per page; on a loaded machine the second one came after the
+    # first had been taken and its button was gone.)
+    press = "() => { const b = document.querySelector('[data-testid=inbox-take]'); if (b) b.click(); return !!b; }"
+    assert await asyncio.gather(a.evaluate(press), b.evaluate(press)) == [True, True]
     for page in (a, b):
         await expect(page.get_by_test_id("inbox")).to_have_attribute("data-open", "0", timeout=3000)
         await expect(page.get_by_test_id("inbox-taken-by")).to_have_count(1)
