@@ -13,6 +13,16 @@ import aiohttp
 API = "/api/v1"
 
 
+def lock_body(kind: str, force: bool, expected_version: int | None, force_unverified: bool) -> dict[str, Any]:
+    """The body of a lock request (HTTP, or a ``lock.acquire`` command without its ids)."""
+    body: dict[str, Any] = {"kind": kind, "force": force}
+    if force_unverified:
+        body["force_unverified"] = True  # the cashier confirmed the "cannot verify the payment" warning
+    if expected_version is not None:
+        body["expected_version"] = expected_version
+    return body
+
+
 class Refused(Exception):
     """The coordinator (or the ERP itself) refused an action: the SPEC error body's fields."""
 
@@ -86,11 +96,7 @@ class CoordinatorClient:
     async def take_lock(self, order_id: str, kind: str, *, force: bool = False,
                         expected_version: int | None = None, force_unverified: bool = False) -> dict[str, Any]:
         """Take a lock; returns the lock with its token and ``enforced`` (false in legacy mode: nothing stored)."""
-        body: dict[str, Any] = {"kind": kind, "force": force}
-        if force_unverified:
-            body["force_unverified"] = True  # the cashier confirmed the "cannot verify the payment" warning
-        if expected_version is not None:
-            body["expected_version"] = expected_version
+        body = lock_body(kind, force, expected_version, force_unverified)
         grant = await self._call("POST", f"/orders/{order_id}/locks", body)
         return {**grant["lock"], "enforced": grant.get("enforced", True)}
 

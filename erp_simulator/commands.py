@@ -19,7 +19,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from .client import CoordinatorClient, Refused
+from .client import CoordinatorClient, Refused, lock_body
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ class LockRequests:
     async def take_lock(self, order_id: str, kind: str, *, force: bool = False,
                         expected_version: int | None = None, force_unverified: bool = False) -> dict[str, Any]:
         """Take a lock; the lock with its token and ``enforced`` (false in legacy mode: nothing stored)."""
-        body: dict[str, Any] = {"kind": kind, "force": force}
-        if force_unverified:
-            body["force_unverified"] = True  # the cashier confirmed the "cannot verify the payment" warning
-        if expected_version is not None:
-            body["expected_version"] = expected_version
+        body = lock_body(kind, force, expected_version, force_unverified)
         grant = await self._either("lock.acquire", {"order_id": order_id, **body}, f"/orders/{order_id}/locks", body)
         return {**grant["lock"], "enforced": grant.get("enforced", True)}
 
