@@ -367,30 +367,37 @@ local function payment_lock_by_token(held, token)
   return nil, nil
 end
 
--- Mark the share held in `slot` paid: it joins the order's `shares` (without its holder: the
--- table's diners see only that someone paid it), paid_cents grows, the lock ends (reason paid),
--- share.paid {share, paid_cents, remaining_cents, order}; when paid_cents reaches the total the
--- order is paid (mark_paid: the other locks end, then order.paid). payment_ref is remembered
--- (order field ref:<payment_ref>) for idempotency. Returns the order JSON and whether it is paid.
-local function mark_share_paid(order_key, locks_key, open_key, order_id, held, slot, payment_ref)
-  local lock = held[slot]
+-- A paid share (with the fence of the lock that held it) joins the order's `shares` (without its
+-- holder: the table's diners see only that someone paid it), paid_cents grows, share.paid
+-- {share, paid_cents, remaining_cents, order}; payment_ref is remembered (order field
+-- ref:<payment_ref>) for idempotency. The order keeps `status`; an open order whose paid_cents
+-- reaches the total is paid (mark_paid: the other locks end, then order.paid). Returns the order
+-- JSON and whether it is paid.
+local function add_paid_share(order_key, locks_key, open_key, order_id, held, share, fence, payment_ref, status)
   local o = redis.call('HMGET', order_key, 'body', 'total', 'table_id', 'paid_cents', 'shares')
   local shares = o[5] and cjson.decode(o[5]) or {}
   local record = {}
-  for k, v in pairs(lock.share) do record[k] = v end
-  record.fence, record.paid_at = lock.fence, NOW
+  for k, v in pairs(share) do record[k] = v end
+  record.fence, record.paid_at = fence, NOW
   table.insert(shares, record)
-  local paid, total = (tonumber(o[4]) or 0) + tonumber(lock.share.amount_cents), tonumber(o[2])
-  end_lock(locks_key, slot, lock, 'lock.released', {reason = 'paid'})
-  held[slot] = nil
-  local json = write_order(order_key, o[1], 'open', {'paid_cents', paid, 'shares', encode(shares),
-                                                     'ref:' .. payment_ref, lock.fence})
+  local paid, total = (tonumber(o[4]) or 0) + tonumber(share.amount_cents), tonumber(o[2])
+  local json = write_order(order_key, o[1], status, {'paid_cents', paid, 'shares', encode(shares),
+                                                     'ref:' .. payment_ref, fence})
   emit('share.paid', o[3], order_id,
        raw_field(encode({share = record, paid_cents = paid, remaining_cents = total - paid}), 'order', json))
-  if paid >= total then
+  if status == 'open' and paid >= total then
     return mark_paid(order_key, locks_key, open_key, order_id, held, payment_ref, paid), true
   end
   return json, false
+end
+
+-- Mark the share held in `slot` of an open order paid: its lock ends (reason paid), then the
+-- share joins the paid shares (add_paid_share).
+local function mark_share_paid(order_key, locks_key, open_key, order_id, held, slot, payment_ref)
+  local lock = held[slot]
+  end_lock(locks_key, slot, lock, 'lock.released', {reason = 'paid'})
+  held[slot] = nil
+  return add_paid_share(order_key, locks_key, open_key, order_id, held, lock.share, lock.fence, payment_ref, 'open')
 end
 
 -- Issue 18: what a lock request by an ERP terminal needs, answered inside its one script.

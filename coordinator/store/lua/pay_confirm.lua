@@ -37,10 +37,11 @@ local slot, lock = payment_lock_by_token(held, token)  -- whole-order (pay) or a
 -- when it does not fit.
 local function join_recorded_share(status)
   local share = cjson.decode(r[10])
-  local o = redis.call('HMGET', K_ORDER, 'body', 'total', 'table_id', 'paid_cents', 'shares')
-  local shares = o[5] and cjson.decode(o[5]) or {}
-  local paid, total = (tonumber(o[4]) or 0) + tonumber(share.amount_cents), tonumber(o[2])
-  if status == 'cancelled' or paid > total then return false end
+  local o = redis.call('HMGET', K_ORDER, 'total', 'paid_cents', 'shares')
+  local shares = o[3] and cjson.decode(o[3]) or {}
+  if status == 'cancelled' or (tonumber(o[2]) or 0) + tonumber(share.amount_cents) > tonumber(o[1]) then
+    return false
+  end
   local mine = {}
   for _, id in ipairs(share.line_ids or {}) do mine[id] = true end
   for _, s in ipairs(shares) do
@@ -53,15 +54,7 @@ local function join_recorded_share(status)
     end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'paid'})
     held[slot] = nil
   end
-  local record = {}
-  for k, v in pairs(share) do record[k] = v end
-  record.fence, record.paid_at = tonumber(r[11]), NOW
-  table.insert(shares, record)
-  local json = write_order(K_ORDER, o[1], status, {'paid_cents', paid, 'shares', encode(shares),
-                                                   'ref:' .. payment_ref, record.fence})
-  emit('share.paid', o[3], order_id,
-       raw_field(encode({share = record, paid_cents = paid, remaining_cents = total - paid}), 'order', json))
-  if status == 'open' and paid >= total then mark_paid(K_ORDER, K_LOCKS, K_OPEN, order_id, held, payment_ref, paid) end
+  add_paid_share(K_ORDER, K_LOCKS, K_OPEN, order_id, held, share, tonumber(r[11]), payment_ref, status)
   return true
 end
 
