@@ -289,6 +289,20 @@ local function mark_paid(order_key, locks_key, open_key, order_id, held, payment
   return j
 end
 
+-- A provider's money no order takes becomes a surplus with its refund number R<out_trade_no>, a
+-- refund task when the store refunds automatically (else a manual one for reconciliation), and
+-- payment.surplus (invariant 9: a captured payment is paid or refunded, never lost).
+local function open_surplus(pay_key, tasks_key, config, trade_no, reason, amount, table_id, order_id, provider, tx)
+  local refund_state = config.auto_refund_surplus and 'pending' or 'manual'
+  local refund_no = 'R' .. trade_no
+  redis.call('HSET', pay_key, 'state', 'surplus', 'surplus_reason', reason, 'refund_no', refund_no,
+             'refund_state', refund_state, 'refund_cents', amount)
+  if config.auto_refund_surplus then redis.call('ZADD', tasks_key, NOW, 'refund:' .. trade_no) end
+  emit('payment.surplus', table_id, order_id,
+       {out_trade_no = trade_no, provider = provider, transaction_id = tx, amount_cents = amount,
+        reason = reason, refund_no = refund_no, refund_state = refund_state})
+end
+
 -- Record a refused payment completion for reconciliation (payment.rejected, ERP viewers only).
 local function reject_payment(table_id, order_id, code, payment_ref, amount, version, lock)
   emit('payment.rejected', table_id, order_id,

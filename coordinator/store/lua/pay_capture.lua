@@ -104,13 +104,6 @@ if lock then
   end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'payment_failed'})
   index_order(K_LOCKS, order_id)
 end
-local config = store_config(K_CONFIG, ARGV[12])
-local refund_state = config.auto_refund_surplus and 'pending' or 'manual'
-local refund_no = 'R' .. trade_no
-redis.call('HSET', K_PAY, 'state', 'surplus', 'surplus_reason', reason, 'refund_no', refund_no,
-           'refund_state', refund_state, 'refund_cents', amount)
-if config.auto_refund_surplus then redis.call('ZADD', K_TASKS, NOW, 'refund:' .. trade_no) end
-emit('payment.surplus', rec.table_id or cjson.null, order_id,
-     {out_trade_no = trade_no, provider = provider, transaction_id = tx, amount_cents = amount,
-      reason = reason, refund_no = refund_no, refund_state = refund_state})
+open_surplus(K_PAY, K_TASKS, store_config(K_CONFIG, ARGV[12]), trade_no, reason, amount,
+             rec.table_id or cjson.null, order_id, provider, tx)
 return reply({ok = 1, outcome = 'surplus', payment = record()})

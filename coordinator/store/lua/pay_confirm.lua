@@ -62,15 +62,8 @@ end
 local function surplus(reason)
   if lock then end_lock(K_LOCKS, slot, lock, 'lock.released', {reason = 'payment_failed'}) end
   index_order(K_LOCKS, order_id)
-  local config = store_config(K_CONFIG, ARGV[9])
-  local refund_state = config.auto_refund_surplus and 'pending' or 'manual'
-  local refund_no = 'R' .. trade_no
-  redis.call('HSET', K_PAY, 'state', 'surplus', 'surplus_reason', reason, 'refund_no', refund_no,
-             'refund_state', refund_state, 'refund_cents', amount)
-  if config.auto_refund_surplus then redis.call('ZADD', K_TASKS, NOW, 'refund:' .. trade_no) end
-  emit('payment.surplus', r[6], order_id,
-       {out_trade_no = trade_no, provider = r[8], transaction_id = r[9], amount_cents = amount,
-        reason = reason, refund_no = refund_no, refund_state = refund_state})
+  open_surplus(K_PAY, K_TASKS, store_config(K_CONFIG, ARGV[9]), trade_no, reason, amount, r[6], order_id,
+               r[8], r[9])
   return reply({ok = 1, state = 'surplus'})
 end
 
