@@ -113,7 +113,7 @@ class Steps:
         free = [t for t in self.tables if t not in self.erp.current]
         # Merges are refused more often than moves (two orders' locks and shares must allow them),
         # so they are tried more often: a bounded run must see both go through.
-        if free and movable and random.random() < 0.4:
+        if free and movable and random.random() < 0.25:
             order_id = random.choice(movable)
             await actor.call("POST", f"/stores/{s}/orders/{order_id}/move", {"to_table_id": random.choice(free), "force": force})
         elif movable and len(current) >= 2:
